@@ -1,0 +1,169 @@
+"""The engine's front door: validate, tokenize, queue; hand back a handle that yields events."""
+from __future__ import annotations
+
+import itertools
+import logging
+import queue
+import threading
+import time
+from typing import Callable, Iterator
+
+from server.engine.batch import Row
+from server.engine.errors import NotReady
+from server.engine.model import LoadedModel
+from server.engine.params import GenerationDefaults, Limits, SchedulerConfig
+from server.engine.runner import run_batch
+from server.engine.scheduler import Scheduler
+from server.engine.types import Completion, Event, Failed, Finished, FinishReason, GenerationRequest, TextDelta
+from server.engine.validation import check_inputs, check_lengths, resolve_params
+
+log = logging.getLogger(__name__)
+_ids = itertools.count(1)
+
+
+class RequestHandle:
+    """One request in the engine. Events go to `sink` (from the generation thread), or to an internal
+    queue read by `events()` when no sink is given."""
+
+    def __init__(self, params, sink: Callable[[Event], None] | None, on_cancel: Callable[["RequestHandle"], None]):
+        self.id = next(_ids)
+        self.arrival = time.monotonic()
+        self.params = params
+        self.rows: list[Row] = []
+        self._queue: queue.SimpleQueue | None = None if sink else queue.SimpleQueue()
+        self._sink = sink or self._queue.put
+        self._on_cancel = on_cancel
+        self._cancelled = threading.Event()
+        self._open = 0
+        self._lock = threading.Lock()
+        self.done = threading.Event()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set()
+
+    def cancel(self) -> None:
+        """Stop generating for this request within a step; a waiting request leaves the queue at once."""
+        if self.done.is_set() or self._cancelled.is_set():
+            return
+        self._cancelled.set()
+        self._on_cancel(self)
+
+    def emit(self, event: Event) -> None:
+        with self._lock:
+            if self.done.is_set():
+                return
+            self._sink(event)
+            if isinstance(event, Finished):
+                self._open -= 1
+            if isinstance(event, Failed) or self._open == 0:
+                self.done.set()
+
+    def fail(self, exc: Exception) -> None:
+        for row in self.rows:
+            if row.finish_reason is None:
+                row.finish_reason = 0  # finished, with no reason to report
+        self.emit(Failed(f"generation failed: {type(exc).__name__}: {exc}"))
+
+    def events(self, timeout: float | None = None) -> Iterator[Event]:
+        """Events in order, until every prompt finished or the request failed (in-process use)."""
+        if self._queue is None:
+            raise RuntimeError("this handle sends its events to a sink")
+        while True:
+            try:
+                event = self._queue.get(timeout=timeout)
+            except queue.Empty:
+                raise TimeoutError(f"request {self.id}: no event within {timeout} s") from None
+            yield event
+            if self.done.is_set() and self._queue.empty():
+                return
+
+
+class Engine:
+    """A loaded model with its scheduler. Usable in-process: `generate()` and `stream()`."""
+
+    def __init__(self, model: LoadedModel, defaults: GenerationDefaults = GenerationDefaults(),
+                 limits: Limits = Limits(), scheduler: SchedulerConfig = SchedulerConfig(),
+                 fault_marker: str | None = None):
+        self.model = model
+        self.defaults = defaults
+        self.limits = limits
+        self.fault_marker = fault_marker  # test-only: a prompt containing it fails mid-generation
+        self._instances = [model.model] + [model.fork() for _ in range(scheduler.workers - 1)]
+        self._accepting = True
+        self.scheduler = Scheduler(limits, scheduler, self._run)
+
+    def submit(self, request: GenerationRequest, sink: Callable[[Event], None] | None = None) -> RequestHandle:
+        """Validate and queue; raises ValidationError, QueueFull or NotReady before any work starts."""
+        if not self._accepting:
+            raise NotReady("the server is shutting down")
+        check_inputs(request, self.limits)
+        params = resolve_params(request, self.defaults, self.limits)
+        items = request.prompts or request.conversations
+        texts = [self.model.render(item, request.system_prompt, request.raw) for item in items]
+        prompt_ids = [self.model.encode(t, request.raw) for t in texts]
+        field = "prompts" if request.prompts else "conversations"
+        check_lengths(field, [len(p) for p in prompt_ids], params, self.limits, self.model.info.context_length)
+
+        handle = RequestHandle(params, sink, self._cancel)
+        faulty = self.fault_marker is not None and any(self.fault_marker in t for t in texts)
+        handle.rows = [Row(handle, i, ids, params, fault_after=2 if faulty else None) for i, ids in enumerate(prompt_ids)]
+        handle._open = len(handle.rows)
+        self.scheduler.submit(handle)
+        return handle
+
+    def stream(self, request: GenerationRequest, timeout: float | None = None) -> Iterator[Event]:
+        handle = self.submit(request)
+        try:
+            yield from handle.events(timeout)
+        finally:
+            handle.cancel()
+
+    def generate(self, request: GenerationRequest, timeout: float | None = None) -> list[Completion]:
+        """Whole completions in request order; raises RuntimeError if the engine failed the request."""
+        return collect(self.stream(request, timeout))
+
+    def counts(self) -> tuple[int, int]:
+        return self.scheduler.counts()
+
+    def stop_accepting(self) -> None:
+        self._accepting = False
+
+    def close(self) -> None:
+        self._accepting = False
+        self.scheduler.close()
+
+    def _cancel(self, handle: RequestHandle) -> None:
+        if self.scheduler.discard(handle):  # it never started: finish its rows here
+            _finish_cancelled(handle)
+
+    def _run(self, worker: int, handles: list[RequestHandle]) -> None:
+        for h in handles:
+            if h.cancelled:  # cancelled between leaving the queue and starting
+                _finish_cancelled(h)
+        rows = [row for h in handles for row in h.rows if not row.finished]
+        if rows:
+            m = self.model
+            run_batch(self._instances[worker], m.tokenizer, rows, m.eos_token_ids, m.pad_token_id)
+
+
+def _finish_cancelled(handle: RequestHandle) -> None:
+    for row in handle.rows:
+        row.finish(FinishReason.CANCELLED)
+
+
+def collect(events: Iterator[Event]) -> list[Completion]:
+    """Gather a request's events into whole completions, in prompt order."""
+    texts: dict[int, list[str]] = {}
+    done: dict[int, Finished] = {}
+    for event in events:
+        if isinstance(event, TextDelta):
+            texts.setdefault(event.index, []).append(event.text)
+        elif isinstance(event, Finished):
+            done[event.index] = event
+        elif isinstance(event, Failed):
+            raise RuntimeError(event.message)
+    return [
+        Completion(i, "".join(texts.get(i, [])), f.reason, f.prompt_tokens, f.completion_tokens, f.ttft_ms, f.total_ms)
+        for i, f in sorted(done.items())
+    ]

@@ -1,0 +1,31 @@
+"""Servable settings the engine needs: generation defaults, limits, scheduling."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class GenerationDefaults:
+    max_new_tokens: int = 256
+    min_new_tokens: int = 0
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0  # 0: no top-k filtering
+    repetition_penalty: float = 1.0
+    do_sample: bool = False
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_batch: int = 8  # prompts generated together, in one call and across calls
+    max_waiting: int = 64  # requests waiting for a batch; more get RESOURCE_EXHAUSTED
+    max_prompt_tokens: int = 4096
+    max_new_tokens_cap: int = 2048
+    max_stop_strings: int = 8
+    max_stop_length: int = 64  # characters
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    batch_window_ms: float = 0.0  # wait this long for more requests before starting a batch
+    workers: int = 1  # infer requests sharing the compiled model, each running one batch

@@ -1,0 +1,107 @@
+"""The waiting queue and the workers that take batches from it."""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from typing import Callable
+
+from server.engine.errors import QueueFull
+from server.engine.params import Limits, SchedulerConfig
+
+log = logging.getLogger(__name__)
+
+
+class Scheduler:
+    """Requests wait in one queue; each worker (one infer request) takes as many as fit in a batch.
+
+    A worker that finds work waits up to `batch_window_ms` for more, so requests that arrive together
+    run together: one padded batch costs little more per step than one prompt.
+    """
+
+    def __init__(self, limits: Limits, config: SchedulerConfig,
+                 run: Callable[[int, list], None]):
+        self.limits = limits
+        self.config = config
+        self._run = run
+        self._waiting: deque = deque()
+        self._cond = threading.Condition()
+        self._running = 0  # requests inside a batch
+        self._closed = False
+        self._threads = [
+            threading.Thread(target=self._work, args=(w,), name=f"engine-worker-{w}", daemon=True)
+            for w in range(config.workers)
+        ]
+        for t in self._threads:
+            t.start()
+
+    def submit(self, handle) -> None:
+        with self._cond:
+            if self._closed:
+                raise QueueFull("the engine is shutting down")
+            if len(self._waiting) >= self.limits.max_waiting:
+                raise QueueFull(f"the waiting queue is full ({self.limits.max_waiting} requests); retry later")
+            self._waiting.append(handle)
+            self._cond.notify()
+
+    def discard(self, handle) -> bool:
+        """Take a cancelled request out of the queue; False if it is already running."""
+        with self._cond:
+            try:
+                self._waiting.remove(handle)
+                return True
+            except ValueError:
+                return False
+
+    def counts(self) -> tuple[int, int]:
+        """(running, waiting) requests."""
+        with self._cond:
+            return self._running, len(self._waiting)
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        for t in self._threads:
+            t.join(timeout=30)
+
+    def _take(self) -> list | None:
+        with self._cond:
+            while not self._waiting and not self._closed:
+                self._cond.wait()
+            if not self._waiting:
+                return None
+            window = self.config.batch_window_ms / 1000.0
+            if window > 0:
+                deadline = self._waiting[0].arrival + window
+                while self._prompts_waiting() < self.limits.max_batch and not self._closed:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cond.wait(left)
+            batch, size = [], 0
+            while self._waiting and size + len(self._waiting[0].rows) <= self.limits.max_batch:
+                handle = self._waiting.popleft()
+                batch.append(handle)
+                size += len(handle.rows)
+            self._running += len(batch)
+            return batch
+
+    def _prompts_waiting(self) -> int:
+        return sum(len(h.rows) for h in self._waiting)
+
+    def _work(self, worker: int) -> None:
+        while True:
+            batch = self._take()
+            if batch is None:
+                return
+            if not batch:  # everything waiting was cancelled during the window
+                continue
+            try:
+                self._run(worker, batch)
+            except Exception:  # never lose a worker; the runner already failed the requests
+                log.exception("worker %d: batch failed", worker)
+            finally:
+                with self._cond:
+                    self._running -= len(batch)

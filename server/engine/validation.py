@@ -1,0 +1,106 @@
+"""Request checks: plain functions over plain data, run before any work starts."""
+from __future__ import annotations
+
+import math
+
+from server.engine.errors import ValidationError
+from server.engine.params import GenerationDefaults, Limits
+from server.engine.types import GenerationRequest, ResolvedParams
+
+ROLES = ("system", "user", "assistant")
+MAX_SEED = 2**63 - 1
+
+
+def _pick(value, default):
+    return default if value is None else value
+
+
+def check_inputs(request: GenerationRequest, limits: Limits) -> None:
+    """Prompts or conversations: exactly one, none empty, within the batch limit."""
+    if request.prompts and request.conversations:
+        raise ValidationError("prompts", "give either prompts or conversations, not both")
+    if not request.prompts and not request.conversations:
+        raise ValidationError("prompts", "at least one prompt (or conversation) is required")
+    field = "prompts" if request.prompts else "conversations"
+    count = len(request.prompts) or len(request.conversations)
+    if count > limits.max_batch:
+        raise ValidationError(field, f"{count} given, at most {limits.max_batch} per request")
+    for i, prompt in enumerate(request.prompts):
+        if not prompt.strip():
+            raise ValidationError(f"prompts[{i}]", "must not be empty")
+    for i, conversation in enumerate(request.conversations):
+        if not conversation:
+            raise ValidationError(f"conversations[{i}].messages", "must not be empty")
+        for j, message in enumerate(conversation):
+            if message.role not in ROLES:
+                raise ValidationError(
+                    f"conversations[{i}].messages[{j}].role",
+                    f"unknown role {message.role[:32]!r}; expected one of {', '.join(ROLES)}",
+                )
+    if request.raw and request.conversations:
+        raise ValidationError("raw", "raw applies to prompts, not to conversations")
+
+
+def resolve_params(request: GenerationRequest, defaults: GenerationDefaults, limits: Limits) -> ResolvedParams:
+    """Apply the servable's defaults and check every generation parameter."""
+    p = request.params
+    max_new = _pick(p.max_new_tokens, defaults.max_new_tokens)
+    if max_new < 1:
+        raise ValidationError("max_new_tokens", "must be at least 1")
+    if max_new > limits.max_new_tokens_cap:
+        raise ValidationError("max_new_tokens", f"{max_new} is above this server's cap of {limits.max_new_tokens_cap}")
+    min_new = _pick(p.min_new_tokens, defaults.min_new_tokens)
+    if min_new > max_new:
+        raise ValidationError("min_new_tokens", f"{min_new} is above max_new_tokens ({max_new})")
+
+    temperature = _pick(p.temperature, defaults.temperature)
+    if not math.isfinite(temperature) or temperature < 0:
+        raise ValidationError("temperature", "must be a finite number >= 0")
+    top_p = _pick(p.top_p, defaults.top_p)
+    if not math.isfinite(top_p) or not 0 < top_p <= 1:
+        raise ValidationError("top_p", "must be in (0, 1]")
+    top_k = _pick(p.top_k, defaults.top_k)
+    repetition_penalty = _pick(p.repetition_penalty, defaults.repetition_penalty)
+    if not math.isfinite(repetition_penalty) or repetition_penalty <= 0:
+        raise ValidationError("repetition_penalty", "must be a finite number > 0")
+    if p.seed is not None and not 0 <= p.seed <= MAX_SEED:
+        raise ValidationError("seed", f"must be in [0, {MAX_SEED}]")
+
+    # Sampling when asked, or when a sampling parameter is set and do_sample is left unset.
+    do_sample = p.do_sample
+    if do_sample is None:
+        do_sample = defaults.do_sample or any(v is not None for v in (p.temperature, p.top_p, p.top_k, p.seed))
+    if temperature == 0:
+        do_sample = False  # temperature 0 means greedy, as in most serving APIs
+
+    if len(p.stop) > limits.max_stop_strings:
+        raise ValidationError("stop", f"{len(p.stop)} given, at most {limits.max_stop_strings}")
+    for i, s in enumerate(p.stop):
+        if not s:
+            raise ValidationError(f"stop[{i}]", "must not be empty")
+        if len(s) > limits.max_stop_length:
+            raise ValidationError(f"stop[{i}]", f"longer than {limits.max_stop_length} characters")
+
+    return ResolvedParams(
+        max_new_tokens=max_new,
+        min_new_tokens=min_new,
+        temperature=temperature,
+        top_p=top_p,
+        top_k=top_k,
+        repetition_penalty=repetition_penalty,
+        do_sample=do_sample,
+        seed=p.seed,
+        stop=tuple(p.stop),
+    )
+
+
+def check_lengths(field: str, token_counts: list[int], params: ResolvedParams, limits: Limits, context_length: int) -> None:
+    """Each prompt, plus its new tokens, must fit the prompt limit and the model's context."""
+    for i, n in enumerate(token_counts):
+        if n > limits.max_prompt_tokens:
+            raise ValidationError(f"{field}[{i}]", f"{n} tokens, above this server's limit of {limits.max_prompt_tokens}")
+        if n + params.max_new_tokens > context_length:
+            raise ValidationError(
+                f"{field}[{i}]",
+                f"{n} prompt tokens + max_new_tokens {params.max_new_tokens} exceed the model's context of {context_length}",
+            )
