@@ -19,3 +19,7 @@ class QueueFull(EngineError):
 
 class NotReady(EngineError):
     """The engine is loading or draining."""
+
+
+class GenerationFailed(EngineError):
+    """The engine failed this one request (the server goes on)."""

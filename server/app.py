@@ -1,0 +1,84 @@
+"""The server's life: listen, load the model, serve LLMService + health + reflection, drain on SIGTERM."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+from grpc_reflection.v1alpha import reflection
+
+from proto import llm_pb2, llm_pb2_grpc
+from server.config import Settings
+from server.interceptor import ErrorInterceptor
+from server.server import LLMServicer
+
+log = logging.getLogger(__name__)
+SERVICE = llm_pb2.DESCRIPTOR.services_by_name["LLMService"].full_name
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def load_engine(settings: Settings):
+    from server.engine import Engine
+    from server.engine.model import LoadedModel
+
+    ov_config = {"CACHE_DIR": settings.cache_dir, **settings.ov_config}
+    model = LoadedModel.load(settings.model, settings.device, ov_config, settings.trust_remote_code)
+    info = model.info
+    log.info("model loaded: path=%s device=%s precision=%s context=%d load_time=%.2fs",
+             info.path, info.device, info.precision, info.context_length, info.load_seconds)
+    return Engine(model, settings.generation, settings.limits, settings.scheduler, settings.fault_marker)
+
+
+async def set_health(health, status) -> None:
+    for name in ("", SERVICE):
+        await health.set(name, status)
+
+
+async def serve(settings: Settings) -> int:
+    options = [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+    ]
+    server = grpc.aio.server(interceptors=[ErrorInterceptor()], options=options)
+    servicer = LLMServicer()
+    health = health_aio.HealthServicer()
+    llm_pb2_grpc.add_LLMServiceServicer_to_server(servicer, server)
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    reflection.enable_server_reflection(
+        (SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server)
+    address = f"{settings.host}:{settings.port}"
+    if server.add_insecure_port(address) == 0:
+        raise OSError(f"cannot listen on {address}")
+    await set_health(health, NOT_SERVING)
+    await server.start()
+    log.info("listening on %s (NOT_SERVING until the model is loaded)", address)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    loading = asyncio.ensure_future(asyncio.to_thread(load_engine, settings))
+    stopping = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({loading, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    if loading.done():
+        servicer.engine = loading.result()  # a load failure raises here and ends the process
+        await set_health(health, SERVING)
+        log.info("serving %s on %s", SERVICE, address)
+        await stopping
+
+    log.info("shutting down: refusing new calls, letting running ones finish (grace %.0fs)", settings.grace_seconds)
+    await set_health(health, NOT_SERVING)
+    if servicer.engine is not None:
+        servicer.engine.stop_accepting()
+    await server.stop(settings.grace_seconds)
+    if servicer.engine is not None:
+        servicer.engine.close()
+    elif not loading.done():
+        loading.cancel()
+    log.info("stopped")
+    return 0

@@ -1,0 +1,54 @@
+"""`python -m server`: parse flags, build the settings, run the server."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from server.config import ENVIRONMENT, ConfigError, build
+
+
+def parser() -> argparse.ArgumentParser:
+    env = {name: var for var, name in ENVIRONMENT.items()}
+    p = argparse.ArgumentParser(
+        prog="python -m server",
+        description="Serve a causal language model (OpenVINO IR) over gRPC: llm.LLMService, health, reflection.",
+        epilog="Precedence: flag > environment variable > --config_path file > built-in default.",
+    )
+    p.add_argument("--config_path", help="servable config.json (model_path, device, ov_config, generation, limits, scheduler)")
+    p.add_argument("--model", help=f"model directory (OpenVINO IR) [env {env['model']}; default /model]")
+    p.add_argument("--device", help=f"OpenVINO device: CPU, GPU, GPU.1, AUTO [env {env['device']}; default CPU]")
+    p.add_argument("--host", help=f"address to bind [env {env['host']}; default 127.0.0.1, 0.0.0.0 for all interfaces]")
+    p.add_argument("--port", type=int, help=f"port [env {env['port']}; default 9000]")
+    p.add_argument("--cache-dir", dest="cache_dir", help=f"OpenVINO model cache, for fast restarts [env {env['cache_dir']}]")
+    p.add_argument("--grace-seconds", dest="grace_seconds", type=float, help="time running calls get on SIGTERM (default 30)")
+    p.add_argument("--trust-remote-code", dest="trust_remote_code", action="store_true", default=None,
+                   help="allow model code from the model directory (off by default)")
+    p.add_argument("--log-level", dest="log_level", help=f"DEBUG, INFO, WARNING, ERROR [env {env['log_level']}]")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = vars(parser().parse_args(argv))
+    config_path = args.pop("config_path")
+    try:
+        settings = build(args, config_path)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return asyncio.run(_serve(settings))
+    except KeyboardInterrupt:
+        return 0
+    except Exception as exc:  # one sentence, not a traceback, for start-up failures
+        logging.getLogger("server").debug("start-up failed", exc_info=True)
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+
+
+async def _serve(settings):
+    from server.app import serve
+
+    return await serve(settings)

@@ -1,0 +1,120 @@
+"""Settings: one object, from CLI flags > environment variables > the servable's config.json > defaults."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from server.engine.params import GenerationDefaults, Limits, SchedulerConfig
+
+
+class ConfigError(Exception):
+    """A setting is wrong; the message names the file (or variable) and the key."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    model: str = "/model"  # the seed demo's Docker layout; `--model` or MODEL_PATH overrides
+    device: str = "CPU"
+    host: str = "127.0.0.1"  # loopback unless told otherwise
+    port: int = 9000
+    cache_dir: str = str(Path.home() / ".cache" / "llm-server" / "openvino")
+    ov_config: dict = field(default_factory=dict)
+    generation: GenerationDefaults = GenerationDefaults()
+    limits: Limits = Limits()
+    scheduler: SchedulerConfig = SchedulerConfig()
+    grace_seconds: float = 30.0  # how long running calls may finish on SIGTERM
+    max_message_bytes: int = 4 * 1024 * 1024
+    trust_remote_code: bool = False
+    log_level: str = "INFO"
+    fault_marker: str | None = None  # test-only: a prompt containing it fails mid-generation
+
+
+# Environment variable -> setting.
+ENVIRONMENT = {
+    "MODEL_PATH": "model",
+    "DEVICE": "device",
+    "HOST": "host",
+    "PORT": "port",
+    "OV_CACHE_DIR": "cache_dir",
+    "LOG_LEVEL": "log_level",
+    "LLM_TEST_FAULT_MARKER": "fault_marker",
+}
+SECTIONS = {"generation": GenerationDefaults, "limits": Limits, "scheduler": SchedulerConfig}
+TOP_LEVEL = {f.name: f for f in dataclasses.fields(Settings)} | {"model_path": None}
+
+
+def _typed(value: Any, kind: type, where: str) -> Any:
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind is int and isinstance(value, bool) or not isinstance(value, kind):
+        raise ConfigError(f"{where}: expected {kind.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _field_type(cls, name: str) -> type:
+    hint = {f.name: f.type for f in dataclasses.fields(cls)}[name]
+    hint = hint if isinstance(hint, str) else hint.__name__
+    return {"int": int, "float": float, "bool": bool, "str": str, "dict": dict}.get(hint.split(" ")[0], str)
+
+
+def _section(cls, data: Any, where: str):
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected an object")
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in names:
+            raise ConfigError(f"{where}.{key}: unknown key; expected one of {', '.join(sorted(names))}")
+    return cls(**{k: _typed(v, _field_type(cls, k), f"{where}.{k}") for k, v in data.items()})
+
+
+def load_file(path: str | Path) -> dict:
+    """A servable config.json as Settings fields."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a JSON object")
+    values: dict = {}
+    for key, value in data.items():
+        where = f"{path}: {key}"
+        if key not in TOP_LEVEL or key == "model":
+            raise ConfigError(f"{where}: unknown key; expected one of {', '.join(sorted(set(TOP_LEVEL) - {'model'}))}")
+        if key in SECTIONS:
+            values[key] = _section(SECTIONS[key], value, where)
+        elif key == "model_path":
+            values["model"] = _typed(value, str, where)
+        else:
+            values[key] = _typed(value, _field_type(Settings, key), where)
+    return values
+
+
+def from_environment(environ=os.environ) -> dict:
+    values = {}
+    for var, name in ENVIRONMENT.items():
+        if environ.get(var):
+            raw = environ[var]
+            if name == "port":
+                if not raw.isdigit():
+                    raise ConfigError(f"environment variable {var}: expected a port number, got {raw!r}")
+                values[name] = int(raw)
+            else:
+                values[name] = raw
+    return values
+
+
+def build(cli: dict, config_path: str | None, environ=os.environ) -> Settings:
+    """Merge the layers; `cli` holds only the flags the user gave (None means not given)."""
+    values: dict = {}
+    if config_path:
+        values.update(load_file(config_path))
+    values.update(from_environment(environ))
+    values.update({k: v for k, v in cli.items() if v is not None})
+    return Settings(**values)

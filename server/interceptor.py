@@ -1,0 +1,61 @@
+"""Engine errors become gRPC statuses here, in one place."""
+from __future__ import annotations
+
+import logging
+
+import grpc
+
+from server.engine.errors import EngineError, GenerationFailed, NotReady, QueueFull, ValidationError
+
+log = logging.getLogger(__name__)
+
+STATUS = {
+    ValidationError: grpc.StatusCode.INVALID_ARGUMENT,
+    QueueFull: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    NotReady: grpc.StatusCode.UNAVAILABLE,
+    GenerationFailed: grpc.StatusCode.INTERNAL,
+}
+
+
+def status_for(error: EngineError) -> grpc.StatusCode:
+    return next((code for kind, code in STATUS.items() if isinstance(error, kind)), grpc.StatusCode.INTERNAL)
+
+
+async def _abort(context, error: Exception):
+    if isinstance(error, EngineError):
+        await context.abort(status_for(error), str(error))
+    log.exception("unexpected error in a call", exc_info=error)
+    await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(error).__name__}")
+
+
+class ErrorInterceptor(grpc.aio.ServerInterceptor):
+    """Wraps unary and server-streaming handlers so an exception ends the call with the right status."""
+
+    async def intercept_service(self, continuation, details):
+        handler = await continuation(details)
+        if handler is None or handler.request_streaming:
+            return handler
+        if handler.unary_unary:
+            inner = handler.unary_unary
+
+            async def unary(request, context):
+                try:
+                    return await inner(request, context)
+                except Exception as error:  # noqa: BLE001 - every error becomes a status
+                    await _abort(context, error)
+
+            return grpc.unary_unary_rpc_method_handler(
+                unary, handler.request_deserializer, handler.response_serializer)
+        if handler.unary_stream:
+            inner_stream = handler.unary_stream
+
+            async def stream(request, context):
+                try:
+                    async for response in inner_stream(request, context):
+                        yield response
+                except Exception as error:  # noqa: BLE001
+                    await _abort(context, error)
+
+            return grpc.unary_stream_rpc_method_handler(
+                stream, handler.request_deserializer, handler.response_serializer)
+        return handler

@@ -1,0 +1,45 @@
+"""The gRPC servicer: translates wire messages to engine calls and engine events back to messages."""
+from __future__ import annotations
+
+import asyncio
+from typing import AsyncIterator
+
+from proto import llm_pb2_grpc
+from server import convert
+from server.engine import Engine
+from server.engine.engine import collect
+from server.engine.errors import GenerationFailed, NotReady
+from server.engine.types import Event, Failed, Finished
+
+
+class LLMServicer(llm_pb2_grpc.LLMServiceServicer):
+    def __init__(self):
+        self.engine: Engine | None = None  # set once the model is loaded
+
+    async def Generate(self, request, context):
+        events = [e async for e in self._events(request)]
+        return convert.to_response(collect(iter(events)))
+
+    async def GenerateStream(self, request, context):
+        async for event in self._events(request):
+            yield convert.to_stream_message(event)
+
+    async def _events(self, request) -> AsyncIterator[Event]:
+        """The engine's events for this call, in order. Leaving early (cancel, deadline) cancels the request."""
+        if self.engine is None:
+            raise NotReady("the model is still loading")
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue = asyncio.Queue()
+        handle = self.engine.submit(convert.to_request(request),
+                                    sink=lambda event: loop.call_soon_threadsafe(queue.put_nowait, event))
+        open_rows = len(handle.rows)
+        try:
+            while open_rows:
+                event = await queue.get()
+                if isinstance(event, Failed):
+                    raise GenerationFailed(event.message)
+                if isinstance(event, Finished):
+                    open_rows -= 1
+                yield event
+        finally:
+            handle.cancel()  # a no-op once finished
