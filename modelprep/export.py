@@ -1,0 +1,45 @@
+"""Export a Hugging Face checkpoint to OpenVINO IR with optimum-intel, plus the OpenVINO tokenizer."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from modelprep.errors import ModelPrepError
+from modelprep.registry import Int4Params
+from modelprep.templates import PromptTemplate
+
+TASK = "text-generation-with-past"
+
+
+def export_ir(source: str, out_dir: Path, precision: str, int4: Int4Params, trust_remote_code: bool = False) -> None:
+    """IR, config, generation config and HF tokenizer of `source` (hub id or local dir) into out_dir."""
+    from optimum.exporters.openvino import main_export
+
+    from modelprep.compress import export_config
+
+    main_export(
+        source,
+        output=out_dir,
+        task=TASK,
+        trust_remote_code=trust_remote_code,
+        # Explicit config: optimum otherwise compresses models over 1B parameters to INT8 silently.
+        ov_config=export_config(precision, int4),
+    )
+
+
+def finish_tokenizer(out_dir: Path, template: PromptTemplate | None) -> None:
+    """Add the registry's prompt template where the tokenizer has none; write the OpenVINO tokenizer."""
+    import openvino as ov
+    from openvino_tokenizers import convert_tokenizer
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(out_dir)
+    if not tokenizer.chat_template and template is not None:
+        tokenizer.chat_template = template.to_jinja()
+        tokenizer.save_pretrained(out_dir)
+    try:
+        ov_tokenizer, ov_detokenizer = convert_tokenizer(tokenizer, with_detokenizer=True)
+    except Exception as exc:  # openvino-tokenizers raises plain exceptions for unsupported tokenizers
+        raise ModelPrepError(f"openvino-tokenizers cannot convert this tokenizer: {str(exc).splitlines()[0]}") from exc
+    # openvino-genai's LLMPipeline looks for exactly these names beside the model.
+    ov.save_model(ov_tokenizer, out_dir / "openvino_tokenizer.xml")
+    ov.save_model(ov_detokenizer, out_dir / "openvino_detokenizer.xml")

@@ -1,0 +1,117 @@
+"""The two jobs behind the CLIs: download (get + convert) and compress, each into a complete directory."""
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+from modelprep import hub_errors, registry, store
+from modelprep.errors import ModelPrepError
+from modelprep.progress import steps
+from modelprep.registry import Int4Params, ModelSpec
+
+
+def _preflight(spec: ModelSpec, trust_remote_code: bool) -> None:
+    """Fail in one sentence, before any long step, if the hub model cannot be fetched."""
+    from huggingface_hub.utils import logging as hub_logging
+    from transformers import AutoConfig
+
+    hub_logging.set_verbosity_error()  # no "Retrying in 1s" lines: the one-sentence error says it all
+    try:
+        AutoConfig.from_pretrained(spec.hub_id, trust_remote_code=trust_remote_code)
+    except Exception as exc:
+        explained = hub_errors.explain(exc, spec.hub_id)
+        if explained:
+            raise explained from None
+        if "trust_remote_code" in str(exc):
+            raise ModelPrepError(f"{spec.hub_id} needs its own code: rerun with --trust-remote-code if you trust it") from None
+        raise ModelPrepError(f"cannot load the configuration of {spec.hub_id}: {str(exc).splitlines()[0]}") from None
+
+
+def download(
+    model: str = registry.DEFAULT_MODEL,
+    weight_format: str = "fp32",
+    models_dir: str | Path = "models",
+    *,
+    force: bool = False,
+    trust_remote_code: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Get `model` (registry name, hub id or local dir) and write its OpenVINO directory; return it."""
+    spec = registry.resolve(model)
+    target = store.model_dir(spec.name, weight_format, models_dir)
+    if store.is_complete(target) and not force:
+        return target
+    if spec.source == "hub":
+        _preflight(spec, trust_remote_code)
+
+    manifest = store.Manifest(name=spec.name, precision=weight_format, source=spec.hub_id, stop=list(spec.stop))
+    names = (["de-quantize GGUF"] if spec.source == "gguf" else []) + ["export to OpenVINO IR", "OpenVINO tokenizer"]
+    started = time.monotonic()
+    with store.atomic_dir(target, manifest) as tmp, steps(f"{spec.name} ({weight_format})", names, progress) as step:
+        source = spec.hub_id
+        if spec.source == "gguf":
+            from modelprep import smollm2_gguf
+
+            step("de-quantize GGUF")
+            gguf = smollm2_gguf.locate_gguf()
+            manifest.source = str(gguf)
+            source = str(smollm2_gguf.write_checkpoint(tmp / ".hf-checkpoint", gguf))
+        step("export to OpenVINO IR")
+        try:
+            from modelprep.export import export_ir
+
+            export_ir(source, tmp, weight_format, spec.int4, trust_remote_code)
+        except ModelPrepError:
+            raise
+        except Exception as exc:
+            explained = hub_errors.explain(exc, spec.hub_id)
+            if explained:
+                raise explained from None
+            raise
+        shutil.rmtree(tmp / ".hf-checkpoint", ignore_errors=True)
+        step("OpenVINO tokenizer")
+        from modelprep.export import finish_tokenizer
+
+        finish_tokenizer(tmp, spec.template)
+        if weight_format != "fp32":
+            from modelprep.compress import parameters
+
+            manifest.compression = parameters(weight_format, spec.int4)
+        manifest.seconds = round(time.monotonic() - started, 1)
+    return target
+
+
+def default_int4(name: str) -> Int4Params:
+    spec = registry.MODELS.get(name)
+    return spec.int4 if spec else Int4Params()
+
+
+def compress(
+    source_dir: str | Path,
+    precision: str,
+    *,
+    int4: Int4Params | None = None,
+    force: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Write the `precision` sibling of a complete FP32 directory (e.g. NAME_INT8_compressed_weights)."""
+    from modelprep.compress import compress_ir
+
+    source_dir = Path(source_dir)
+    if not store.is_complete(source_dir):
+        raise ModelPrepError(
+            f"{source_dir} is not a complete model: run `python download_model.py --model {source_dir.name}` first"
+        )
+    source = store.read_manifest(source_dir)
+    target = store.model_dir(source.name, precision, source_dir.parent)
+    if store.is_complete(target) and not force:
+        return target
+    int4 = int4 or default_int4(source.name)
+    manifest = store.Manifest(name=source.name, precision=precision, source=str(source_dir), stop=source.stop)
+    started = time.monotonic()
+    with store.atomic_dir(target, manifest) as tmp, steps(f"{source.name} -> {precision}", ["compress"], progress) as step:
+        step(f"NNCF {precision}")
+        manifest.compression = compress_ir(source_dir, tmp, precision, int4)
+        manifest.seconds = round(time.monotonic() - started, 1)
+    return target
