@@ -22,7 +22,7 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 def load_engine(settings: Settings):
-    from server.engine import Engine
+    from server.engine.engine import Engine
     from server.engine.model import LoadedModel
 
     ov_config = {"CACHE_DIR": settings.cache_dir, **settings.ov_config}
@@ -43,7 +43,7 @@ async def serve(settings: Settings) -> int:
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_send_message_length", settings.max_message_bytes),
     ]
-    server = grpc.aio.server(interceptors=[ErrorInterceptor()], options=options)
+    server = grpc.aio.server(interceptors=[ErrorInterceptor(SERVICE)], options=options)
     servicer = LLMServicer()
     health = health_aio.HealthServicer()
     llm_pb2_grpc.add_LLMServiceServicer_to_server(servicer, server)

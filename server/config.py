@@ -23,9 +23,9 @@ class Settings:
     port: int = 9000
     cache_dir: str = str(Path.home() / ".cache" / "llm-server" / "openvino")
     ov_config: dict = field(default_factory=dict)
-    generation: GenerationDefaults = GenerationDefaults()
-    limits: Limits = Limits()
-    scheduler: SchedulerConfig = SchedulerConfig()
+    generation: GenerationDefaults = field(default_factory=GenerationDefaults)
+    limits: Limits = field(default_factory=Limits)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     grace_seconds: float = 30.0  # how long running calls may finish on SIGTERM
     max_message_bytes: int = 4 * 1024 * 1024
     trust_remote_code: bool = False

@@ -31,9 +31,12 @@ async def _abort(context, error: Exception):
 class ErrorInterceptor(grpc.aio.ServerInterceptor):
     """Wraps unary and server-streaming handlers so an exception ends the call with the right status."""
 
+    def __init__(self, service: str):
+        self.prefix = f"/{service}/"  # health and reflection keep their own handling
+
     async def intercept_service(self, continuation, details):
         handler = await continuation(details)
-        if handler is None or handler.request_streaming:
+        if handler is None or handler.request_streaming or not details.method.startswith(self.prefix):
             return handler
         if handler.unary_unary:
             inner = handler.unary_unary

@@ -2,23 +2,21 @@
 from __future__ import annotations
 
 import asyncio
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 from proto import llm_pb2_grpc
 from server import convert
-from server.engine import Engine
-from server.engine.engine import collect
 from server.engine.errors import GenerationFailed, NotReady
-from server.engine.types import Event, Failed, Finished
+from server.engine.types import Event, Failed, Finished, collect
 
 
 class LLMServicer(llm_pb2_grpc.LLMServiceServicer):
     def __init__(self):
-        self.engine: Engine | None = None  # set once the model is loaded
+        self.engine = None  # the Engine, once the model is loaded
 
     async def Generate(self, request, context):
         events = [e async for e in self._events(request)]
-        return convert.to_response(collect(iter(events)))
+        return convert.to_response(collect(events))
 
     async def GenerateStream(self, request, context):
         async for event in self._events(request):

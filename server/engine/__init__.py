@@ -1,19 +1,3 @@
-"""The engine: loads the model, schedules requests into batches and runs them. No gRPC in here."""
-from server.engine.engine import Engine, RequestHandle
-from server.engine.errors import EngineError, QueueFull, ValidationError
-from server.engine.params import GenerationDefaults, Limits, SchedulerConfig
-from server.engine.types import (
-    Failed,
-    FinishReason,
-    Finished,
-    GenerationRequest,
-    Message,
-    SamplingParams,
-    TextDelta,
-)
+"""The engine: loads the model, schedules requests into batches and runs them. No gRPC in here.
 
-__all__ = [
-    "Engine", "RequestHandle", "EngineError", "QueueFull", "ValidationError", "GenerationDefaults",
-    "Limits", "SchedulerConfig", "Failed", "FinishReason", "Finished", "GenerationRequest", "Message",
-    "SamplingParams", "TextDelta",
-]
+Import from the submodules; this package imports nothing so the transport starts fast."""

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from server.engine.types import FinishReason, Finished, ResolvedParams, TextDelta
+from server.engine.types import Finished, FinishReason, ResolvedParams, TextDelta
 
 
 class InjectedFault(RuntimeError):
@@ -16,7 +16,7 @@ class InjectedFault(RuntimeError):
 
 @dataclass(eq=False)
 class Row:
-    handle: "object"  # RequestHandle: the request this prompt belongs to
+    handle: object  # RequestHandle: the request this prompt belongs to
     index: int  # position of the prompt in its request
     prompt_ids: list[int]
     params: ResolvedParams

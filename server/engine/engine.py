@@ -6,7 +6,7 @@ import logging
 import queue
 import threading
 import time
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 from server.engine.batch import Row
 from server.engine.errors import NotReady
@@ -14,7 +14,7 @@ from server.engine.model import LoadedModel
 from server.engine.params import GenerationDefaults, Limits, SchedulerConfig
 from server.engine.runner import run_batch
 from server.engine.scheduler import Scheduler
-from server.engine.types import Completion, Event, Failed, Finished, FinishReason, GenerationRequest, TextDelta
+from server.engine.types import Completion, Event, Failed, Finished, FinishReason, GenerationRequest, collect
 from server.engine.validation import check_inputs, check_lengths, resolve_params
 
 log = logging.getLogger(__name__)
@@ -25,7 +25,7 @@ class RequestHandle:
     """One request in the engine. Events go to `sink` (from the generation thread), or to an internal
     queue read by `events()` when no sink is given."""
 
-    def __init__(self, params, sink: Callable[[Event], None] | None, on_cancel: Callable[["RequestHandle"], None]):
+    def __init__(self, params, sink: Callable[[Event], None] | None, on_cancel: Callable[[RequestHandle], None]):
         self.id = next(_ids)
         self.arrival = time.monotonic()
         self.params = params
@@ -82,12 +82,13 @@ class RequestHandle:
 class Engine:
     """A loaded model with its scheduler. Usable in-process: `generate()` and `stream()`."""
 
-    def __init__(self, model: LoadedModel, defaults: GenerationDefaults = GenerationDefaults(),
-                 limits: Limits = Limits(), scheduler: SchedulerConfig = SchedulerConfig(),
+    def __init__(self, model: LoadedModel, defaults: GenerationDefaults | None = None,
+                 limits: Limits | None = None, scheduler: SchedulerConfig | None = None,
                  fault_marker: str | None = None):
         self.model = model
-        self.defaults = defaults
-        self.limits = limits
+        self.defaults = defaults or GenerationDefaults()
+        self.limits = limits = limits or Limits()
+        scheduler = scheduler or SchedulerConfig()
         self.fault_marker = fault_marker  # test-only: a prompt containing it fails mid-generation
         self._instances = [model.model] + [model.fork() for _ in range(scheduler.workers - 1)]
         self._accepting = True
@@ -151,19 +152,3 @@ def _finish_cancelled(handle: RequestHandle) -> None:
     for row in handle.rows:
         row.finish(FinishReason.CANCELLED)
 
-
-def collect(events: Iterator[Event]) -> list[Completion]:
-    """Gather a request's events into whole completions, in prompt order."""
-    texts: dict[int, list[str]] = {}
-    done: dict[int, Finished] = {}
-    for event in events:
-        if isinstance(event, TextDelta):
-            texts.setdefault(event.index, []).append(event.text)
-        elif isinstance(event, Finished):
-            done[event.index] = event
-        elif isinstance(event, Failed):
-            raise RuntimeError(event.message)
-    return [
-        Completion(i, "".join(texts.get(i, [])), f.reason, f.prompt_tokens, f.completion_tokens, f.ttft_ms, f.total_ms)
-        for i, f in sorted(done.items())
-    ]

@@ -46,7 +46,7 @@ class LoadedModel:
 
     @classmethod
     def load(cls, path: str | Path, device: str = "CPU", ov_config: dict | None = None,
-             trust_remote_code: bool = False) -> "LoadedModel":
+             trust_remote_code: bool = False) -> LoadedModel:
         # Imported here: these take seconds, and `--help` should not wait for them.
         from optimum.intel import OVModelForCausalLM
         from transformers import AutoTokenizer

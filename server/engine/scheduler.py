@@ -5,7 +5,7 @@ import logging
 import threading
 import time
 from collections import deque
-from typing import Callable
+from collections.abc import Callable
 
 from server.engine.errors import QueueFull
 from server.engine.params import Limits, SchedulerConfig

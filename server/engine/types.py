@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 
@@ -102,3 +103,20 @@ class Completion:
     completion_tokens: int
     ttft_ms: float
     total_ms: float
+
+
+def collect(events: Iterable[Event]) -> list[Completion]:
+    """Gather a request's events into whole completions, in prompt order."""
+    texts: dict[int, list[str]] = {}
+    done: dict[int, Finished] = {}
+    for event in events:
+        if isinstance(event, TextDelta):
+            texts.setdefault(event.index, []).append(event.text)
+        elif isinstance(event, Finished):
+            done[event.index] = event
+        elif isinstance(event, Failed):
+            raise RuntimeError(event.message)
+    return [
+        Completion(i, "".join(texts.get(i, [])), f.reason, f.prompt_tokens, f.completion_tokens, f.ttft_ms, f.total_ms)
+        for i, f in sorted(done.items())
+    ]
