@@ -26,7 +26,10 @@ def load_engine(settings: Settings):
     from server.engine.model import LoadedModel
 
     ov_config = {"CACHE_DIR": settings.cache_dir, **settings.ov_config}
-    model = LoadedModel.load(settings.model, settings.device, ov_config, settings.trust_remote_code)
+    try:
+        model = LoadedModel.load(settings.model, settings.device, ov_config, settings.trust_remote_code)
+    except Exception as exc:
+        raise RuntimeError(f"cannot load the model in {settings.model}: {type(exc).__name__}: {exc}") from exc
     info = model.info
     log.info("model loaded: path=%s device=%s precision=%s context=%d load_time=%.2fs",
              info.path, info.device, info.precision, info.context_length, info.load_seconds)
@@ -66,7 +69,10 @@ async def serve(settings: Settings) -> int:
     stopping = asyncio.ensure_future(stop.wait())
     await asyncio.wait({loading, stopping}, return_when=asyncio.FIRST_COMPLETED)
     if loading.done():
-        servicer.engine = loading.result()  # a load failure raises here and ends the process
+        if loading.exception() is not None:
+            await server.stop(0)
+            raise loading.exception()
+        servicer.engine = loading.result()
         await set_health(health, SERVING)
         log.info("serving %s on %s", SERVICE, address)
         await stopping

@@ -5,6 +5,7 @@ import argparse
 import asyncio
 import logging
 import sys
+from pathlib import Path
 
 from server.config import ENVIRONMENT, ConfigError, build
 
@@ -29,11 +30,20 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def check_model_dir(path: str) -> None:
+    if not Path(path).is_dir():
+        raise ConfigError(f"model directory {path} does not exist; get one with "
+                          f"`python download_model.py --model NAME` and pass it with --model")
+    if not any(Path(path).glob("openvino*model*.xml")):
+        raise ConfigError(f"model directory {path} holds no OpenVINO IR (openvino_model.xml)")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = vars(parser().parse_args(argv))
     config_path = args.pop("config_path")
     try:
         settings = build(args, config_path)
+        check_model_dir(settings.model)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -44,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except Exception as exc:  # one sentence, not a traceback, for start-up failures
         logging.getLogger("server").debug("start-up failed", exc_info=True)
-        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"error: {exc}", file=sys.stderr)
         return 1
 
 

@@ -28,6 +28,7 @@ class Row:
     text: str = ""
     first_token_at: float | None = None
     finish_reason: FinishReason | None = None
+    finished_at: float = 0.0
 
     def __post_init__(self):
         if self.params.do_sample:
@@ -50,7 +51,7 @@ class Row:
         if self.finished:
             return
         self.finish_reason = reason
-        now = time.monotonic()
+        self.finished_at = now = time.monotonic()
         first = self.first_token_at if self.first_token_at is not None else now
         self.handle.emit(Finished(
             index=self.index, reason=reason, prompt_tokens=len(self.prompt_ids),

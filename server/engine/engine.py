@@ -138,7 +138,8 @@ class Engine:
         if self.scheduler.discard(handle):  # it never started: finish its rows here
             _finish_cancelled(handle)
 
-    def _run(self, worker: int, handles: list[RequestHandle]) -> None:
+    def _run(self, worker: int, handles: list[RequestHandle]) -> float:
+        """Run one batch; returns when its last prompt finished (the scheduler's batching hint)."""
         for h in handles:
             if h.cancelled:  # cancelled between leaving the queue and starting
                 _finish_cancelled(h)
@@ -146,6 +147,7 @@ class Engine:
         if rows:
             m = self.model
             run_batch(self._instances[worker], m.tokenizer, rows, m.eos_token_ids, m.pad_token_id)
+        return max((r.finished_at for h in handles for r in h.rows), default=time.monotonic())
 
 
 def _finish_cancelled(handle: RequestHandle) -> None:

@@ -16,18 +16,21 @@ log = logging.getLogger(__name__)
 class Scheduler:
     """Requests wait in one queue; each worker (one infer request) takes as many as fit in a batch.
 
-    A worker that finds work waits up to `batch_window_ms` for more, so requests that arrive together
-    run together: one padded batch costs little more per step than one prompt.
+    One padded batch costs little more per step than one prompt, so when requests have been coming
+    together (the last batch held several, or the next one queued behind a running batch), a free
+    worker waits up to `batch_window_ms` for the rest of them. A lone client never waits.
     """
 
     def __init__(self, limits: Limits, config: SchedulerConfig,
-                 run: Callable[[int, list], None]):
+                 run: Callable[[int, list], float]):
         self.limits = limits
         self.config = config
         self._run = run
         self._waiting: deque = deque()
         self._cond = threading.Condition()
         self._running = 0  # requests inside a batch
+        self._last_batch = 1  # requests in the most recent batch
+        self._last_done = 0.0  # when the most recent batch's last prompt finished
         self._closed = False
         self._threads = [
             threading.Thread(target=self._work, args=(w,), name=f"engine-worker-{w}", daemon=True)
@@ -73,8 +76,9 @@ class Scheduler:
             if not self._waiting:
                 return None
             window = self.config.batch_window_ms / 1000.0
-            if window > 0:
-                deadline = self._waiting[0].arrival + window
+            queued_behind = self._waiting[0].arrival < self._last_done
+            if window > 0 and (self._last_batch > 1 or len(self._waiting) > 1 or queued_behind):
+                deadline = time.monotonic() + window
                 while self._prompts_waiting() < self.limits.max_batch and not self._closed:
                     left = deadline - time.monotonic()
                     if left <= 0:
@@ -86,6 +90,9 @@ class Scheduler:
                 batch.append(handle)
                 size += len(handle.rows)
             self._running += len(batch)
+            if batch:
+                self._last_batch = len(batch)
+                log.debug("batch of %d requests, %d prompts; %d waiting", len(batch), size, len(self._waiting))
             return batch
 
     def _prompts_waiting(self) -> int:
@@ -98,10 +105,12 @@ class Scheduler:
                 return
             if not batch:  # everything waiting was cancelled during the window
                 continue
+            done = time.monotonic()
             try:
-                self._run(worker, batch)
+                done = self._run(worker, batch)
             except Exception:  # never lose a worker; the runner already failed the requests
                 log.exception("worker %d: batch failed", worker)
             finally:
                 with self._cond:
                     self._running -= len(batch)
+                    self._last_done = max(self._last_done, done)

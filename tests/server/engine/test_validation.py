@@ -1,0 +1,74 @@
+"""Request checks are plain functions: each bad field is named, good requests get the defaults."""
+import math
+
+import pytest
+
+from server.engine.errors import ValidationError
+from server.engine.params import GenerationDefaults, Limits
+from server.engine.types import GenerationRequest, Message, SamplingParams
+from server.engine.validation import check_inputs, check_lengths, resolve_params
+
+LIMITS = Limits(max_batch=4, max_prompt_tokens=100, max_new_tokens_cap=50, max_stop_strings=2, max_stop_length=5)
+DEFAULTS = GenerationDefaults(max_new_tokens=20)
+
+
+def params(**kw) -> GenerationRequest:
+    return GenerationRequest(prompts=("hi",), params=SamplingParams(**kw))
+
+
+def field_of(fn, *args) -> str:
+    with pytest.raises(ValidationError) as caught:
+        fn(*args)
+    return caught.value.field
+
+
+def test_defaults_fill_unset_fields():
+    p = resolve_params(params(), DEFAULTS, LIMITS)
+    assert (p.max_new_tokens, p.min_new_tokens, p.do_sample, p.temperature, p.top_p) == (20, 0, False, 1.0, 1.0)
+
+
+def test_a_sampling_parameter_turns_sampling_on_unless_told_otherwise():
+    assert resolve_params(params(temperature=0.7), DEFAULTS, LIMITS).do_sample
+    assert not resolve_params(params(temperature=0.7, do_sample=False), DEFAULTS, LIMITS).do_sample
+    assert not resolve_params(params(temperature=0.0, do_sample=True), DEFAULTS, LIMITS).do_sample
+
+
+@pytest.mark.parametrize(("kw", "field"), [
+    ({"temperature": -1.0}, "temperature"),
+    ({"temperature": math.nan}, "temperature"),
+    ({"temperature": math.inf}, "temperature"),
+    ({"top_p": 0.0}, "top_p"),
+    ({"top_p": 1.01}, "top_p"),
+    ({"top_p": math.nan}, "top_p"),
+    ({"repetition_penalty": 0.0}, "repetition_penalty"),
+    ({"repetition_penalty": -1.0}, "repetition_penalty"),
+    ({"max_new_tokens": 0}, "max_new_tokens"),
+    ({"max_new_tokens": 51}, "max_new_tokens"),
+    ({"max_new_tokens": 5, "min_new_tokens": 6}, "min_new_tokens"),
+    ({"seed": 2**64 - 1}, "seed"),
+    ({"stop": ("a", "b", "c")}, "stop"),
+    ({"stop": ("toolong",)}, "stop[0]"),
+    ({"stop": ("ok", "")}, "stop[1]"),
+])
+def test_bad_parameter_names_its_field(kw, field):
+    assert field_of(resolve_params, params(**kw), DEFAULTS, LIMITS) == field
+
+
+@pytest.mark.parametrize(("request_", "field"), [
+    (GenerationRequest(), "prompts"),
+    (GenerationRequest(prompts=("a",), conversations=((Message("user", "b"),),)), "prompts"),
+    (GenerationRequest(prompts=("a", "\n\t ")), "prompts[1]"),
+    (GenerationRequest(prompts=("a",) * 5), "prompts"),
+    (GenerationRequest(conversations=((),)), "conversations[0].messages"),
+    (GenerationRequest(conversations=((Message("user", "a"), Message("robot", "b")),)), "conversations[0].messages[1].role"),
+    (GenerationRequest(conversations=((Message("user", "a"),),), raw=True), "raw"),
+])
+def test_bad_inputs_name_their_field(request_, field):
+    assert field_of(check_inputs, request_, LIMITS) == field
+
+
+def test_lengths_check_the_prompt_limit_and_the_context():
+    p = resolve_params(params(max_new_tokens=50), DEFAULTS, LIMITS)
+    check_lengths("prompts", [100, 10], p, LIMITS, context_length=150)
+    assert field_of(check_lengths, "prompts", [10, 101], p, LIMITS, 1000) == "prompts[1]"
+    assert field_of(check_lengths, "conversations", [60], p, LIMITS, 100) == "conversations[0]"
