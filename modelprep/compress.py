@@ -18,18 +18,6 @@ def parameters(precision: str, int4: Int4Params) -> dict:
     return {"fp16": {"mode": "fp16"}, "int8": {"mode": "int8_asym", "group_size": -1}}.get(precision, {})
 
 
-def export_config(precision: str, int4: Int4Params):
-    """The same settings as an optimum-intel OVConfig, for compressing during export."""
-    from optimum.intel import OVConfig, OVWeightQuantizationConfig
-
-    if precision in ("fp32", "fp16"):
-        return OVConfig(dtype=precision)
-    if precision == "int8":
-        return OVConfig(quantization_config=OVWeightQuantizationConfig(bits=8, sym=False))
-    return OVConfig(quantization_config=OVWeightQuantizationConfig(
-        bits=4, sym=int4.sym, group_size=int4.group_size, ratio=int4.ratio))
-
-
 def compress_ir(src: Path, dst: Path, precision: str, int4: Int4Params) -> dict:
     """Write a compressed copy of the IR in `src` to `dst` (with every other file copied as is)."""
     import nncf

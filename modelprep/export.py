@@ -4,25 +4,26 @@ from __future__ import annotations
 from pathlib import Path
 
 from modelprep.errors import ModelPrepError
-from modelprep.registry import Int4Params
 from modelprep.templates import PromptTemplate
 
 TASK = "text-generation-with-past"
 
 
-def export_ir(source: str, out_dir: Path, precision: str, int4: Int4Params, trust_remote_code: bool = False) -> None:
-    """IR, config, generation config and HF tokenizer of `source` (hub id or local dir) into out_dir."""
-    from optimum.exporters.openvino import main_export
+def export_ir(source: str, out_dir: Path, trust_remote_code: bool = False) -> None:
+    """FP32 IR, config, generation config and HF tokenizer of `source` (hub id or local dir) into out_dir.
 
-    from modelprep.compress import export_config
+    Other precisions are made from this IR by `modelprep.compress`, the one compression code path.
+    """
+    from optimum.exporters.openvino import main_export
+    from optimum.intel import OVConfig
 
     main_export(
         source,
         output=out_dir,
         task=TASK,
         trust_remote_code=trust_remote_code,
-        # Explicit config: optimum otherwise compresses models over 1B parameters to INT8 silently.
-        ov_config=export_config(precision, int4),
+        # Explicit FP32: without a config optimum silently compresses models over 1B parameters to INT8.
+        ov_config=OVConfig(dtype="fp32"),
     )
 
 

@@ -47,8 +47,11 @@ def download(
 
     manifest = store.Manifest(name=spec.name, precision=weight_format, source=spec.hub_id, stop=list(spec.stop))
     names = (["de-quantize GGUF"] if spec.source == "gguf" else []) + ["export to OpenVINO IR", "OpenVINO tokenizer"]
+    names += [f"NNCF {weight_format}"] if weight_format != "fp32" else []
     started = time.monotonic()
     with store.atomic_dir(target, manifest) as tmp, steps(f"{spec.name} ({weight_format})", names, progress) as step:
+        # FP32 goes straight into the new directory; other precisions are compressed from an FP32 copy.
+        fp32_dir = tmp if weight_format == "fp32" else tmp / ".fp32"
         source = spec.hub_id
         if spec.source == "gguf":
             from modelprep import smollm2_gguf
@@ -58,28 +61,34 @@ def download(
             manifest.source = str(gguf)
             source = str(smollm2_gguf.write_checkpoint(tmp / ".hf-checkpoint", gguf))
         step("export to OpenVINO IR")
-        try:
-            from modelprep.export import export_ir
-
-            export_ir(source, tmp, weight_format, spec.int4, trust_remote_code)
-        except ModelPrepError:
-            raise
-        except Exception as exc:
-            explained = hub_errors.explain(exc, spec.hub_id)
-            if explained:
-                raise explained from None
-            raise
+        _export(spec, source, fp32_dir, trust_remote_code)
         shutil.rmtree(tmp / ".hf-checkpoint", ignore_errors=True)
         step("OpenVINO tokenizer")
         from modelprep.export import finish_tokenizer
 
-        finish_tokenizer(tmp, spec.template)
+        finish_tokenizer(fp32_dir, spec.template)
         if weight_format != "fp32":
-            from modelprep.compress import parameters
+            from modelprep.compress import compress_ir
 
-            manifest.compression = parameters(weight_format, spec.int4)
+            step(f"NNCF {weight_format}")
+            manifest.compression = compress_ir(fp32_dir, tmp, weight_format, spec.int4)
+            shutil.rmtree(fp32_dir)
         manifest.seconds = round(time.monotonic() - started, 1)
     return target
+
+
+def _export(spec: ModelSpec, source: str, out_dir: Path, trust_remote_code: bool) -> None:
+    from modelprep.export import export_ir
+
+    try:
+        export_ir(source, out_dir, trust_remote_code)
+    except ModelPrepError:
+        raise
+    except Exception as exc:
+        explained = hub_errors.explain(exc, spec.hub_id)
+        if explained:
+            raise explained from None
+        raise
 
 
 def default_int4(name: str) -> Int4Params:
