@@ -1,0 +1,64 @@
+"""Shared fixtures: the real default model in every precision, built once and cached under models/."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+# Tests never reach the model hub; set before anything imports huggingface_hub.
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+REPO = Path(__file__).resolve().parent.parent
+MODELS_DIR = REPO / "models"
+DEFAULT_MODEL = "smollm2-135m-instruct"
+sys.path.insert(0, str(REPO))  # `modelprep` without installing the project
+
+
+def _model(precision: str) -> Path:
+    from modelprep.store import ensure_model
+
+    return ensure_model(DEFAULT_MODEL, precision, MODELS_DIR)
+
+
+@pytest.fixture(scope="session")
+def fp32_model_dir() -> Path:
+    return _model("fp32")
+
+
+@pytest.fixture(scope="session")
+def fp16_model_dir(fp32_model_dir) -> Path:
+    return _model("fp16")
+
+
+@pytest.fixture(scope="session")
+def int8_model_dir(fp32_model_dir) -> Path:
+    return _model("int8")
+
+
+@pytest.fixture(scope="session")
+def int4_model_dir(fp32_model_dir) -> Path:
+    return _model("int4")
+
+
+@pytest.fixture
+def run_cli():
+    """Run download_model.py / compress_model.py as a user would; returns the CompletedProcess."""
+
+    def run(script: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+        env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+        return subprocess.run([sys.executable, str(REPO / script), *map(str, args)], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=timeout)
+
+    return run
+
+
+def pytest_terminal_summary(terminalreporter):
+    from modelcheck import RECORDED
+
+    if RECORDED:
+        terminalreporter.section("token agreement with FP32 (first 32 greedy tokens)")
+        for line in RECORDED:
+            terminalreporter.write_line(line)
