@@ -1,0 +1,334 @@
+"""The benchmark's parts: per-request timings, per-level figures, load on the server, the table and the plot.
+
+Every request asks for exactly `tokens` new tokens (min_new_tokens = max_new_tokens), greedy, one prompt.
+Definitions, per level:
+- TTFT: send -> first text (client clock); TPOT per request: (end - first text) / (tokens - 1);
+- ITL: gaps between consecutive text messages; E2E: send -> final message;
+- requests/s and output tokens/s: over the level's wall time (first send -> last answer).
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+
+from proto import llm_pb2, llm_pb2_grpc
+
+PROMPTS_FILE = Path(__file__).with_name("prompts.txt")
+
+
+def load_prompts(path: Path = PROMPTS_FILE) -> list[str]:
+    prompts = [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
+    if not prompts:
+        raise ValueError(f"{path}: no prompts")
+    return prompts
+
+
+@dataclass
+class RequestTiming:
+    """One request, times in ms from sending it."""
+
+    prompt_index: int
+    ttft_ms: float
+    e2e_ms: float
+    tokens: int
+    tpot_ms: float | None
+    gaps_ms: list[float] = field(default_factory=list)  # between text messages; empty where not observable
+    text: str = ""
+
+    @classmethod
+    def from_arrivals(cls, prompt_index: int, arrivals_ms: list[float], e2e_ms: float, tokens: int,
+                      text: str = "") -> RequestTiming:
+        """From the arrival times of the text pieces (or tokens) and the end."""
+        first = arrivals_ms[0] if arrivals_ms else e2e_ms
+        tpot = (e2e_ms - first) / (tokens - 1) if tokens > 1 else None
+        gaps = [b - a for a, b in zip(arrivals_ms, arrivals_ms[1:])]
+        return cls(prompt_index, first, e2e_ms, tokens, tpot, gaps, text)
+
+
+@dataclass
+class Percentiles:
+    p50: float | None
+    p90: float | None
+    p99: float | None
+
+    @classmethod
+    def of(cls, values: list[float]) -> Percentiles:
+        return cls(*(percentile(values, q) for q in (50, 90, 99)))
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """Linear interpolation between closest ranks (numpy's default)."""
+    if not values:
+        return None
+    s = sorted(values)
+    pos = (len(s) - 1) * q / 100
+    lo = int(pos)
+    hi = min(lo + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
+
+
+@dataclass
+class LevelResult:
+    concurrency: int
+    requests: int
+    errors: int
+    wall_s: float
+    ttft_ms: Percentiles
+    tpot_ms: Percentiles
+    itl_ms: Percentiles
+    e2e_ms: Percentiles
+    requests_per_s: float
+    output_tokens_per_s: float
+    timings: list[RequestTiming]
+    error_messages: list[str] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, concurrency: int, wall_s: float, timings: list[RequestTiming], errors: list[str] = ()) -> LevelResult:
+        return cls(
+            concurrency=concurrency, requests=len(timings), errors=len(errors), wall_s=wall_s,
+            ttft_ms=Percentiles.of([t.ttft_ms for t in timings]),
+            tpot_ms=Percentiles.of([t.tpot_ms for t in timings if t.tpot_ms is not None]),
+            itl_ms=Percentiles.of([g for t in timings for g in t.gaps_ms]),
+            e2e_ms=Percentiles.of([t.e2e_ms for t in timings]),
+            requests_per_s=len(timings) / wall_s if wall_s > 0 else 0.0,
+            output_tokens_per_s=sum(t.tokens for t in timings) / wall_s if wall_s > 0 else 0.0,
+            timings=timings, error_messages=sorted(set(errors))[:5],
+        )
+
+
+@dataclass
+class LoadConfig:
+    url: str
+    prompts: list[str]
+    tokens: int
+    levels: list[int]
+    requests: int  # per level, at least the level's concurrency
+    warmup: int
+    timeout: float | None
+    metadata: tuple[tuple[str, str], ...] = ()
+
+
+# ---------------------------------------------------------------- load on the server
+
+def run_server_levels(cfg: LoadConfig, progress=print) -> list[LevelResult]:
+    return asyncio.run(_run_levels(cfg, progress))
+
+
+async def _run_levels(cfg: LoadConfig, progress) -> list[LevelResult]:
+    async with grpc.aio.insecure_channel(cfg.url) as channel:
+        stub = llm_pb2_grpc.LLMServiceStub(channel)
+        for i in range(cfg.warmup):
+            await _one(stub, cfg, i)
+        results = []
+        for level in cfg.levels:
+            result = await _level(stub, cfg, level)
+            progress(f"server  concurrency {level}: {result.requests} requests, {result.errors} errors, "
+                     f"{result.wall_s:.1f} s")
+            results.append(result)
+        return results
+
+
+async def _level(stub, cfg: LoadConfig, concurrency: int) -> LevelResult:
+    """A closed loop: `concurrency` streams, each sending its next request when its answer is complete."""
+    todo = iter(range(max(cfg.requests, concurrency)))
+    timings: list[RequestTiming] = []
+    errors: list[str] = []
+
+    async def worker():
+        for i in todo:
+            try:
+                timings.append(await _one(stub, cfg, i))
+            except grpc.aio.AioRpcError as exc:
+                errors.append(f"{exc.code().name}: {exc.details()}")
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    wall = time.perf_counter() - start
+    return LevelResult.of(concurrency, wall, sorted(timings, key=lambda t: t.prompt_index), errors)
+
+
+async def _one(stub, cfg: LoadConfig, i: int) -> RequestTiming:
+    prompt = cfg.prompts[i % len(cfg.prompts)]
+    request = llm_pb2.GenerateRequest(prompts=[prompt], max_new_tokens=cfg.tokens, min_new_tokens=cfg.tokens,
+                                      do_sample=False)
+    arrivals: list[float] = []
+    pieces: list[str] = []
+    tokens = 0
+    start = time.perf_counter()
+    async for msg in stub.GenerateStream(request, timeout=cfg.timeout, metadata=cfg.metadata):
+        now = (time.perf_counter() - start) * 1000
+        if msg.text:
+            arrivals.append(now)
+            pieces.append(msg.text)
+        if msg.finish_reason:
+            tokens = msg.completion_tokens
+    end = (time.perf_counter() - start) * 1000
+    return RequestTiming.from_arrivals(i, arrivals, end, tokens, "".join(pieces))
+
+
+# ---------------------------------------------------------------- the summary line, the table, the plot
+
+@dataclass
+class Summary:
+    tpot_ratio_vs_inprocess: float | None  # server TPOT p50 / in-process TPOT p50, one stream
+    ttft_overhead_ms: float | None  # server TTFT p50 - in-process TTFT p50, one stream
+    speedup_vs_1: float | None  # server output tokens/s at the highest level / at one stream
+    top_level: int
+
+    def line(self) -> str:
+        def f(v, digits):
+            return "n/a" if v is None else f"{v:.{digits}f}"
+
+        return (f"tpot_ratio_vs_inprocess={f(self.tpot_ratio_vs_inprocess, 3)} "
+                f"ttft_overhead_ms={f(self.ttft_overhead_ms, 1)} "
+                f"speedup_{self.top_level}_vs_1={f(self.speedup_vs_1, 2)}")
+
+
+def summarize(server: list[LevelResult], inprocess: list[LevelResult] | None) -> Summary:
+    by_level = {r.concurrency: r for r in server}
+    one, top = by_level.get(1), server[-1] if server else None
+    base = next((r for r in inprocess or [] if r.concurrency == 1), None)
+    ratio = overhead = speedup = None
+    if one and base and one.tpot_ms.p50 and base.tpot_ms.p50:
+        ratio = one.tpot_ms.p50 / base.tpot_ms.p50
+    if one and base and one.ttft_ms.p50 is not None and base.ttft_ms.p50 is not None:
+        overhead = one.ttft_ms.p50 - base.ttft_ms.p50
+    if one and top and one.output_tokens_per_s:
+        speedup = top.output_tokens_per_s / one.output_tokens_per_s
+    return Summary(ratio, overhead, speedup, top.concurrency if top else 0)
+
+
+def _n(v: float | None, digits: int = 1) -> str:
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+def server_table(results: list[LevelResult]) -> str:
+    rows = [f"{'conc':>4} {'reqs':>4} {'err':>3}  {'TTFT ms p50/p90/p99':>21}  {'TPOT ms':>7}  "
+            f"{'ITL ms p50/p99':>14}  {'E2E s p50/p99':>13}  {'req/s':>6}  {'tok/s':>6}"]
+    for r in results:
+        ttft = f"{_n(r.ttft_ms.p50, 0)}/{_n(r.ttft_ms.p90, 0)}/{_n(r.ttft_ms.p99, 0)}"
+        itl = f"{_n(r.itl_ms.p50)}/{_n(r.itl_ms.p99)}"
+        e2e = f"{_n(r.e2e_ms.p50 and r.e2e_ms.p50 / 1000, 2)}/{_n(r.e2e_ms.p99 and r.e2e_ms.p99 / 1000, 2)}"
+        rows.append(f"{r.concurrency:>4} {r.requests:>4} {r.errors:>3}  {ttft:>21}  {_n(r.tpot_ms.p50):>7}  "
+                    f"{itl:>14}  {e2e:>13}  {r.requests_per_s:>6.2f}  {r.output_tokens_per_s:>6.1f}")
+    return "\n".join(rows)
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    return "-" if a is None or not b else f"{a / b:.2f}"
+
+
+def baseline_table(server: list[LevelResult], baseline: list[LevelResult]) -> str:
+    by_level = {r.concurrency: r for r in server}
+    rows = [f"{'conc':>4}  {'TTFT ms':>8}  {'TPOT ms':>7}  {'tok/s':>6}   "
+            f"{'server/baseline: TTFT':>21}  {'TPOT':>5}  {'tok/s':>5}"]
+    for b in baseline:
+        s = by_level.get(b.concurrency)
+        rows.append(f"{b.concurrency:>4}  {_n(b.ttft_ms.p50):>8}  {_n(b.tpot_ms.p50):>7}  {b.output_tokens_per_s:>6.1f}   "
+                    f"{_ratio(s and s.ttft_ms.p50, b.ttft_ms.p50):>21}  {_ratio(s and s.tpot_ms.p50, b.tpot_ms.p50):>5}  "
+                    f"{_ratio(s and s.output_tokens_per_s, b.output_tokens_per_s):>5}")
+    return "\n".join(rows)
+
+
+def plot(path: str | Path, server: list[LevelResult], baselines: dict[str, list[LevelResult]], title: str) -> None:
+    """TTFT, TPOT and throughput against concurrency; baselines dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [("TTFT p50 (ms)", lambda r: r.ttft_ms.p50), ("TPOT p50 (ms/token)", lambda r: r.tpot_ms.p50),
+              ("output tokens/s", lambda r: r.output_tokens_per_s)]
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
+    series = [("server", server, "-", "o")] + [(name, res, "--", "s") for name, res in baselines.items()]
+    for ax, (label, value) in zip(axes, panels):
+        for name, results, style, marker in series:
+            xs = [r.concurrency for r in results if value(r) is not None]
+            ys = [value(r) for r in results if value(r) is not None]
+            ax.plot(xs, ys, linestyle=style, marker=marker, label=name)
+        if label.startswith("TTFT"):  # the spread: p90 as a band over p50
+            xs = [r.concurrency for r in server if r.ttft_ms.p90 is not None]
+            ax.fill_between(xs, [r.ttft_ms.p50 for r in server if r.ttft_ms.p90 is not None],
+                            [r.ttft_ms.p90 for r in server if r.ttft_ms.p90 is not None], alpha=0.2,
+                            label="server p50-p90")
+        ax.set_xscale("log", base=2)
+        levels = sorted({r.concurrency for _, res, _, _ in series for r in res})
+        ax.set_xticks(levels, [str(x) for x in levels])
+        ax.set_xlabel("concurrent streams (baselines: batch size)")
+        ax.set_title(label)
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------- a server of our own (--serve)
+
+class StartedServer:
+    """`python -m server` on a free loopback port, for as long as the `with` block runs."""
+
+    def __init__(self, model_dir: str | Path, config_path: str | Path, log_path: str | Path,
+                 cache_dir: str | None = None, ready_seconds: float = 300):
+        self.model_dir, self.config_path, self.log_path = model_dir, config_path, Path(log_path)
+        self.cache_dir, self.ready_seconds = cache_dir, ready_seconds
+        self.proc = None
+        self.url = ""
+
+    def __enter__(self) -> StartedServer:
+        import os
+        import socket
+        import subprocess
+        import sys
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        self.url = f"127.0.0.1:{port}"
+        cmd = [sys.executable, "-m", "server", "--config_path", str(self.config_path), "--port", str(port),
+               "--model", str(self.model_dir)] + (["--cache-dir", self.cache_dir] if self.cache_dir else [])
+        root = Path(__file__).resolve().parents[1]
+        self.proc = subprocess.Popen(cmd, cwd=root, stdout=self.log_path.open("w"), stderr=subprocess.STDOUT,
+                                     env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        try:
+            self._wait_serving()
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def _wait_serving(self) -> None:
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        deadline = time.monotonic() + self.ready_seconds
+        with grpc.insecure_channel(self.url) as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"the server exited with code {self.proc.returncode}; log: {self.log_path}")
+                try:
+                    status = health.Check(health_pb2.HealthCheckRequest(), timeout=2).status
+                    if status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+                except grpc.RpcError:
+                    pass
+                time.sleep(0.2)
+        raise RuntimeError(f"the server was not serving after {self.ready_seconds:.0f} s; log: {self.log_path}")
+
+    def __exit__(self, *exc) -> None:
+        import signal
+        import subprocess
+
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()

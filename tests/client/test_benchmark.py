@@ -1,0 +1,59 @@
+"""client/benchmark.py on a tiny configuration against a live server, and with a server of its own."""
+from __future__ import annotations
+
+import json
+import re
+
+import grpc
+import pytest
+
+from tests.server.harness import free_port
+
+SUMMARY = re.compile(r"^tpot_ratio_vs_inprocess=([\d.]+) ttft_overhead_ms=(-?[\d.]+) speedup_2_vs_1=([\d.]+)$")
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def test_tiny_benchmark_with_inprocess_baseline_writes_json_and_png(live_server, fp32_model_dir, run_script,
+                                                                     tmp_path):
+    out = run_script("benchmark.py", "--url", live_server.address, "--levels", "1,2", "--requests", "2",
+                     "--max-new-tokens", "6", "--warmup", "1", "--baseline", "inprocess", "--model", fp32_model_dir,
+                     "--json", tmp_path / "b.json", "--plot", tmp_path / "b.png", timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert SUMMARY.match(out.stdout.strip().splitlines()[-1]), out.stdout
+    assert "TTFT ms p50/p90/p99" in out.stdout and "server/baseline" in out.stdout
+
+    report = json.loads((tmp_path / "b.json").read_text())
+    assert [r["concurrency"] for r in report["server"]] == [1, 2]
+    for level in report["server"]:
+        assert level["requests"] == 2 and level["errors"] == 0
+        assert level["output_tokens_per_s"] > 0 and level["requests_per_s"] > 0
+        assert level["ttft_ms"]["p50"] <= level["ttft_ms"]["p90"] <= level["ttft_ms"]["p99"]
+        assert level["tpot_ms"]["p50"] > 0 and level["itl_ms"]["p50"] > 0
+        for t in level["timings"]:
+            assert t["tokens"] == 6 and 0 < t["ttft_ms"] <= t["e2e_ms"]
+    inproc = report["baselines"]["inprocess"]
+    assert [r["concurrency"] for r in inproc] == [1, 2] and inproc[1]["requests"] == 2
+    assert all(t["tokens"] == 6 for r in inproc for t in r["timings"])
+    assert report["greedy_text_matches_inprocess_at_1"] == {"identical": 2, "compared": 2}
+    assert report["summary"]["top_level"] == 2 and report["summary"]["tpot_ratio_vs_inprocess"] > 0
+
+    png = (tmp_path / "b.png").read_bytes()
+    assert png.startswith(PNG_MAGIC) and len(png) > 10_000
+
+
+def test_benchmark_can_start_and_stop_its_own_server(fp32_model_dir, run_script, tmp_path):
+    log = tmp_path / "server.log"
+    out = run_script("benchmark.py", "--serve", fp32_model_dir, "--server-log", log, "--levels", "1",
+                     "--requests", "1", "--max-new-tokens", "4", "--warmup", "0", timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == \
+        f"tpot_ratio_vs_inprocess=n/a ttft_overhead_ms=n/a speedup_1_vs_1=1.00"
+    text = log.read_text()
+    assert "serving llm.LLMService" in text and "stopped" in text  # it drained and exited
+
+
+def test_benchmark_unreachable_server_is_one_line(run_script):
+    url = f"127.0.0.1:{free_port()}"
+    out = run_script("benchmark.py", "--url", url, "--levels", "1")
+    assert out.returncode == 1
+    assert out.stderr.strip() == f"error: cannot reach the server at {url} (connection failed)"
