@@ -51,3 +51,30 @@ test: setup
 
 clean:
 	rm -rf $(VENV) proto/*_pb2*.py*
+
+# Docker: the image serves a model mounted at /model with a servable at /workspace (see Dockerfile).
+# The volume $(IMAGE)-cache keeps the OpenVINO model cache, so a restart skips compilation.
+# CPU-only PyTorch: make docker-build TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+# Intel GPU: when /dev/dri exists it is mapped in, the container joins its render group and the server runs
+# on DOCKER_DEVICE=GPU (otherwise on the servable's device, CPU; set either way).
+# DOCKER_ARGS go to the server, e.g. DOCKER_ARGS="--log-level DEBUG".
+IMAGE ?= llm-grpc-server
+TORCH_INDEX_URL ?=
+DOCKER_ARGS ?=
+DRI ?= /dev/dri
+DOCKER_DEVICE ?= $(if $(wildcard $(DRI)),GPU)
+DOCKER_GPU = $(if $(wildcard $(DRI)),--device $(DRI) --group-add=$$(stat -c "%g" $(DRI)/render* | head -n1))
+
+.PHONY: docker-build docker-run docker-run-unary
+
+docker-build:
+	docker build --build-arg TORCH_INDEX_URL=$(TORCH_INDEX_URL) -t $(IMAGE) .
+
+docker-run:
+	test -d $(MODELS_DIR)/$(MODEL) || $(MAKE) download
+	docker run --rm -p $(PORT):9000 $(DOCKER_GPU) $(if $(DOCKER_DEVICE),-e DEVICE=$(DOCKER_DEVICE)) -v $(IMAGE)-cache:/cache \
+		-v $(CURDIR)/$(SERVABLE):/workspace:ro -v $(CURDIR)/$(MODELS_DIR)/$(MODEL):/model:ro \
+		$(IMAGE) $(DOCKER_ARGS)
+
+docker-run-unary: SERVABLE = servable_unary
+docker-run-unary: docker-run
