@@ -23,7 +23,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         output_help="where model directories go",
     )
     parser.add_argument("--weight-format", choices=PRECISIONS, default="fp32",
-                        help="weights of the written directory (default: fp32, named NAME)")
+                        help="weights of the written directory (default: fp32, named NAME); "
+                        "others are compressed from NAME, which is kept")
     parser.add_argument("--force", action="store_true", help="rebuild even if a complete directory exists")
     parser.add_argument("--trust-remote-code", action="store_true",
                         help="allow a hub model's own Python code to run (off by default)")
@@ -43,11 +44,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{target} is already complete ({human(dir_size(target))}); use --force to rebuild it")
         return 0
     quiet_libraries()
-    from modelprep.pipeline import download
+    from modelprep.store import ensure_model
 
     started = time.monotonic()
-    path = download(args.model, args.weight_format, args.output_dir,
-                    force=args.force, trust_remote_code=args.trust_remote_code)
+    # Non-FP32 formats are compressed from the FP32 directory, which is kept (and reused if present).
+    path = ensure_model(args.model, args.weight_format, args.output_dir, force=args.force,
+                        trust_remote_code=args.trust_remote_code, progress=True)
     print(f"wrote {path} ({human(dir_size(path))}) in {time.monotonic() - started:.0f}s")
     return 0
 

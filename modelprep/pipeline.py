@@ -30,28 +30,28 @@ def _preflight(spec: ModelSpec, trust_remote_code: bool) -> None:
 
 def download(
     model: str = registry.DEFAULT_MODEL,
-    weight_format: str = "fp32",
     models_dir: str | Path = "models",
     *,
     force: bool = False,
     trust_remote_code: bool = False,
     progress: bool = True,
 ) -> Path:
-    """Get `model` (registry name, hub id or local dir) and write its OpenVINO directory; return it."""
+    """Get `model` (registry name, hub id or local dir) and write its FP32 OpenVINO directory; return it.
+
+    Other precisions are compressed from this directory (see `store.ensure_model`), so there is one
+    compression code path and the FP32 reference stays available for comparisons.
+    """
     spec = registry.resolve(model)
-    target = store.model_dir(spec.name, weight_format, models_dir)
+    target = store.model_dir(spec.name, "fp32", models_dir)
     if store.is_complete(target) and not force:
         return target
     if spec.source == "hub":
         _preflight(spec, trust_remote_code)
 
-    manifest = store.Manifest(name=spec.name, precision=weight_format, source=spec.hub_id, stop=list(spec.stop))
+    manifest = store.Manifest(name=spec.name, precision="fp32", source=spec.hub_id, stop=list(spec.stop))
     names = (["de-quantize GGUF"] if spec.source == "gguf" else []) + ["export to OpenVINO IR", "OpenVINO tokenizer"]
-    names += [f"NNCF {weight_format}"] if weight_format != "fp32" else []
     started = time.monotonic()
-    with store.atomic_dir(target, manifest) as tmp, steps(f"{spec.name} ({weight_format})", names, progress) as step:
-        # FP32 goes straight into the new directory; other precisions are compressed from an FP32 copy.
-        fp32_dir = tmp if weight_format == "fp32" else tmp / ".fp32"
+    with store.atomic_dir(target, manifest) as tmp, steps(spec.name, names, progress) as step:
         source = spec.hub_id
         if spec.source == "gguf":
             from modelprep import smollm2_gguf
@@ -61,18 +61,12 @@ def download(
             manifest.source = str(gguf)
             source = str(smollm2_gguf.write_checkpoint(tmp / ".hf-checkpoint", gguf))
         step("export to OpenVINO IR")
-        _export(spec, source, fp32_dir, trust_remote_code)
+        _export(spec, source, tmp, trust_remote_code)
         shutil.rmtree(tmp / ".hf-checkpoint", ignore_errors=True)
         step("OpenVINO tokenizer")
         from modelprep.export import finish_tokenizer
 
-        finish_tokenizer(fp32_dir, spec.template)
-        if weight_format != "fp32":
-            from modelprep.compress import compress_ir
-
-            step(f"NNCF {weight_format}")
-            manifest.compression = compress_ir(fp32_dir, tmp, weight_format, spec.int4)
-            shutil.rmtree(fp32_dir)
+        finish_tokenizer(tmp, spec.template)
         manifest.seconds = round(time.monotonic() - started, 1)
     return target
 

@@ -139,14 +139,15 @@ def ensure_model(
 ) -> Path:
     """A complete model directory for (name, precision), downloading and/or compressing it if missing.
 
-    Other precisions are compressed from the FP32 directory, exactly as `compress_model.py` does.
+    Other precisions are compressed from the FP32 directory (kept beside them), exactly as
+    `compress_model.py` does; `force` rebuilds only the requested precision.
     """
     from modelprep import pipeline, registry  # heavy imports only when work is needed
 
     target = model_dir(registry.resolve(name).name, precision, models_dir)
     if is_complete(target) and not force:
         return target
-    fp32 = pipeline.download(name, "fp32", models_dir, force=force and precision == "fp32",
+    fp32 = pipeline.download(name, models_dir, force=force and precision == "fp32",
                              trust_remote_code=trust_remote_code, progress=progress)
     if precision == "fp32":
         return fp32

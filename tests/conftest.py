@@ -44,6 +44,13 @@ def int4_model_dir(fp32_model_dir) -> Path:
 
 
 @pytest.fixture
+def scratch_models(tmp_path, fp32_model_dir) -> Path:
+    """A models dir holding (a link to) the cached FP32 model, so CLI outputs land in tmp_path."""
+    (tmp_path / DEFAULT_MODEL).symlink_to(fp32_model_dir, target_is_directory=True)
+    return tmp_path
+
+
+@pytest.fixture
 def run_cli():
     """Run download_model.py / compress_model.py as a user would; returns the CompletedProcess."""
 

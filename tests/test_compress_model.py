@@ -51,13 +51,6 @@ def test_token_agreement_with_fp32(request, fp32_model_dir, precision, record_pr
     assert tokenizer.decode(greedy(model_dir, QUESTION, 8), skip_special_tokens=True).startswith("The theory of relativity")
 
 
-@pytest.fixture
-def scratch_models(tmp_path, fp32_model_dir):
-    """A models dir holding (a link to) the cached FP32 model, so outputs land in tmp_path."""
-    (tmp_path / DEFAULT_MODEL).symlink_to(fp32_model_dir, target_is_directory=True)
-    return tmp_path
-
-
 def test_compress_cli_is_idempotent_and_force_rebuilds(run_cli, scratch_models):
     args = ("compress_model.py", "--output-dir", scratch_models, "--precisions", "fp16")
     first = run_cli(*args)
