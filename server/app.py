@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -11,8 +12,10 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from proto import llm_pb2, llm_pb2_grpc
+from server.auth import ApiKeyInterceptor
 from server.config import Settings
 from server.interceptor import ErrorInterceptor
+from server.observability import Metrics, Observer
 from server.server import LLMServicer
 
 log = logging.getLogger(__name__)
@@ -21,7 +24,7 @@ SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
-def load_engine(settings: Settings):
+def load_engine(settings: Settings, metrics: Metrics | None):
     from server.engine.engine import Engine
     from server.engine.model import LoadedModel
 
@@ -33,7 +36,28 @@ def load_engine(settings: Settings):
     info = model.info
     log.info("model loaded: path=%s device=%s precision=%s context=%d load_time=%.2fs",
              info.path, info.device, info.precision, info.context_length, info.load_seconds)
-    return Engine(model, settings.generation, settings.limits, settings.scheduler, settings.fault_marker)
+    engine = Engine(model, settings.generation, settings.limits, settings.scheduler, settings.fault_marker,
+                    on_batch=metrics.batch_size.observe if metrics else None)
+    if metrics:
+        metrics.load_seconds.set(info.load_seconds)
+        metrics.watch_engine(engine)
+    return engine
+
+
+def listen(server, settings: Settings) -> str:
+    address = f"{settings.host}:{settings.port}"
+    if settings.tls_cert:
+        credentials = grpc.ssl_server_credentials(
+            [(Path(settings.tls_key).read_bytes(), Path(settings.tls_cert).read_bytes())],
+            root_certificates=Path(settings.tls_client_ca).read_bytes() if settings.tls_client_ca else None,
+            require_client_auth=bool(settings.tls_client_ca),
+        )
+        bound = server.add_secure_port(address, credentials)
+    else:
+        bound = server.add_insecure_port(address)
+    if bound == 0:
+        raise OSError(f"cannot listen on {address}")
+    return address
 
 
 async def set_health(health, status) -> None:
@@ -46,26 +70,31 @@ async def serve(settings: Settings) -> int:
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_send_message_length", settings.max_message_bytes),
     ]
-    server = grpc.aio.server(interceptors=[ErrorInterceptor(SERVICE)], options=options)
-    servicer = LLMServicer()
+    interceptors = [ErrorInterceptor(SERVICE)]
+    if settings.api_key:
+        interceptors.insert(0, ApiKeyInterceptor(settings.api_key))
+    server = grpc.aio.server(interceptors=interceptors, options=options)
+    metrics = Metrics() if settings.metrics_port else None
+    servicer = LLMServicer(Observer(metrics, settings.log_prompts))
     health = health_aio.HealthServicer()
     llm_pb2_grpc.add_LLMServiceServicer_to_server(servicer, server)
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(
         (SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server)
-    address = f"{settings.host}:{settings.port}"
-    if server.add_insecure_port(address) == 0:
-        raise OSError(f"cannot listen on {address}")
+    address = listen(server, settings)
     await set_health(health, NOT_SERVING)
     await server.start()
-    log.info("listening on %s (NOT_SERVING until the model is loaded)", address)
+    log.info("listening on %s%s (NOT_SERVING until the model is loaded)", address, " with TLS" if settings.tls_cert else "")
+    if metrics:
+        metrics.serve(settings.host, settings.metrics_port)
+        log.info("metrics on http://%s:%d/metrics", settings.host, settings.metrics_port)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
-    loading = asyncio.ensure_future(asyncio.to_thread(load_engine, settings))
+    loading = asyncio.ensure_future(asyncio.to_thread(load_engine, settings, metrics))
     stopping = asyncio.ensure_future(stop.wait())
     await asyncio.wait({loading, stopping}, return_when=asyncio.FIRST_COMPLETED)
     if loading.done():

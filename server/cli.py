@@ -7,6 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
+from server import devices, logs
 from server.config import ENVIRONMENT, ConfigError, build
 
 
@@ -27,6 +28,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--trust-remote-code", dest="trust_remote_code", action="store_true", default=None,
                    help="allow model code from the model directory (off by default)")
     p.add_argument("--log-level", dest="log_level", help=f"DEBUG, INFO, WARNING, ERROR [env {env['log_level']}]")
+    p.add_argument("--log-format", dest="log_format", choices=("text", "json"),
+                   help=f"one line of text or one JSON object per log record [env {env['log_format']}]")
+    p.add_argument("--log-prompts", dest="log_prompts", action="store_true", default=None,
+                   help="include prompt text in request logs (off by default)")
+    p.add_argument("--metrics-port", dest="metrics_port", type=int,
+                   help=f"Prometheus metrics on this HTTP port, 0 for none [env {env['metrics_port']}; default 0]")
+    p.add_argument("--api-key", dest="api_key",
+                   help=f"require 'authorization: Bearer KEY' on every call but health [env {env['api_key']}]")
+    p.add_argument("--tls-cert", dest="tls_cert", help="PEM certificate chain: serve over TLS")
+    p.add_argument("--tls-key", dest="tls_key", help="PEM private key for --tls-cert")
+    p.add_argument("--tls-client-ca", dest="tls_client_ca", help="PEM CA: require client certificates (mutual TLS)")
+    p.add_argument("--list-devices", action="store_true", help="print the devices OpenVINO sees and exit")
     return p
 
 
@@ -41,13 +54,18 @@ def check_model_dir(path: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = vars(parser().parse_args(argv))
     config_path = args.pop("config_path")
+    if args.pop("list_devices"):
+        for name, full in devices.available().items():
+            print(f"{name}\t{full}")
+        return 0
     try:
         settings = build(args, config_path)
         check_model_dir(settings.model)
+        devices.check(settings.device, devices.available())
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.setup(settings.log_level, settings.log_format)
     try:
         return asyncio.run(_serve(settings))
     except KeyboardInterrupt:

@@ -30,17 +30,28 @@ class Settings:
     max_message_bytes: int = 4 * 1024 * 1024
     trust_remote_code: bool = False
     log_level: str = "INFO"
+    log_format: str = "text"  # or "json"
+    log_prompts: bool = False  # prompt text in request logs only when asked
+    metrics_port: int = 0  # Prometheus endpoint; 0 turns it off
+    api_key: str | None = field(default=None, repr=False)  # never logged
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_client_ca: str | None = None  # set: clients must present a certificate signed by it
     fault_marker: str | None = None  # test-only: a prompt containing it fails mid-generation
 
 
 # Environment variable -> setting.
 ENVIRONMENT = {
+    "SELECTED_MODEL": "model",  # a name under models/, as in the seed demo; MODEL_PATH wins
     "MODEL_PATH": "model",
     "DEVICE": "device",
     "HOST": "host",
     "PORT": "port",
     "OV_CACHE_DIR": "cache_dir",
     "LOG_LEVEL": "log_level",
+    "LOG_FORMAT": "log_format",
+    "METRICS_PORT": "metrics_port",
+    "LLM_API_KEY": "api_key",
     "LLM_TEST_FAULT_MARKER": "fault_marker",
 }
 SECTIONS = {"generation": GenerationDefaults, "limits": Limits, "scheduler": SchedulerConfig}
@@ -101,7 +112,9 @@ def from_environment(environ=os.environ) -> dict:
     for var, name in ENVIRONMENT.items():
         if environ.get(var):
             raw = environ[var]
-            if name == "port":
+            if var == "SELECTED_MODEL":
+                values[name] = str(Path("models") / raw)
+            elif name.endswith("port"):
                 if not raw.isdigit():
                     raise ConfigError(f"environment variable {var}: expected a port number, got {raw!r}")
                 values[name] = int(raw)
@@ -117,4 +130,21 @@ def build(cli: dict, config_path: str | None, environ=os.environ) -> Settings:
         values.update(load_file(config_path))
     values.update(from_environment(environ))
     values.update({k: v for k, v in cli.items() if v is not None})
-    return Settings(**values)
+    settings = Settings(**values)
+    check(settings)
+    return settings
+
+
+def check(s: Settings) -> None:
+    if s.log_format not in ("text", "json"):
+        raise ConfigError(f"log_format: expected text or json, got {s.log_format!r}")
+    if bool(s.tls_cert) != bool(s.tls_key):
+        raise ConfigError("tls_cert and tls_key go together: give both or neither")
+    if s.tls_client_ca and not s.tls_cert:
+        raise ConfigError("tls_client_ca needs tls_cert and tls_key")
+    for name in ("tls_cert", "tls_key", "tls_client_ca"):
+        path = getattr(s, name)
+        if path and not Path(path).is_file():
+            raise ConfigError(f"{name}: no such file {path}")
+    if s.api_key is not None and not s.api_key.strip():
+        raise ConfigError("api_key: must not be empty")

@@ -19,6 +19,11 @@ def to_request(msg: llm_pb2.GenerateRequest) -> GenerationRequest:
     )
 
 
+def prompt_texts(msg: llm_pb2.GenerateRequest) -> list[str]:
+    """The user's text per prompt, for logs."""
+    return list(msg.prompts) or ["\n".join(m.content for m in c.messages) for c in msg.conversations]
+
+
 def to_response(completions: list[Completion]) -> llm_pb2.GenerateResponse:
     return llm_pb2.GenerateResponse(completions=[
         llm_pb2.Completion(

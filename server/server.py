@@ -6,38 +6,56 @@ from collections.abc import AsyncIterator
 
 from proto import llm_pb2_grpc
 from server import convert
-from server.engine.errors import GenerationFailed, NotReady
+from server.engine.errors import EngineError, GenerationFailed, NotReady
 from server.engine.types import Event, Failed, Finished, collect
+from server.interceptor import status_for
+from server.observability import Observer
 
 
 class LLMServicer(llm_pb2_grpc.LLMServiceServicer):
-    def __init__(self):
+    def __init__(self, observer: Observer):
         self.engine = None  # the Engine, once the model is loaded
+        self.observer = observer
 
     async def Generate(self, request, context):
-        events = [e async for e in self._events(request)]
+        events = [e async for e in self._events(request, "Generate", context)]
         return convert.to_response(collect(events))
 
     async def GenerateStream(self, request, context):
-        async for event in self._events(request):
+        async for event in self._events(request, "GenerateStream", context):
             yield convert.to_stream_message(event)
 
-    async def _events(self, request) -> AsyncIterator[Event]:
+    async def _events(self, request, rpc: str, context) -> AsyncIterator[Event]:
         """The engine's events for this call, in order. Leaving early (cancel, deadline) cancels the request."""
-        if self.engine is None:
-            raise NotReady("the model is still loading")
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue = asyncio.Queue()
-        handle = self.engine.submit(convert.to_request(request),
-                                    sink=lambda event: loop.call_soon_threadsafe(queue.put_nowait, event))
-        open_rows = len(handle.rows)
+        call = self.observer.start(rpc, convert.prompt_texts(request))
+        code, detail, handle = "OK", "", None
         try:
+            if self.engine is None:
+                raise NotReady("the model is still loading")
+            loop = asyncio.get_running_loop()
+            queue: asyncio.Queue = asyncio.Queue()
+            handle = self.engine.submit(convert.to_request(request),
+                                        sink=lambda event: loop.call_soon_threadsafe(queue.put_nowait, event))
+            open_rows = len(handle.rows)
             while open_rows:
                 event = await queue.get()
                 if isinstance(event, Failed):
                     raise GenerationFailed(event.message)
                 if isinstance(event, Finished):
                     open_rows -= 1
+                call.on_event(event)
                 yield event
+        except EngineError as error:
+            code, detail = status_for(error).name, str(error)
+            raise
+        except (asyncio.CancelledError, GeneratorExit):
+            remaining = context.time_remaining()
+            code = "DEADLINE_EXCEEDED" if remaining is not None and remaining <= 0 else "CANCELLED"
+            raise
+        except Exception:
+            code = "INTERNAL"
+            raise
         finally:
-            handle.cancel()  # a no-op once finished
+            if handle is not None:
+                handle.cancel()  # a no-op once finished
+            call.finish(code, detail)

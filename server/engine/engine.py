@@ -84,8 +84,9 @@ class Engine:
 
     def __init__(self, model: LoadedModel, defaults: GenerationDefaults | None = None,
                  limits: Limits | None = None, scheduler: SchedulerConfig | None = None,
-                 fault_marker: str | None = None):
+                 fault_marker: str | None = None, on_batch: Callable[[int], None] | None = None):
         self.model = model
+        self.on_batch = on_batch  # called with each batch's number of prompts (for metrics)
         self.defaults = defaults or GenerationDefaults()
         self.limits = limits = limits or Limits()
         scheduler = scheduler or SchedulerConfig()
@@ -145,6 +146,8 @@ class Engine:
                 _finish_cancelled(h)
         rows = [row for h in handles for row in h.rows if not row.finished]
         if rows:
+            if self.on_batch:
+                self.on_batch(len(rows))
             m = self.model
             run_batch(self._instances[worker], m.tokenizer, rows, m.eos_token_ids, m.pad_token_id)
         return max((r.finished_at for h in handles for r in h.rows), default=time.monotonic())

@@ -60,13 +60,16 @@ def test_two_workers_keep_their_own_kv_cache(model):
         engine.close()
 
 
-def test_requests_arriving_together_share_one_batch(model):
-    engine = Engine(model, scheduler=SchedulerConfig(batch_window_ms=200))
+def test_requests_queued_behind_a_batch_run_together(model):
+    """A lone request starts at once; those that queued behind it start together as one batch."""
+    engine = Engine(model, scheduler=SchedulerConfig(batch_window_ms=50))
     try:
-        handles = [engine.submit(ask(p, max_new_tokens=16)) for p in PROMPTS * 2]
-        time.sleep(0.3)
-        assert engine.counts() == (4, 0)
-        for h in handles:
+        first = engine.submit(ask(PROMPTS[0], max_new_tokens=32, min_new_tokens=32))
+        assert _eventually(lambda: engine.counts() == (1, 0))
+        rest = [engine.submit(ask(p, max_new_tokens=64, min_new_tokens=64)) for p in PROMPTS * 2]
+        assert engine.counts() == (1, 4)
+        assert _eventually(lambda: engine.counts() == (4, 0), timeout=30)
+        for h in [first, *rest]:
             assert h.done.wait(60)
     finally:
         engine.close()

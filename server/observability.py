@@ -1,0 +1,99 @@
+"""Per-call accounting: Prometheus metrics and one structured log line per request."""
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from server.engine.types import Event, Finished
+
+log = logging.getLogger("server.requests")
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+TOKEN_BUCKETS = (0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1)
+BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64)
+
+
+class Metrics:
+    """The server's Prometheus metrics, in a registry of its own (one per server, none global)."""
+
+    def __init__(self):
+        self.registry = r = CollectorRegistry()
+        self.requests = Counter("llm_requests", "Finished calls by RPC and status code", ["rpc", "code"], registry=r)
+        self.running = Gauge("llm_requests_running", "Requests inside a running batch", registry=r)
+        self.waiting = Gauge("llm_requests_waiting", "Requests waiting for a batch", registry=r)
+        self.batch_size = Histogram("llm_batch_size", "Prompts per batch", buckets=BATCH_BUCKETS, registry=r)
+        self.ttft = Histogram("llm_time_to_first_token_seconds", "Per prompt, arrival to first token",
+                              buckets=LATENCY_BUCKETS, registry=r)
+        self.tpot = Histogram("llm_time_per_output_token_seconds", "Per prompt, (total - ttft) / (tokens - 1)",
+                              buckets=TOKEN_BUCKETS, registry=r)
+        self.e2e = Histogram("llm_request_duration_seconds", "Per call, arrival to last message",
+                             buckets=LATENCY_BUCKETS, registry=r)
+        self.prompt_tokens = Counter("llm_prompt_tokens", "Prompt tokens of finished prompts", registry=r)
+        self.generated_tokens = Counter("llm_generated_tokens", "Tokens generated", registry=r)
+        self.load_seconds = Gauge("llm_model_load_seconds", "Time to load and compile the model", registry=r)
+
+    def watch_engine(self, engine) -> None:
+        self.running.set_function(lambda: engine.counts()[0])
+        self.waiting.set_function(lambda: engine.counts()[1])
+
+    def serve(self, host: str, port: int) -> None:
+        start_http_server(port, addr=host, registry=self.registry)
+
+
+@dataclass
+class CallRecord:
+    """What one call did, gathered as its events pass, reported once when it ends."""
+
+    observer: "Observer"
+    id: int
+    rpc: str
+    prompts: int
+    prompt_text: list[str] | None
+    started: float = field(default_factory=time.monotonic)
+    finals: list[Finished] = field(default_factory=list)
+
+    def on_event(self, event: Event) -> None:
+        if isinstance(event, Finished):
+            self.finals.append(event)
+
+    def finish(self, code: str, detail: str = "") -> None:
+        self.observer.report(self, code, detail)
+
+
+class Observer:
+    def __init__(self, metrics: Metrics | None, log_prompts: bool):
+        self.metrics = metrics
+        self.log_prompts = log_prompts
+        self._ids = itertools.count(1)
+
+    def start(self, rpc: str, prompts: list[str]) -> CallRecord:
+        return CallRecord(self, next(self._ids), rpc, len(prompts), list(prompts) if self.log_prompts else None)
+
+    def report(self, call: CallRecord, code: str, detail: str) -> None:
+        total_s = time.monotonic() - call.started
+        tokens_in = sum(f.prompt_tokens for f in call.finals)
+        tokens_out = sum(f.completion_tokens for f in call.finals)
+        ttft_ms = min((f.ttft_ms for f in call.finals), default=None)
+        fields = {"request_id": call.id, "rpc": call.rpc, "prompts": call.prompts, "tokens_in": tokens_in,
+                  "tokens_out": tokens_out, "ttft_ms": None if ttft_ms is None else round(ttft_ms, 1),
+                  "total_ms": round(total_s * 1000, 1), "status": code}
+        if detail:
+            fields["detail"] = detail
+        if call.prompt_text is not None:
+            fields["prompt_text"] = call.prompt_text
+        log.info(" ".join(f"{k}={v}" for k, v in fields.items() if k != "prompt_text")
+                 + (f" prompt_text={call.prompt_text!r}" if call.prompt_text is not None else ""), extra=fields)
+        m = self.metrics
+        if m is None:
+            return
+        m.requests.labels(call.rpc, code).inc()
+        m.e2e.observe(total_s)
+        for f in call.finals:
+            m.ttft.observe(f.ttft_ms / 1000)
+            if f.completion_tokens > 1:
+                m.tpot.observe((f.total_ms - f.ttft_ms) / 1000 / (f.completion_tokens - 1))
+            m.prompt_tokens.inc(f.prompt_tokens)
+            m.generated_tokens.inc(f.completion_tokens)
