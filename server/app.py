@@ -29,13 +29,16 @@ def load_engine(settings: Settings, metrics: Metrics | None):
     from server.engine.model import LoadedModel
 
     ov_config = {"CACHE_DIR": settings.cache_dir, **settings.ov_config}
+    cache = Path(ov_config["CACHE_DIR"])
+    warm = cache.is_dir() and any(cache.glob("*.blob"))  # compiled blobs from an earlier start
     try:
         model = LoadedModel.load(settings.model, settings.device, ov_config, settings.trust_remote_code)
     except Exception as exc:
         raise RuntimeError(f"cannot load the model in {settings.model}: {type(exc).__name__}: {exc}") from exc
     info = model.info
-    log.info("model loaded: path=%s device=%s precision=%s context=%d load_time=%.2fs",
-             info.path, info.device, info.precision, info.context_length, info.load_seconds)
+    log.info("model loaded: path=%s device=%s precision=%s context=%d load_time=%.2fs model_cache=%s (%s)",
+             info.path, info.device, info.precision, info.context_length, info.load_seconds,
+             "warm" if warm else "cold", cache)
     engine = Engine(model, settings.generation, settings.limits, settings.scheduler, settings.fault_marker,
                     on_batch=metrics.batch_size.observe if metrics else None)
     if metrics:
