@@ -62,7 +62,7 @@ class RequestHandle:
     def fail(self, exc: Exception) -> None:
         for row in self.rows:
             if row.finish_reason is None:
-                row.finish_reason = 0  # finished, with no reason to report
+                row.finish_reason = FinishReason.UNSPECIFIED  # finished, with no reason to report
         self.emit(Failed(f"generation failed: {type(exc).__name__}: {exc}"))
 
     def events(self, timeout: float | None = None) -> Iterator[Event]:

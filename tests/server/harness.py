@@ -19,6 +19,16 @@ ROOT = Path(__file__).resolve().parents[2]
 STATUS = health_pb2.HealthCheckResponse
 
 
+def wait_until(condition, timeout: float = 30.0) -> bool:
+    """Poll `condition` until it holds or `timeout` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return False
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -10,19 +10,10 @@ import pytest
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
-from tests.server.harness import STATUS, request, start_server, stream_texts
+from tests.server.harness import STATUS, request, start_server, stream_texts, wait_until
 
 Code = grpc.StatusCode
 LONG = dict(max_new_tokens=512, min_new_tokens=512)
-
-
-def wait_until(condition, timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_reflection_lists_the_services(server):

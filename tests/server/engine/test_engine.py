@@ -9,7 +9,15 @@ from server.engine.engine import Engine
 from server.engine.errors import QueueFull
 from server.engine.model import LoadedModel
 from server.engine.params import Limits, SchedulerConfig
-from server.engine.types import Finished, FinishReason, GenerationRequest, SamplingParams, TextDelta, collect
+from server.engine.types import (
+    Finished,
+    FinishReason,
+    GenerationRequest,
+    SamplingParams,
+    TextDelta,
+    collect,
+)
+from tests.server.harness import wait_until
 
 PROMPTS = ("What is the theory of relativity?", "What is the capital of Japan?")
 
@@ -65,10 +73,10 @@ def test_requests_queued_behind_a_batch_run_together(model):
     engine = Engine(model, scheduler=SchedulerConfig(batch_window_ms=50))
     try:
         first = engine.submit(ask(PROMPTS[0], max_new_tokens=32, min_new_tokens=32))
-        assert _eventually(lambda: engine.counts() == (1, 0))
+        assert wait_until(lambda: engine.counts() == (1, 0))
         rest = [engine.submit(ask(p, max_new_tokens=64, min_new_tokens=64)) for p in PROMPTS * 2]
         assert engine.counts() == (1, 4)
-        assert _eventually(lambda: engine.counts() == (4, 0), timeout=30)
+        assert wait_until(lambda: engine.counts() == (4, 0), timeout=30)
         for h in [first, *rest]:
             assert h.done.wait(60)
     finally:
@@ -84,7 +92,7 @@ def test_cancel_stops_within_a_few_steps(model):
         handle.cancel()
         final = [e for e in events if isinstance(e, Finished)][-1]
         assert final.reason == FinishReason.CANCELLED and final.completion_tokens < 10
-        assert engine.counts() == (0, 0) or _eventually(lambda: engine.counts() == (0, 0))
+        assert engine.counts() == (0, 0) or wait_until(lambda: engine.counts() == (0, 0))
     finally:
         engine.close()
 
@@ -116,12 +124,3 @@ def test_fault_in_one_request_fails_only_that_request(model):
         assert "Tokyo" in collect(good.events(60))[0].text
     finally:
         engine.close()
-
-
-def _eventually(condition, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return False
