@@ -11,10 +11,9 @@ import pytest
 # Tests never reach the model hub; set before anything imports huggingface_hub.
 os.environ["HF_HUB_OFFLINE"] = "1"
 
-REPO = Path(__file__).resolve().parent.parent
-MODELS_DIR = REPO / "models"
-DEFAULT_MODEL = "smollm2-135m-instruct"
-sys.path.insert(0, str(REPO))  # `modelprep` without installing the project
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `modelprep` without installing the project
+
+from modelcheck import DEFAULT_MODEL, MODELS_DIR, REPO  # noqa: E402
 
 
 def _model(precision: str) -> Path:

@@ -1,9 +1,17 @@
-"""Greedy decoding and token agreement helpers for the model tests (real model, optimum-intel)."""
+"""Helpers for the model-preparation tests: paths, greedy decoding, token agreement, CLI contract.
+
+Imported by name from test modules (never `from conftest import ...`: several conftests exist).
+"""
 from __future__ import annotations
 
+import subprocess
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+MODELS_DIR = REPO / "models"
+DEFAULT_MODEL = "smollm2-135m-instruct"
 
 QUESTION = "What is the theory of relativity?"
 # Varied prompts so the agreement figure is not one lucky answer.
@@ -82,3 +90,12 @@ def record(result: Agreement, path: Path) -> None:
     data = json.loads(path.read_text()) if path.is_file() else {}
     data[result.precision] = asdict(result)
     path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def one_line_error(result: subprocess.CompletedProcess) -> str:
+    """The CLI contract for bad input: non-zero exit, one line on stderr, no traceback."""
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]

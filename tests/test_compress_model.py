@@ -3,10 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import DEFAULT_MODEL, MODELS_DIR
-from modelcheck import QUESTION, agreement, greedy, load, record
+from modelcheck import DEFAULT_MODEL, MODELS_DIR, QUESTION, agreement, greedy, load, one_line_error, record
 from modelprep.store import is_complete, read_manifest
-from test_download_model import one_line_error
 
 # Lower bounds for teacher-forced top-1 agreement with FP32 over 4 prompts x 32 tokens.
 # Measured on SmolLM2-135M: FP16 1.00, INT8 0.96, INT4 (asym, group 64) 0.68; a 135M model

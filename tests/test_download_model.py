@@ -9,19 +9,9 @@ import time
 
 import pytest
 
-from conftest import DEFAULT_MODEL, REPO
-from modelcheck import QUESTION, greedy, load
+from modelcheck import DEFAULT_MODEL, QUESTION, REPO, greedy, load, one_line_error
 from modelprep import registry
 from modelprep.store import REQUIRED, is_complete, read_manifest
-
-
-def one_line_error(result: subprocess.CompletedProcess) -> str:
-    """The CLI contract for bad input: non-zero exit, one line on stderr, no traceback."""
-    assert result.returncode != 0
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    return lines[0]
 
 
 def test_default_model_converts(fp32_model_dir):
