@@ -112,8 +112,13 @@ async def serve(settings: Settings) -> int:
     log.info("shutting down: refusing new calls, letting running ones finish (grace %.0fs)", settings.grace_seconds)
     await set_health(health, NOT_SERVING)
     if servicer.engine is not None:
-        servicer.engine.stop_accepting()
-    await server.stop(settings.grace_seconds)
+        servicer.engine.stop_accepting()  # new calls now get UNAVAILABLE
+    # Keep the port open while calls drain: health checks answer NOT_SERVING and new calls get a clear
+    # UNAVAILABLE (gRPC itself would cancel calls that arrive after stop()).
+    deadline = loop.time() + settings.grace_seconds
+    while servicer.active and loop.time() < deadline:
+        await asyncio.sleep(0.05)
+    await server.stop(max(0.5, deadline - loop.time()))
     if servicer.engine is not None:
         servicer.engine.close()
     elif not loading.done():

@@ -16,6 +16,7 @@ class LLMServicer(llm_pb2_grpc.LLMServiceServicer):
     def __init__(self, observer: Observer):
         self.engine = None  # the Engine, once the model is loaded
         self.observer = observer
+        self.active = 0  # calls in progress, so shutdown can wait for them
 
     async def Generate(self, request, context):
         events = [e async for e in self._events(request, "Generate", context)]
@@ -29,6 +30,7 @@ class LLMServicer(llm_pb2_grpc.LLMServiceServicer):
         """The engine's events for this call, in order. Leaving early (cancel, deadline) cancels the request."""
         call = self.observer.start(rpc, convert.prompt_texts(request))
         code, detail, handle = "OK", "", None
+        self.active += 1
         try:
             if self.engine is None:
                 raise NotReady("the model is still loading")
@@ -56,6 +58,7 @@ class LLMServicer(llm_pb2_grpc.LLMServiceServicer):
             code = "INTERNAL"
             raise
         finally:
+            self.active -= 1
             if handle is not None:
                 handle.cancel()  # a no-op once finished
             call.finish(code, detail)
