@@ -16,6 +16,7 @@ def apply_repetition_penalty(scores: torch.Tensor, seen: torch.Tensor, penalty: 
 
 def sample(scores: torch.Tensor, temperature: float, top_k: int, top_p: float, generator: torch.Generator) -> int:
     """One token from one row's scores: temperature, then top-k, then nucleus (top-p)."""
+    logits = scores
     scores = scores / temperature
     if 0 < top_k < scores.numel():
         kth = torch.topk(scores, top_k).values[-1]
@@ -26,6 +27,9 @@ def sample(scores: torch.Tensor, temperature: float, top_k: int, top_p: float, g
         drop = cumulative - ordered.softmax(-1) >= top_p  # keep the smallest set whose mass reaches top_p
         scores = scores.scatter(0, order, ordered.masked_fill(drop, NEG_INF))
     probs = scores.softmax(-1)
+    if not torch.isfinite(probs).all():
+        # A tiny temperature or penalty overflowed the scores: take the limit, the most likely token.
+        return int(torch.argmax(logits))
     return int(torch.multinomial(probs, 1, generator=generator))
 
 
