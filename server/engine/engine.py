@@ -132,7 +132,10 @@ class Engine:
         self._accepting = False
 
     def close(self) -> None:
+        """Stop: whatever still waits or runs is cancelled (the grace period is over), then the workers end."""
         self._accepting = False
+        for handle in self.scheduler.in_flight():
+            handle.cancel()
         self.scheduler.close()
 
     def _cancel(self, handle: RequestHandle) -> None:

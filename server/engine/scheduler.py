@@ -32,6 +32,7 @@ class Scheduler:
         self._last_batch = 1  # requests in the most recent batch
         self._last_done = 0.0  # when the most recent batch's last prompt finished
         self._closed = False
+        self._batches: dict[int, list] = {}  # worker -> the requests of its running batch
         self._threads = [
             threading.Thread(target=self._work, args=(w,), name=f"engine-worker-{w}", daemon=True)
             for w in range(config.workers)
@@ -61,6 +62,11 @@ class Scheduler:
         """(running, waiting) requests."""
         with self._cond:
             return self._running, len(self._waiting)
+
+    def in_flight(self) -> list:
+        """Every request waiting or inside a running batch."""
+        with self._cond:
+            return [*self._waiting, *(h for batch in self._batches.values() for h in batch)]
 
     def close(self) -> None:
         with self._cond:
@@ -106,11 +112,14 @@ class Scheduler:
             if not batch:  # everything waiting was cancelled during the window
                 continue
             done = time.monotonic()
+            with self._cond:
+                self._batches[worker] = batch
             try:
                 done = self._run(worker, batch)
             except Exception:  # never lose a worker; the runner already failed the requests
                 log.exception("worker %d: batch failed", worker)
             finally:
                 with self._cond:
+                    del self._batches[worker]
                     self._running -= len(batch)
                     self._last_done = max(self._last_done, done)
