@@ -118,7 +118,8 @@ async def serve(settings: Settings) -> int:
     deadline = loop.time() + settings.grace_seconds
     while servicer.active and loop.time() < deadline:
         await asyncio.sleep(0.05)
-    await server.stop(max(0.5, deadline - loop.time()))
+    # What is left are health Watch streams and the last bytes of finished calls: a short grace, not the rest.
+    await server.stop(1.0)
     if servicer.engine is not None:
         servicer.engine.close()
     elif not loading.done():

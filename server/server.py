@@ -36,8 +36,15 @@ class LLMServicer(llm_pb2_grpc.LLMServiceServicer):
                 raise NotReady("the model is still loading")
             loop = asyncio.get_running_loop()
             queue: asyncio.Queue = asyncio.Queue()
-            handle = self.engine.submit(convert.to_request(request),
-                                        sink=lambda event: loop.call_soon_threadsafe(queue.put_nowait, event))
+            # Off the event loop: rendering and tokenizing a long prompt must not stall other streams.
+            submitting = asyncio.ensure_future(asyncio.to_thread(
+                self.engine.submit, convert.to_request(request),
+                lambda event: loop.call_soon_threadsafe(queue.put_nowait, event)))
+            try:
+                handle = await asyncio.shield(submitting)
+            except asyncio.CancelledError:  # the client left while its request was being queued
+                submitting.add_done_callback(_cancel_once_queued)
+                raise
             open_rows = len(handle.rows)
             while open_rows:
                 event = await queue.get()
@@ -52,7 +59,8 @@ class LLMServicer(llm_pb2_grpc.LLMServiceServicer):
             raise
         except (asyncio.CancelledError, GeneratorExit):
             remaining = context.time_remaining()
-            code = "DEADLINE_EXCEEDED" if remaining is not None and remaining <= 0 else "CANCELLED"
+            # The cancellation can arrive a moment before the clock says the deadline passed.
+            code = "DEADLINE_EXCEEDED" if remaining is not None and remaining < 0.05 else "CANCELLED"
             raise
         except Exception:
             code = "INTERNAL"
@@ -62,3 +70,8 @@ class LLMServicer(llm_pb2_grpc.LLMServiceServicer):
             if handle is not None:
                 handle.cancel()  # a no-op once finished
             call.finish(code, detail)
+
+
+def _cancel_once_queued(submitting: asyncio.Future) -> None:
+    if not submitting.cancelled() and submitting.exception() is None:
+        submitting.result().cancel()

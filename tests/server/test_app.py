@@ -52,6 +52,7 @@ def test_deadline_ends_the_call_and_frees_the_place(server):
     started = time.monotonic()
     (c,) = stub.Generate(request("What is the capital of France?", max_new_tokens=16), timeout=60).completions
     assert "Paris" in c.text and time.monotonic() - started < 10
+    assert server.log().count("status=DEADLINE_EXCEEDED") >= 2  # counted as what it was, not as a cancel
 
 
 def test_health_not_serving_while_loading_then_serving(fp32_model_dir, tmp_path):
@@ -90,8 +91,11 @@ def _listening(s) -> bool:
 
 def test_sigterm_drains_a_running_stream_and_exits_zero(fp32_model_dir, tmp_path):
     s = start_server(fp32_model_dir, tmp_path)
+    watch = s.health_stub.Watch(health_pb2.HealthCheckRequest(service=""), timeout=120)  # must not hold shutdown
+    assert next(watch).status == STATUS.SERVING
     call = s.stub.GenerateStream(request("Tell me a story.", max_new_tokens=48, min_new_tokens=48), timeout=120)
     first = next(call)
+    signalled = time.monotonic()
     s.proc.send_signal(signal.SIGTERM)
     assert wait_until(lambda: s.health() == STATUS.NOT_SERVING, timeout=10)
     with pytest.raises(grpc.RpcError) as caught:  # new calls are refused while draining
@@ -100,4 +104,5 @@ def test_sigterm_drains_a_running_stream_and_exits_zero(fp32_model_dir, tmp_path
     texts, finals = stream_texts([first, *call])
     assert finals[0].completion_tokens == 48
     assert s.proc.wait(60) == 0
+    assert time.monotonic() - signalled < 15  # well inside the 30 s grace, though a Watch stream was open
     assert "stopped" in s.log()
