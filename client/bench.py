@@ -106,7 +106,7 @@ class LoadConfig:
     prompts: list[str]
     tokens: int
     levels: list[int]
-    requests: int  # per level, at least the level's concurrency
+    requests: int  # per level, rounded up to a multiple of the level's concurrency
     warmup: int
     timeout: float | None
     metadata: tuple[tuple[str, str], ...] = ()
@@ -134,7 +134,8 @@ async def _run_levels(cfg: LoadConfig, progress) -> list[LevelResult]:
 
 async def _level(stub, cfg: LoadConfig, concurrency: int) -> LevelResult:
     """A closed loop: `concurrency` streams, each sending its next request when its answer is complete."""
-    todo = iter(range(max(cfg.requests, concurrency)))
+    count = -(-max(cfg.requests, 1) // concurrency) * concurrency  # every stream sends as many requests
+    todo = iter(range(count))
     timings: list[RequestTiming] = []
     errors: list[str] = []
 

@@ -34,7 +34,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--server-log", help="where --serve writes the server's log (default: a temporary file)")
     p.add_argument("--prompts", default=str(bench.PROMPTS_FILE), help="prompt file, one per line")
     p.add_argument("--levels", default="1,2,4,8", help="concurrency levels, comma-separated (default 1,2,4,8)")
-    p.add_argument("--requests", type=int, default=16, help="requests per level, at least the level (default 16)")
+    p.add_argument("--requests", type=int, default=16, help="requests per level, rounded up to a multiple of the level (default 16)")
     p.add_argument("--max-new-tokens", type=int, default=128,
                    help="new tokens per request, fixed: min_new_tokens = max_new_tokens (default 128)")
     p.add_argument("--warmup", type=int, default=2, help="warm-up requests before measuring (default 2)")
