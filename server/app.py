@@ -120,6 +120,7 @@ async def serve(settings: Settings) -> int:
         await asyncio.sleep(0.05)
     # What is left are health Watch streams and the last bytes of finished calls: a short grace, not the rest.
     await server.stop(1.0)
+    servicer.submitter.shutdown(wait=False, cancel_futures=True)
     if servicer.engine is not None:
         servicer.engine.close()
     elif not loading.done():

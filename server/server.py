@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import AsyncIterator
 
 from proto import llm_pb2_grpc
@@ -17,6 +18,8 @@ class LLMServicer(llm_pb2_grpc.LLMServiceServicer):
         self.engine = None  # the Engine, once the model is loaded
         self.observer = observer
         self.active = 0  # calls in progress, so shutdown can wait for them
+        # Few, fixed threads to render and tokenize prompts: the thread count stays flat under load.
+        self.submitter = ThreadPoolExecutor(max_workers=2, thread_name_prefix="submit")
 
     async def Generate(self, request, context):
         events = [e async for e in self._events(request, "Generate", context)]
@@ -37,9 +40,9 @@ class LLMServicer(llm_pb2_grpc.LLMServiceServicer):
             loop = asyncio.get_running_loop()
             queue: asyncio.Queue = asyncio.Queue()
             # Off the event loop: rendering and tokenizing a long prompt must not stall other streams.
-            submitting = asyncio.ensure_future(asyncio.to_thread(
-                self.engine.submit, convert.to_request(request),
-                lambda event: loop.call_soon_threadsafe(queue.put_nowait, event)))
+            submitting = loop.run_in_executor(
+                self.submitter, self.engine.submit, convert.to_request(request),
+                lambda event: loop.call_soon_threadsafe(queue.put_nowait, event))
             try:
                 handle = await asyncio.shield(submitting)
             except asyncio.CancelledError:  # the client left while its request was being queued
