@@ -68,6 +68,25 @@ async def set_health(health, status) -> None:
         await health.set(name, status)
 
 
+async def drain(server, servicer: LLMServicer, health, grace: float) -> None:
+    """Stop taking calls, let running ones finish within `grace` seconds, then stop everything."""
+    log.info("shutting down: refusing new calls, letting running ones finish (grace %.0fs)", grace)
+    await set_health(health, NOT_SERVING)
+    if servicer.engine is not None:
+        servicer.engine.stop_accepting()  # new calls now get UNAVAILABLE
+    # Keep the port open while calls drain: health checks answer NOT_SERVING and new calls get a clear
+    # UNAVAILABLE (gRPC itself would cancel calls that arrive after stop()).
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + grace
+    while servicer.active and loop.time() < deadline:
+        await asyncio.sleep(0.05)
+    # What is left are health Watch streams and the last bytes of finished calls: a short grace, not the rest.
+    await server.stop(1.0)
+    servicer.submitter.shutdown(wait=False, cancel_futures=True)
+    if servicer.engine is not None:
+        servicer.engine.close()  # cancels whatever outlived the grace period
+
+
 async def serve(settings: Settings) -> int:
     options = [
         ("grpc.max_receive_message_length", settings.max_message_bytes),
@@ -109,21 +128,8 @@ async def serve(settings: Settings) -> int:
         log.info("serving %s on %s", SERVICE, address)
         await stopping
 
-    log.info("shutting down: refusing new calls, letting running ones finish (grace %.0fs)", settings.grace_seconds)
-    await set_health(health, NOT_SERVING)
-    if servicer.engine is not None:
-        servicer.engine.stop_accepting()  # new calls now get UNAVAILABLE
-    # Keep the port open while calls drain: health checks answer NOT_SERVING and new calls get a clear
-    # UNAVAILABLE (gRPC itself would cancel calls that arrive after stop()).
-    deadline = loop.time() + settings.grace_seconds
-    while servicer.active and loop.time() < deadline:
-        await asyncio.sleep(0.05)
-    # What is left are health Watch streams and the last bytes of finished calls: a short grace, not the rest.
-    await server.stop(1.0)
-    servicer.submitter.shutdown(wait=False, cancel_futures=True)
-    if servicer.engine is not None:
-        servicer.engine.close()
-    elif not loading.done():
+    await drain(server, servicer, health, settings.grace_seconds)
+    if servicer.engine is None and not loading.done():
         loading.cancel()
     log.info("stopped")
     return 0

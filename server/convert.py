@@ -2,7 +2,14 @@
 from __future__ import annotations
 
 from proto import llm_pb2
-from server.engine.types import Completion, Finished, GenerationRequest, Message, SamplingParams, TextDelta
+from server.engine.types import (
+    Completion,
+    Finished,
+    GenerationRequest,
+    Message,
+    SamplingParams,
+    TextDelta,
+)
 
 OPTIONAL_PARAMS = ("max_new_tokens", "min_new_tokens", "temperature", "top_p", "top_k", "repetition_penalty",
                    "do_sample", "seed")

@@ -7,7 +7,13 @@ import grpc
 from google.protobuf import descriptor_pool
 
 from server.decoding import lenient_deserializer, refuse_undecodable
-from server.engine.errors import EngineError, GenerationFailed, NotReady, QueueFull, ValidationError
+from server.engine.errors import (
+    EngineError,
+    GenerationFailed,
+    NotReady,
+    QueueFull,
+    ValidationError,
+)
 
 log = logging.getLogger(__name__)
 

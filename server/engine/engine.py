@@ -14,7 +14,15 @@ from server.engine.model import LoadedModel
 from server.engine.params import GenerationDefaults, Limits, SchedulerConfig
 from server.engine.runner import run_batch
 from server.engine.scheduler import Scheduler
-from server.engine.types import Completion, Event, Failed, Finished, FinishReason, GenerationRequest, collect
+from server.engine.types import (
+    Completion,
+    Event,
+    Failed,
+    Finished,
+    FinishReason,
+    GenerationRequest,
+    collect,
+)
 from server.engine.validation import check_inputs, check_lengths, resolve_params
 
 log = logging.getLogger(__name__)
