@@ -26,15 +26,15 @@ from server.engine.types import (
 from server.engine.validation import check_inputs, check_lengths, resolve_params
 
 log = logging.getLogger(__name__)
-_ids = itertools.count(1)
 
 
 class RequestHandle:
     """One request in the engine. Events go to `sink` (from the generation thread), or to an internal
     queue read by `events()` when no sink is given."""
 
-    def __init__(self, params, sink: Callable[[Event], None] | None, on_cancel: Callable[[RequestHandle], None]):
-        self.id = next(_ids)
+    def __init__(self, params, sink: Callable[[Event], None] | None, on_cancel: Callable[[RequestHandle], None],
+                 request_id: int = 0):
+        self.id = request_id
         self.arrival = time.monotonic()
         self.params = params
         self.rows: list[Row] = []
@@ -45,6 +45,11 @@ class RequestHandle:
         self._open = 0
         self._lock = threading.Lock()
         self.done = threading.Event()
+
+    def attach(self, rows: list[Row]) -> None:
+        """The request's prompts, one row each; the request is done when every row finished."""
+        self.rows = rows
+        self._open = len(rows)
 
     @property
     def cancelled(self) -> bool:
@@ -101,6 +106,7 @@ class Engine:
         self.fault_marker = fault_marker  # test-only: a prompt containing it fails mid-generation
         self._instances = [model.model] + [model.fork() for _ in range(scheduler.workers - 1)]
         self._accepting = True
+        self._ids = itertools.count(1)
         self.scheduler = Scheduler(limits, scheduler, self._run)
 
     def submit(self, request: GenerationRequest, sink: Callable[[Event], None] | None = None) -> RequestHandle:
@@ -115,10 +121,9 @@ class Engine:
         field = "prompts" if request.prompts else "conversations"
         check_lengths(field, [len(p) for p in prompt_ids], params, self.limits, self.model.info.context_length)
 
-        handle = RequestHandle(params, sink, self._cancel)
+        handle = RequestHandle(params, sink, self._cancel, next(self._ids))
         faulty = self.fault_marker is not None and any(self.fault_marker in t for t in texts)
-        handle.rows = [Row(handle, i, ids, params, fault_after=2 if faulty else None) for i, ids in enumerate(prompt_ids)]
-        handle._open = len(handle.rows)
+        handle.attach([Row(handle, i, ids, params, fault_after=2 if faulty else None) for i, ids in enumerate(prompt_ids)])
         self.scheduler.submit(handle)
         return handle
 

@@ -25,8 +25,7 @@ def run(tokenizer, texts, stop=(), max_new_tokens=100, eos=True):
     handles, rows = [], []
     for i, _ in enumerate(texts):
         h = RequestHandle(resolved(max_new_tokens, stop), None, lambda h: None)
-        h.rows = [Row(h, 0, [1, 2, 3], h.params)]
-        h._open = 1
+        h.attach([Row(h, 0, [1, 2, 3], h.params)])
         handles.append(h)
         rows.extend(h.rows)
     ids = [tokenizer(t, add_special_tokens=False)["input_ids"] + ([EOS] if eos else []) for t in texts]
