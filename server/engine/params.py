@@ -27,5 +27,6 @@ class Limits:
 
 @dataclass(frozen=True)
 class SchedulerConfig:
-    batch_window_ms: float = 0.0  # wait this long for more requests before starting a batch
+    batch_window_ms: float = 0.0  # while requests come together, wait this long for the rest of them
+    first_window_ms: float = 0.0  # a lone request waits this long for others arriving at the same moment
     workers: int = 1  # infer requests sharing the compiled model, each running one batch

@@ -18,7 +18,8 @@ class Scheduler:
 
     One padded batch costs little more per step than one prompt, so when requests have been coming
     together (the last batch held several, or the next one queued behind a running batch), a free
-    worker waits up to `batch_window_ms` for the rest of them. A lone client never waits.
+    worker waits up to `batch_window_ms` for the rest of them. A lone request waits only
+    `first_window_ms`, for clients that start at the same moment.
     """
 
     def __init__(self, limits: Limits, config: SchedulerConfig,
@@ -81,9 +82,10 @@ class Scheduler:
                 self._cond.wait()
             if not self._waiting:
                 return None
-            window = self.config.batch_window_ms / 1000.0
             queued_behind = self._waiting[0].arrival < self._last_done
-            if window > 0 and (self._last_batch > 1 or len(self._waiting) > 1 or queued_behind):
+            together = self._last_batch > 1 or len(self._waiting) > 1 or queued_behind
+            window = (self.config.batch_window_ms if together else self.config.first_window_ms) / 1000.0
+            if window > 0:
                 deadline = time.monotonic() + window
                 while self._prompts_waiting() < self.limits.max_batch and not self._closed:
                     left = deadline - time.monotonic()

@@ -68,6 +68,17 @@ def test_two_workers_keep_their_own_kv_cache(model):
         engine.close()
 
 
+def test_requests_arriving_together_start_as_one_batch(model):
+    engine = Engine(model, scheduler=SchedulerConfig(first_window_ms=300))
+    try:
+        handles = [engine.submit(ask(p, max_new_tokens=16)) for p in PROMPTS * 2]
+        assert wait_until(lambda: engine.counts() == (4, 0), timeout=5)
+        for h in handles:
+            assert h.done.wait(60)
+    finally:
+        engine.close()
+
+
 def test_requests_queued_behind_a_batch_run_together(model):
     """A lone request starts at once; those that queued behind it start together as one batch."""
     engine = Engine(model, scheduler=SchedulerConfig(batch_window_ms=50))
