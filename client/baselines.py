@@ -1,6 +1,6 @@
 """Baselines in the benchmark's own process, on the same model directory and prompts as the server.
 
-Level 1 is one stream: the requests one after another. Level N is one batch of N prompts:
+Level 1 is one stream: the requests one after another. Level N: batches of N prompts, one after another:
 - `inprocess`: optimum-intel `OVModelForCausalLM.generate`, one left-padded batch; token times from a streamer.
 - `genai`: openvino-genai `LLMPipeline.generate` on the list of prompts (its continuous-batching scheduler);
   TTFT from its perf metrics, the end from the client clock.
@@ -120,19 +120,16 @@ def load(name: str, model_dir: str | Path, ov_config: dict, device: str = "CPU")
 
 def run_levels(engine, prompts: list[str], tokens: int, levels: list[int], requests: int, warmup: int,
                progress=print) -> list[LevelResult]:
-    """Level 1: `requests` prompts one after another; level N: one batch of N prompts."""
+    """Level N: batches of N prompts one after another (N = 1: one stream), as many requests as the server got."""
     for i in range(max(warmup, 1)):
         engine.batch([prompts[i % len(prompts)]], tokens)
     results = []
     for level in levels:
-        if level == 1:
-            walls, timings = 0.0, []
-            for i in range(requests):
-                wall, got = engine.batch([prompts[i % len(prompts)]], tokens, first_index=i)
-                walls += wall
-                timings += got
-        else:
-            walls, timings = engine.batch([prompts[i % len(prompts)] for i in range(level)], tokens)
+        walls, timings = 0.0, []
+        for first in range(0, -(-max(requests, 1) // level) * level, level):
+            wall, got = engine.batch([prompts[(first + i) % len(prompts)] for i in range(level)], tokens, first)
+            walls += wall
+            timings += got
         results.append(LevelResult.of(level, walls, timings))
         progress(f"{engine.name:<9} level {level}: {len(timings)} requests, {walls:.1f} s")
     return results

@@ -146,7 +146,7 @@ def report(args, server, baselines, matches) -> None:
 
     titles = {"inprocess": InProcess.title, "genai": GenAI.title}
     for name, results in baselines.items():
-        print(f"\nBaseline {name}: {titles[name]} (level 1: one stream; level N: one batch of N prompts)")
+        print(f"\nBaseline {name}: {titles[name]} (level 1: one stream; level N: batches of N prompts)")
         print(bench.baseline_table(server, results))
     if matches:
         print(f"\nGreedy text through the server = in-process at one stream: {matches['identical']}/{matches['compared']}")
