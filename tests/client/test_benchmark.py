@@ -4,8 +4,6 @@ from __future__ import annotations
 import json
 import re
 
-import grpc
-import pytest
 
 from tests.server.harness import free_port
 
@@ -47,7 +45,7 @@ def test_benchmark_can_start_and_stop_its_own_server(fp32_model_dir, run_script,
                      "--requests", "1", "--max-new-tokens", "4", "--warmup", "0", timeout=600)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == \
-        f"tpot_ratio_vs_inprocess=n/a ttft_overhead_ms=n/a speedup_1_vs_1=1.00"
+        "tpot_ratio_vs_inprocess=n/a ttft_overhead_ms=n/a speedup_1_vs_1=1.00"
     text = log.read_text()
     assert "serving llm.LLMService" in text and "stopped" in text  # it drained and exited
 
