@@ -14,6 +14,7 @@ from grpc_reflection.v1alpha import reflection
 from proto import llm_pb2, llm_pb2_grpc
 from server.auth import ApiKeyInterceptor
 from server.config import Settings
+from server.engine.async_engine import AsyncEngine
 from server.interceptor import ErrorInterceptor
 from server.observability import Metrics, Observer
 from server.server import LLMServicer
@@ -78,11 +79,10 @@ async def drain(server, servicer: LLMServicer, health, grace: float) -> None:
     # UNAVAILABLE (gRPC itself would cancel calls that arrive after stop()).
     loop = asyncio.get_running_loop()
     deadline = loop.time() + grace
-    while servicer.active and loop.time() < deadline:
+    while servicer.engine is not None and servicer.engine.active and loop.time() < deadline:
         await asyncio.sleep(0.05)
     # What is left are health Watch streams and the last bytes of finished calls: a short grace, not the rest.
     await server.stop(1.0)
-    servicer.submitter.shutdown(wait=False, cancel_futures=True)
     if servicer.engine is not None:
         servicer.engine.close()  # cancels whatever outlived the grace period
 
@@ -123,7 +123,7 @@ async def serve(settings: Settings) -> int:
         if loading.exception() is not None:
             await server.stop(0)
             raise loading.exception()
-        servicer.engine = loading.result()
+        servicer.engine = AsyncEngine(loading.result())
         await set_health(health, SERVING)
         log.info("serving %s on %s", SERVICE, address)
         await stopping
