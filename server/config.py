@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from server.engine.params import GenerationDefaults, Limits, SchedulerConfig
+from server.engine.params import GenerationDefaults, KVCacheConfig, Limits, SchedulerConfig
 
 
 class ConfigError(Exception):
@@ -26,6 +26,8 @@ class Settings:
     generation: GenerationDefaults = field(default_factory=GenerationDefaults)
     limits: Limits = field(default_factory=Limits)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    engine: str = "paged"  # continuous batching on paged attention; "generate": whole batches through generate()
+    kv_cache: KVCacheConfig = field(default_factory=KVCacheConfig)  # the paged engine's cache size
     grace_seconds: float = 30.0  # how long running calls may finish on SIGTERM
     max_message_bytes: int = 4 * 1024 * 1024
     trust_remote_code: bool = False
@@ -39,6 +41,8 @@ class Settings:
     tls_client_ca: str | None = None  # set: clients must present a certificate signed by it
     fault_marker: str | None = None  # test-only: a prompt containing it fails mid-generation
 
+
+ENGINES = ("paged", "generate")
 
 # Environment variable -> setting.
 ENVIRONMENT = {
@@ -54,7 +58,7 @@ ENVIRONMENT = {
     "LLM_API_KEY": "api_key",
     "LLM_TEST_FAULT_MARKER": "fault_marker",
 }
-SECTIONS = {"generation": GenerationDefaults, "limits": Limits, "scheduler": SchedulerConfig}
+SECTIONS = {"generation": GenerationDefaults, "limits": Limits, "scheduler": SchedulerConfig, "kv_cache": KVCacheConfig}
 TOP_LEVEL = {f.name: f for f in dataclasses.fields(Settings)} | {"model_path": None}
 
 
@@ -136,6 +140,12 @@ def build(cli: dict, config_path: str | None, environ=os.environ) -> Settings:
 
 
 def check(s: Settings) -> None:
+    if s.engine not in ENGINES:
+        raise ConfigError(f"engine: expected one of {', '.join(ENGINES)}, got {s.engine!r}")
+    if s.kv_cache.blocks < 0 or s.kv_cache.gb < 0 or (s.kv_cache.blocks and s.kv_cache.gb):
+        raise ConfigError("kv_cache: give blocks or gb (positive), not both")
+    if s.scheduler.max_step_tokens < 1:
+        raise ConfigError("scheduler.max_step_tokens: must be at least 1")
     if s.log_format not in ("text", "json"):
         raise ConfigError(f"log_format: expected text or json, got {s.log_format!r}")
     if bool(s.tls_cert) != bool(s.tls_key):

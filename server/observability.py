@@ -40,10 +40,23 @@ class Metrics:
         self.prompt_tokens = Counter("llm_prompt_tokens", "Prompt tokens of finished prompts", registry=r)
         self.generated_tokens = Counter("llm_generated_tokens", "Tokens generated", registry=r)
         self.load_seconds = Gauge("llm_model_load_seconds", "Time to load and compile the model", registry=r)
+        self.kv_blocks_used = Gauge("llm_kv_cache_blocks_used", "KV-cache blocks holding tokens (paged engine)",
+                                    registry=r)
+        self.kv_blocks_reserved = Gauge("llm_kv_cache_blocks_reserved",
+                                        "KV-cache blocks set aside for running sequences (paged engine)", registry=r)
+        self.kv_blocks_total = Gauge("llm_kv_cache_blocks_total", "KV-cache blocks in all (paged engine)", registry=r)
+        self.kv_usage = Gauge("llm_kv_cache_usage_ratio", "Used KV-cache blocks / all blocks (paged engine)",
+                              registry=r)
 
     def watch_engine(self, engine) -> None:
         self.running.set_function(lambda: engine.counts()[0])
         self.waiting.set_function(lambda: engine.counts()[1])
+        if engine.core is not None:
+            blocks = engine.core.blocks
+            self.kv_blocks_total.set(blocks.num_blocks)
+            self.kv_blocks_used.set_function(blocks.used)
+            self.kv_blocks_reserved.set_function(blocks.reserved)
+            self.kv_usage.set_function(lambda: blocks.used() / blocks.num_blocks)
 
     def serve(self, host: str, port: int) -> None:
         start_http_server(port, addr=host, registry=self.registry)

@@ -11,7 +11,10 @@ from collections.abc import Callable, Iterator
 from server.engine.batch import Row
 from server.engine.errors import NotReady
 from server.engine.model import LoadedModel
-from server.engine.params import GenerationDefaults, Limits, SchedulerConfig
+from server.engine.core import EngineCore
+from server.engine.kv_cache import cache_blocks
+from server.engine.paged_model import PagedModel
+from server.engine.params import GenerationDefaults, KVCacheConfig, Limits, SchedulerConfig
 from server.engine.runner import run_batch
 from server.engine.scheduler import Scheduler
 from server.engine.types import (
@@ -23,7 +26,7 @@ from server.engine.types import (
     GenerationRequest,
     collect,
 )
-from server.engine.validation import check_inputs, check_lengths, resolve_params
+from server.engine.validation import check_cache, check_inputs, check_lengths, resolve_params
 
 log = logging.getLogger(__name__)
 
@@ -93,21 +96,41 @@ class RequestHandle:
 
 
 class Engine:
-    """A loaded model with its scheduler. Usable in-process: `generate()` and `stream()`."""
+    """A loaded model with the engine that runs it. Usable in-process: `generate()` and `stream()`.
+
+    With a paged model the continuous-batching EngineCore runs it; otherwise (`engine: generate`, or a
+    model the paged-attention rewrite does not support) the Scheduler runs whole batches through
+    transformers' `generate`.
+    """
 
     def __init__(self, model: LoadedModel, defaults: GenerationDefaults | None = None,
                  limits: Limits | None = None, scheduler: SchedulerConfig | None = None,
-                 fault_marker: str | None = None, on_batch: Callable[[int], None] | None = None):
+                 fault_marker: str | None = None, on_batch: Callable[[int], None] | None = None,
+                 kv_cache: KVCacheConfig | None = None):
         self.model = model
-        self.on_batch = on_batch  # called with each batch's number of prompts (for metrics)
+        self.on_batch = on_batch  # called with each batch's (or step's) number of prompts, for metrics
         self.defaults = defaults or GenerationDefaults()
         self.limits = limits = limits or Limits()
         scheduler = scheduler or SchedulerConfig()
         self.fault_marker = fault_marker  # test-only: a prompt containing it fails mid-generation
-        self._instances = [model.model] + [model.fork() for _ in range(scheduler.workers - 1)]
         self._accepting = True
         self._ids = itertools.count(1)
-        self.scheduler = Scheduler(limits, scheduler, self._run)
+        self.core: EngineCore | None = None
+        if model.paged is not None:
+            paged = PagedModel(model.paged)
+            paged.allocate(cache_blocks(kv_cache or KVCacheConfig(), paged.bytes_per_block, paged.block_size,
+                                        limits.max_batch, model.info.context_length))
+            log.info("paged engine: KV cache of %d blocks x %d tokens (%.0f MB)", paged.num_blocks,
+                     paged.block_size, paged.num_blocks * paged.bytes_per_block / 1e6)
+            self.core = EngineCore(model, paged, limits, scheduler, on_batch)
+            self.backend = self.core
+        else:
+            self._instances = [model.model] + [model.fork() for _ in range(scheduler.workers - 1)]
+            self.backend = Scheduler(limits, scheduler, self._run)
+
+    @property
+    def kind(self) -> str:
+        return "paged" if self.core is not None else "generate"
 
     def submit(self, request: GenerationRequest, sink: Callable[[Event], None] | None = None) -> RequestHandle:
         """Validate and queue; raises ValidationError, QueueFull or NotReady before any work starts."""
@@ -119,12 +142,16 @@ class Engine:
         texts = [self.model.render(item, request.system_prompt, request.raw) for item in items]
         prompt_ids = [self.model.encode(t, request.raw) for t in texts]
         field = "prompts" if request.prompts else "conversations"
-        check_lengths(field, [len(p) for p in prompt_ids], params, self.limits, self.model.info.context_length)
+        lengths = [len(p) for p in prompt_ids]
+        check_lengths(field, lengths, params, self.limits, self.model.info.context_length)
+        if self.core is not None:
+            blocks = self.core.blocks
+            check_cache(field, lengths, params, blocks.num_blocks, blocks.block_size)
 
         handle = RequestHandle(params, sink, self._cancel, next(self._ids))
         faulty = self.fault_marker is not None and any(self.fault_marker in t for t in texts)
         handle.attach([Row(handle, i, ids, params, fault_after=2 if faulty else None) for i, ids in enumerate(prompt_ids)])
-        self.scheduler.submit(handle)
+        self.backend.submit(handle)
         return handle
 
     def stream(self, request: GenerationRequest, timeout: float | None = None) -> Iterator[Event]:
@@ -139,7 +166,7 @@ class Engine:
         return collect(self.stream(request, timeout))
 
     def counts(self) -> tuple[int, int]:
-        return self.scheduler.counts()
+        return self.backend.counts()
 
     def stop_accepting(self) -> None:
         self._accepting = False
@@ -147,16 +174,16 @@ class Engine:
     def close(self) -> None:
         """Stop: whatever still waits or runs is cancelled (the grace period is over), then the workers end."""
         self._accepting = False
-        for handle in self.scheduler.in_flight():
+        for handle in self.backend.in_flight():
             handle.cancel()
-        self.scheduler.close()
+        self.backend.close()
 
     def _cancel(self, handle: RequestHandle) -> None:
-        if self.scheduler.discard(handle):  # it never started: finish its rows here
+        if self.backend.discard(handle):  # it never started: finish its rows here
             _finish_cancelled(handle)
 
     def _run(self, worker: int, handles: list[RequestHandle]) -> float:
-        """Run one batch; returns when its last prompt finished (the scheduler's batching hint)."""
+        """Run one batch through `generate`; returns when its last prompt finished (the scheduler's batching hint)."""
         for h in handles:
             if h.cancelled:  # cancelled between leaving the queue and starting
                 _finish_cancelled(h)

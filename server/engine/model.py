@@ -31,13 +31,20 @@ def weight_precision(ov_model) -> str:
 
 
 class LoadedModel:
-    """One compiled model shared by every worker; each worker gets its own infer request via `fork()`."""
+    """The model compiled once, for one of the two engines, with its tokenizer.
 
-    def __init__(self, model, tokenizer, info: ModelInfo):
+    `paged` is the model compiled for paged attention (the continuous-batching engine); when it is None,
+    `model` is the OVModelForCausalLM compiled as optimum-intel does it (the `generate` engine), shared by
+    every worker, each with its own infer request via `fork()`.
+    """
+
+    def __init__(self, model, tokenizer, info: ModelInfo, paged=None, generation_config=None):
         self.model = model
+        self.paged = paged
         self.tokenizer = tokenizer
         self.info = info
-        eos = model.generation_config.eos_token_id
+        generation_config = generation_config or model.generation_config
+        eos = generation_config.eos_token_id
         if eos is None:
             eos = tokenizer.eos_token_id
         self.eos_token_ids = tuple(eos) if isinstance(eos, (list, tuple)) else (eos,)
@@ -46,21 +53,39 @@ class LoadedModel:
 
     @classmethod
     def load(cls, path: str | Path, device: str = "CPU", ov_config: dict | None = None,
-             trust_remote_code: bool = False) -> LoadedModel:
+             trust_remote_code: bool = False, engine: str = "paged") -> LoadedModel:
+        """Load once; `engine` "paged" falls back to "generate" (one log line says why) when the model's
+        architecture does not go through the paged-attention transformation."""
         # Imported here: these take seconds, and `--help` should not wait for them.
         from optimum.intel import OVModelForCausalLM
         from transformers import AutoTokenizer
 
+        from server.engine.paged_model import TransformationFailed, compile_paged
+
         start = time.perf_counter()
-        model = OVModelForCausalLM.from_pretrained(
-            str(path), device=device, ov_config=dict(ov_config or {}), compile=True,
-            trust_remote_code=trust_remote_code,
-        )
+        ov_config = dict(ov_config or {})
+
+        def from_disk(compile: bool):
+            return OVModelForCausalLM.from_pretrained(str(path), device=device, ov_config=ov_config,
+                                                      compile=compile, trust_remote_code=trust_remote_code)
+
+        model = from_disk(compile=engine != "paged")
+        precision = weight_precision(model.model)
+        paged = None
+        if engine == "paged":
+            try:
+                paged = compile_paged(model.model, device, ov_config)
+            except TransformationFailed as exc:
+                log.warning("paged attention is not available for this model, using the generate engine: %s", exc)
+                model = from_disk(compile=True)  # the failed rewrite may have changed the model in place
         tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
         tokenizer.padding_side = "left"
         seconds = time.perf_counter() - start
-        context = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", 2048)
-        info = ModelInfo(str(path), device, weight_precision(model.model), seconds, int(context))
+        config = model.config
+        context = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", 2048)
+        info = ModelInfo(str(path), device, precision, seconds, int(context))
+        if paged is not None:  # the paged engine needs nothing else of the OVModelForCausalLM: free its graph
+            return cls(None, tokenizer, info, paged=paged, generation_config=model.generation_config)
         return cls(model, tokenizer, info)
 
     def fork(self):

@@ -30,3 +30,18 @@ class SchedulerConfig:
     batch_window_ms: float = 0.0  # while requests come together, wait this long for the rest of them
     first_window_ms: float = 0.0  # a lone request waits this long for others arriving at the same moment
     workers: int = 1  # infer requests sharing the compiled model, each running one batch
+    # Paged engine: prompt tokens run per step (longer prompts are run in chunks beside the decodes).
+    max_step_tokens: int = 256
+
+
+
+@dataclass(frozen=True)
+class KVCacheConfig:
+    """The paged engine's KV cache: `blocks`, or `gb`; neither: room for max_batch sequences of the
+    model's whole context, at most DEFAULT_KV_CACHE_GB (memory is touched only as blocks are used)."""
+
+    blocks: int = 0
+    gb: float = 0.0
+
+
+DEFAULT_KV_CACHE_GB = 1.0

@@ -53,8 +53,29 @@ def held_back(text: str, stops: tuple[str, ...]) -> int:
     return longest
 
 
+def is_plain_greedy(row) -> bool:
+    """Greedy with nothing to apply: the step's vectorised argmax already chose this row's token."""
+    p = row.params
+    return not p.do_sample and p.repetition_penalty == 1.0 and len(row.token_ids) >= p.min_new_tokens
+
+
+def choose(scores: torch.Tensor, row, eos: torch.Tensor) -> int:
+    """One row's next token under its own parameters; `scores` (one row of logits) is changed in place."""
+    row.check_fault()
+    p = row.params
+    if p.repetition_penalty != 1.0:
+        seen = torch.tensor(row.prompt_ids + row.token_ids, dtype=torch.long)
+        apply_repetition_penalty(scores, seen, p.repetition_penalty)
+    if len(row.token_ids) < p.min_new_tokens:
+        scores[eos] = NEG_INF
+    if p.do_sample:
+        return sample(scores, p.temperature, p.top_k, p.top_p, row.generator)
+    return int(torch.argmax(scores))
+
+
 class RowLogitsProcessor(LogitsProcessor):
-    """Applies each row's own parameters; a sampled row's scores become one-hot so greedy selection picks it."""
+    """Applies each row's own parameters; the chosen token's score becomes the only finite one, so the
+    greedy selection transformers runs picks it."""
 
     def __init__(self, rows, eos_token_ids: tuple[int, ...]):
         self.rows = rows
@@ -62,20 +83,12 @@ class RowLogitsProcessor(LogitsProcessor):
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         for r, row in enumerate(self.rows):
-            if row.finished:
+            if row.finished or is_plain_greedy(row) and row.fault_after is None:
                 continue
             try:
-                row.check_fault()
-                p = row.params
-                if p.repetition_penalty != 1.0:
-                    seen = torch.tensor(row.prompt_ids + row.token_ids, dtype=torch.long)
-                    apply_repetition_penalty(scores[r], seen, p.repetition_penalty)
-                if len(row.token_ids) < p.min_new_tokens:
-                    scores[r, self.eos] = NEG_INF
-                if p.do_sample:
-                    token = sample(scores[r], p.temperature, p.top_k, p.top_p, row.generator)
-                    scores[r].fill_(NEG_INF)
-                    scores[r, token] = 0.0
+                token = choose(scores[r], row, self.eos)
+                scores[r].fill_(NEG_INF)
+                scores[r, token] = 0.0
             except Exception as exc:  # one row's failure fails its own request only
                 row.fail(exc)
         return scores

@@ -104,3 +104,17 @@ def check_lengths(field: str, token_counts: list[int], params: ResolvedParams, l
                 f"{field}[{i}]",
                 f"{n} prompt tokens + max_new_tokens {params.max_new_tokens} exceed the model's context of {context_length}",
             )
+
+
+def check_cache(field: str, token_counts: list[int], params: ResolvedParams, num_blocks: int, block_size: int) -> None:
+    """The request's prompts, each with room for max_new_tokens, must fit the whole KV cache at once."""
+    need = [math.ceil((n + params.max_new_tokens) / block_size) for n in token_counts]
+    if sum(need) <= num_blocks:
+        return
+    for i, n in enumerate(token_counts):
+        if math.ceil(n / block_size) > num_blocks:
+            raise ValidationError(f"{field}[{i}]", f"{n} tokens do not fit this server's KV cache "
+                                                   f"({num_blocks} blocks of {block_size} tokens)")
+    raise ValidationError("max_new_tokens", f"{len(token_counts)} prompt(s) of {sum(token_counts)} tokens with "
+                                            f"max_new_tokens {params.max_new_tokens} need {sum(need)} KV-cache blocks; "
+                                            f"this server's cache holds {num_blocks} blocks of {block_size} tokens")

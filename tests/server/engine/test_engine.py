@@ -1,5 +1,4 @@
-"""The engine in-process, without gRPC, on the real default model."""
-import time
+"""The engine's front door in-process, without gRPC, on the real default model, with both engines."""
 
 import pytest
 import torch
@@ -22,9 +21,9 @@ from tests.server.harness import wait_until
 PROMPTS = ("What is the theory of relativity?", "What is the capital of Japan?")
 
 
-@pytest.fixture(scope="module")
-def model(fp32_model_dir):
-    return LoadedModel.load(fp32_model_dir, "CPU", {"PERFORMANCE_HINT": "LATENCY"})
+@pytest.fixture(scope="module", params=["paged", "generate"])
+def model(request, fp32_model_dir):
+    return LoadedModel.load(fp32_model_dir, "CPU", {"PERFORMANCE_HINT": "LATENCY"}, engine=request.param)
 
 
 def ask(prompt, **params) -> GenerationRequest:
@@ -46,50 +45,11 @@ def test_model_info(model):
 
 def test_greedy_equals_optimum_generate(model):
     engine = Engine(model)
+    assert engine.kind == ("paged" if model.paged is not None else "generate")
     try:
         for prompt in PROMPTS:
             (c,) = engine.generate(ask(prompt, max_new_tokens=32), timeout=60)
             assert c.text == reference(model, prompt, 32)
-    finally:
-        engine.close()
-
-
-def test_two_workers_keep_their_own_kv_cache(model):
-    """Two infer requests run at once on the shared compiled model; neither disturbs the other."""
-    engine = Engine(model, limits=Limits(max_batch=1), scheduler=SchedulerConfig(workers=2))
-    try:
-        solo = [engine.generate(ask(p, max_new_tokens=24), timeout=60)[0].text for p in PROMPTS]
-        handles = [engine.submit(ask(p, max_new_tokens=24)) for p in PROMPTS]
-        time.sleep(0.2)
-        assert engine.counts()[0] == 2  # both running, one per worker
-        texts = ["".join(e.text for e in h.events(60) if isinstance(e, TextDelta)) for h in handles]
-        assert texts == solo
-    finally:
-        engine.close()
-
-
-def test_requests_arriving_together_start_as_one_batch(model):
-    engine = Engine(model, scheduler=SchedulerConfig(first_window_ms=300))
-    try:
-        handles = [engine.submit(ask(p, max_new_tokens=16)) for p in PROMPTS * 2]
-        assert wait_until(lambda: engine.counts() == (4, 0), timeout=5)
-        for h in handles:
-            assert h.done.wait(60)
-    finally:
-        engine.close()
-
-
-def test_requests_queued_behind_a_batch_run_together(model):
-    """A lone request starts at once; those that queued behind it start together as one batch."""
-    engine = Engine(model, scheduler=SchedulerConfig(batch_window_ms=50))
-    try:
-        first = engine.submit(ask(PROMPTS[0], max_new_tokens=32, min_new_tokens=32))
-        assert wait_until(lambda: engine.counts() == (1, 0))
-        rest = [engine.submit(ask(p, max_new_tokens=64, min_new_tokens=64)) for p in PROMPTS * 2]
-        assert engine.counts() == (1, 4)
-        assert wait_until(lambda: engine.counts() == (4, 0), timeout=30)
-        for h in [first, *rest]:
-            assert h.done.wait(60)
     finally:
         engine.close()
 
@@ -126,7 +86,7 @@ def test_full_queue_and_cancelled_waiting_request(model):
 
 
 def test_fault_in_one_request_fails_only_that_request(model):
-    engine = Engine(model, fault_marker="BOOM", scheduler=SchedulerConfig(batch_window_ms=200))
+    engine = Engine(model, fault_marker="BOOM", scheduler=SchedulerConfig(batch_window_ms=200))  # one batch
     try:
         bad = engine.submit(ask("BOOM " + PROMPTS[0], max_new_tokens=16))
         good = engine.submit(ask(PROMPTS[1], max_new_tokens=16))

@@ -1,0 +1,114 @@
+"""The model rewritten for paged attention: every sequence of a step in one flat batch, KV in shared blocks.
+
+The OVModelForCausalLM's `ov.Model` goes through OpenVINO's paged-attention transformation (no internal
+state: the KV cache is a set of block tensors we own), plus a gather of the positions whose next token
+is chosen before the vocabulary MatMul, as openvino-genai does, so a prefill computes one row of logits
+per sequence instead of one per prompt token.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+SAMPLED = "sampled_tokens_indices"
+
+
+class TransformationFailed(RuntimeError):
+    """The model's architecture does not go through the paged-attention rewrite."""
+
+
+@dataclass
+class StepInputs:
+    """One step, flattened: the tokens of every scheduled sequence back to back, no padding."""
+
+    input_ids: np.ndarray  # [tokens] int64
+    position_ids: np.ndarray  # [tokens] int64
+    past_lens: np.ndarray  # [seqs] int32: tokens already in each sequence's cache
+    subsequence_begins: np.ndarray  # [seqs + 1] int32: where each sequence's tokens start
+    block_indices: np.ndarray  # [blocks] int32: every sequence's block table, back to back
+    block_indices_begins: np.ndarray  # [seqs + 1] int32
+    max_context_len: int
+    sampled: np.ndarray  # [n] int64: token rows whose logits are wanted (a sequence's last token)
+
+
+def _lm_head(ov_model):
+    """The vocabulary MatMul feeding the logits (Result <- MatMul, optionally through an Add)."""
+    node = ov_model.output("logits").get_node().input_value(0).get_node()
+    if node.get_type_name() == "Add":
+        node = node.input_value(0).get_node()
+    if node.get_type_name() != "MatMul" or node.input(0).get_partial_shape().rank.get_length() != 3:
+        raise TransformationFailed(f"no vocabulary MatMul before the logits (found {node.get_type_name()})")
+    return node
+
+
+def transform(ov_model) -> None:
+    """Rewrite `ov_model` in place for paged attention with a gather before the vocabulary MatMul."""
+    import openvino as ov
+    from openvino._offline_transformations import paged_attention_transformation
+
+    try:
+        paged_attention_transformation(ov_model)
+    except Exception as exc:
+        raise TransformationFailed(f"paged-attention transformation failed: {exc}") from exc
+    names = {n for i in ov_model.inputs for n in i.get_names()}
+    if not {"past_lens", "block_indices", "key_cache.0"} <= names:
+        raise TransformationFailed("the transformation left no paged-attention inputs (unsupported architecture)")
+    matmul = _lm_head(ov_model)
+    # After the transformation the hidden states are [tokens, 1, hidden]: gather token rows on axis 0.
+    indices = ov.op.Parameter(ov.Type.i64, ov.PartialShape([-1]))
+    indices.set_friendly_name(SAMPLED)
+    indices.output(0).get_tensor().set_names({SAMPLED})
+    gather = ov.opset8.gather(matmul.input_value(0), indices, ov.op.Constant(ov.Type.i64, ov.Shape([1]), [0]))
+    matmul.input(0).replace_source_output(gather.output(0))
+    ov_model.add_parameters([indices])
+    ov_model.validate_nodes_and_infer_types()
+
+
+class PagedModel:
+    """The compiled paged model, one infer request, and the KV cache blocks it reads and writes."""
+
+    def __init__(self, compiled):
+        self.compiled = compiled
+        self.request = compiled.create_infer_request()
+        self._caches = [i for i in compiled.inputs if i.get_any_name().startswith(("key_cache.", "value_cache."))]
+        # Compiled for a device, each cache input is [blocks (dynamic), heads, block_size, head_size].
+        self._block_dims = [[d.get_length() for d in list(i.get_partial_shape())[1:]] for i in self._caches]
+        self.block_size = int(self._block_dims[0][1])
+        self.bytes_per_block = sum(
+            int(np.prod(d)) * i.get_element_type().size for d, i in zip(self._block_dims, self._caches))
+        self.num_blocks = 0
+
+    def allocate(self, num_blocks: int) -> None:
+        """The KV cache: one tensor per layer for keys and one for values, allocated once (pages are only
+        touched as blocks are used)."""
+        import openvino as ov
+
+        for port, dims in zip(self._caches, self._block_dims):
+            self.request.set_tensor(port, ov.Tensor(port.get_element_type(), ov.Shape([num_blocks, *dims])))
+        self.num_blocks = num_blocks
+
+    def forward(self, step: StepInputs) -> np.ndarray:
+        """Logits of the sampled token rows, [len(step.sampled), vocab] float32 (a copy)."""
+        self.request.infer({
+            "input_ids": step.input_ids,
+            "position_ids": step.position_ids,
+            "past_lens": step.past_lens,
+            "subsequence_begins": step.subsequence_begins,
+            "block_indices": step.block_indices,
+            "block_indices_begins": step.block_indices_begins,
+            "max_context_len": np.array(step.max_context_len, dtype=np.int32),
+            SAMPLED: step.sampled,
+        }, share_inputs=True)
+        logits = self.request.get_tensor("logits").data
+        return np.array(logits.reshape(len(step.sampled), logits.shape[-1]), dtype=np.float32)
+
+
+def compile_paged(ov_model, device: str, ov_config: dict):
+    import openvino as ov
+
+    transform(ov_model)
+    return ov.Core().compile_model(ov_model, device, ov_config)
