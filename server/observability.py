@@ -30,7 +30,7 @@ class Metrics:
         self.requests = Counter("llm_requests", "Finished calls by RPC and status code", ["rpc", "code"], registry=r)
         self.running = Gauge("llm_requests_running", "Requests inside a running batch", registry=r)
         self.waiting = Gauge("llm_requests_waiting", "Requests waiting for a batch", registry=r)
-        self.batch_size = Histogram("llm_batch_size", "Prompts per batch", buckets=BATCH_BUCKETS, registry=r)
+        self.batch_size = Histogram("llm_batch_size", "Prompts per step (paged engine) or per batch (generate engine)", buckets=BATCH_BUCKETS, registry=r)
         self.ttft = Histogram("llm_time_to_first_token_seconds", "Per prompt, arrival to first token",
                               buckets=LATENCY_BUCKETS, registry=r)
         self.tpot = Histogram("llm_time_per_output_token_seconds", "Per prompt, (total - ttft) / (tokens - 1)",

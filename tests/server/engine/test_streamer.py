@@ -72,3 +72,30 @@ def test_length_limit(tokenizer):
     final = events[-1]
     assert isinstance(final, Finished) and final.reason == FinishReason.LENGTH and final.completion_tokens == 3
     assert "".join(e.text for e in events if isinstance(e, TextDelta)) == "one two three"
+
+
+def test_token_streamer_flushes_every_token_and_decodes_a_short_window(tokenizer):
+    """Each word arrives with its own token (not at word ends), and no decode sees the whole completion."""
+    from server.engine.streamer import TokenStreamer
+
+    h = RequestHandle(resolved(), None, lambda h: None)
+    h.attach([Row(h, 0, [1, 2, 3], h.params)])
+    streamer = TokenStreamer(h.rows[0], tokenizer, (EOS,))
+    windows = []
+    decode = tokenizer.decode
+
+    def spy(ids, **kwargs):
+        windows.append(len(ids))
+        return decode(ids, **kwargs)
+
+    streamer.tokenizer = type("Spy", (), {"decode": staticmethod(spy)})()
+    text = " ".join(f"word{i}" for i in range(60))
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    for token in ids:
+        streamer.put(token)
+    streamer.put(EOS)
+    events = list(h.events(timeout=1))
+    deltas = [e.text for e in events if isinstance(e, TextDelta)]
+    assert "".join(deltas) == text
+    assert len(deltas) >= len(ids) - 1  # one piece per token (a token may only complete a character)
+    assert max(windows) <= 4 < len(ids)
