@@ -78,7 +78,7 @@ def test_token_streamer_flushes_every_token_and_decodes_a_short_window(tokenizer
     """Each word arrives with its own token (not at word ends), and no decode sees the whole completion."""
     from server.engine.streamer import TokenStreamer
 
-    h = RequestHandle(resolved(), None, lambda h: None)
+    h = RequestHandle(resolved(max_new_tokens=1000), None, lambda h: None)
     h.attach([Row(h, 0, [1, 2, 3], h.params)])
     streamer = TokenStreamer(h.rows[0], tokenizer, (EOS,))
     windows = []
