@@ -23,7 +23,7 @@ from server.engine.kv_cache import BlockManager
 from server.engine.paged_model import PagedModel, StepInputs
 from server.engine.params import Limits, SchedulerConfig
 from server.engine.streamer import TokenStreamer
-from server.engine.tokens import choose, is_plain_greedy
+from server.engine.tokens import choose, choose_greedy, needs_own_choice
 from server.engine.types import FinishReason
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,7 @@ class EngineCore:
         self.on_batch = on_batch
         self.blocks = BlockManager(paged.num_blocks, paged.block_size)
         self._eos = torch.tensor(model.eos_token_ids, dtype=torch.long)
+        self._eos_list = list(model.eos_token_ids)
         self._waiting: deque = deque()  # RequestHandles, first come first served
         self._running: list[Sequence] = []
         self._cond = threading.Condition()
@@ -202,7 +203,8 @@ class EngineCore:
 
     def _update(self, sampled: list[Sequence], logits: np.ndarray) -> None:
         """Choose each sampled sequence's next token: one vectorised argmax, per-row rules where set."""
-        greedy = logits.argmax(axis=1).tolist() if len(sampled) else []
+        rows = [seq.row for seq in sampled]
+        greedy = choose_greedy(logits, rows, self._eos_list) if rows else []
         now = time.monotonic()
         for i, seq in enumerate(sampled):
             row = seq.row
@@ -210,7 +212,7 @@ class EngineCore:
                 continue
             try:
                 token = greedy[i]
-                if not is_plain_greedy(row) or row.fault_after is not None:
+                if needs_own_choice(row):
                     token = choose(torch.from_numpy(logits[i]), row, self._eos)
                 seq.streamer.put(token, now)
             except Exception as exc:  # one row's failure fails its own request only

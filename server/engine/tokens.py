@@ -1,6 +1,7 @@
 """Token choosing and stopping rules, per row of a batch, so requests with different parameters share one batch."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 from transformers import LogitsProcessor, StoppingCriteria
 
@@ -53,10 +54,18 @@ def held_back(text: str, stops: tuple[str, ...]) -> int:
     return longest
 
 
-def is_plain_greedy(row) -> bool:
-    """Greedy with nothing to apply: the step's vectorised argmax already chose this row's token."""
+def needs_own_choice(row) -> bool:
+    """Sampling or a repetition penalty: the row's token cannot come from a plain argmax of its logits."""
     p = row.params
-    return not p.do_sample and p.repetition_penalty == 1.0 and len(row.token_ids) >= p.min_new_tokens
+    return p.do_sample or p.repetition_penalty != 1.0 or row.fault_after is not None
+
+
+def choose_greedy(logits: np.ndarray, rows, eos: list[int]) -> list[int]:
+    """Every row's greedy token at once; rows short of min_new_tokens cannot end yet. Changes `logits`."""
+    early = [i for i, row in enumerate(rows) if len(row.token_ids) < row.params.min_new_tokens]
+    if early:
+        logits[np.ix_(early, eos)] = NEG_INF
+    return logits.argmax(axis=1).tolist()
 
 
 def choose(scores: torch.Tensor, row, eos: torch.Tensor) -> int:
@@ -83,7 +92,7 @@ class RowLogitsProcessor(LogitsProcessor):
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         for r, row in enumerate(self.rows):
-            if row.finished or is_plain_greedy(row) and row.fault_after is None:
+            if row.finished or not needs_own_choice(row) and len(row.token_ids) >= row.params.min_new_tokens:
                 continue
             try:
                 token = choose(scores[r], row, self.eos)
