@@ -30,6 +30,25 @@ def test_both_servables_load():
     for name in ("servable_stream", "servable_unary"):
         s = build({}, str(ROOT / name / "config.json"), environ={})
         assert s.model == "/model" and s.limits.max_batch >= 8
+        assert s.engine == "paged" and s.kv_cache.gb > 0 and s.scheduler.max_step_tokens >= 256
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    ({"engine": "vllm"}, "engine: expected one of paged, generate"),
+    ({"kv_cache": {"blocks": 10, "gb": 1.0}}, "kv_cache: give blocks or gb"),
+    ({"kv_cache": {"gb": -1}}, "kv_cache: give blocks or gb"),
+    ({"scheduler": {"max_step_tokens": 0}}, "max_step_tokens: must be at least 1"),
+])
+def test_bad_engine_settings(tmp_path, data, message):
+    with pytest.raises(ConfigError, match=message):
+        build({}, write(tmp_path, data), environ={})
+
+
+def test_engine_settings_from_file_and_flag(tmp_path):
+    path = write(tmp_path, {"engine": "generate", "kv_cache": {"blocks": 64}})
+    s = build({}, path, environ={})
+    assert (s.engine, s.kv_cache.blocks) == ("generate", 64)
+    assert build({"engine": "paged"}, path, environ={}).engine == "paged"
 
 
 @pytest.mark.parametrize(("data", "message"), [
@@ -39,6 +58,7 @@ def test_both_servables_load():
     ({"port": "9000"}, "port: expected int"),
     ({"limits": {"max_batch": 2.5}}, "limits.max_batch: expected int"),
     ({"scheduler": {"batch_window_ms": "fast"}}, "scheduler.batch_window_ms: expected float"),
+    ({"kv_cache": {"blocks": "many"}}, "kv_cache.blocks: expected int"),
     ([1, 2], "expected a JSON object"),
 ])
 def test_bad_config_names_file_and_key(tmp_path, data, message):
