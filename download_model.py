@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{target} is already complete ({human(dir_size(target))}); use --force to rebuild it")
         return 0
     quiet_libraries()
-    from modelprep.store import ensure_model
+    from modelprep.pipeline import ensure_model
 
     started = time.monotonic()
     # Non-FP32 formats are compressed from the FP32 directory, which is kept (and reused if present).

@@ -38,7 +38,7 @@ def download(
 ) -> Path:
     """Get `model` (registry name, hub id or local dir) and write its FP32 OpenVINO directory; return it.
 
-    Other precisions are compressed from this directory (see `store.ensure_model`), so there is one
+    Other precisions are compressed from this directory (see `ensure_model`), so there is one
     compression code path and the FP32 reference stays available for comparisons.
     """
     spec = registry.resolve(model)
@@ -118,3 +118,27 @@ def compress(
         manifest.compression = compress_ir(source_dir, tmp, precision, int4)
         manifest.seconds = round(time.monotonic() - started, 1)
     return target
+
+
+def ensure_model(
+    name: str = "smollm2-135m-instruct",
+    precision: str = "fp32",
+    models_dir: str | Path = "models",
+    *,
+    force: bool = False,
+    trust_remote_code: bool = False,
+    progress: bool = False,
+) -> Path:
+    """A complete model directory for (name, precision), downloading and/or compressing it if missing.
+
+    Other precisions are compressed from the FP32 directory (kept beside them), exactly as
+    `compress_model.py` does; `force` rebuilds only the requested precision.
+    """
+    target = store.model_dir(registry.resolve(name).name, precision, models_dir)
+    if store.is_complete(target) and not force:
+        return target
+    fp32 = download(name, models_dir, force=force and precision == "fp32",
+                    trust_remote_code=trust_remote_code, progress=progress)
+    if precision == "fp32":
+        return fp32
+    return compress(fp32, precision, force=force, progress=progress)

@@ -1,4 +1,4 @@
-"""Model directories on disk: names, completeness, atomic creation, and `ensure_model`.
+"""Model directories on disk: names, manifests, completeness and atomic creation (nothing about converting).
 
 A directory counts as complete only if its manifest (`modelprep.json`) exists and every file it
 lists has the recorded size. The manifest is written last, inside a temporary sibling directory that
@@ -126,29 +126,3 @@ def atomic_dir(target: Path, manifest: Manifest) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-
-
-def ensure_model(
-    name: str = "smollm2-135m-instruct",
-    precision: str = "fp32",
-    models_dir: str | Path = "models",
-    *,
-    force: bool = False,
-    trust_remote_code: bool = False,
-    progress: bool = False,
-) -> Path:
-    """A complete model directory for (name, precision), downloading and/or compressing it if missing.
-
-    Other precisions are compressed from the FP32 directory (kept beside them), exactly as
-    `compress_model.py` does; `force` rebuilds only the requested precision.
-    """
-    from modelprep import pipeline, registry  # heavy imports only when work is needed
-
-    target = model_dir(registry.resolve(name).name, precision, models_dir)
-    if is_complete(target) and not force:
-        return target
-    fp32 = pipeline.download(name, models_dir, force=force and precision == "fp32",
-                             trust_remote_code=trust_remote_code, progress=progress)
-    if precision == "fp32":
-        return fp32
-    return pipeline.compress(fp32, precision, force=force, progress=progress)

@@ -63,6 +63,10 @@ TOP_LEVEL = {f.name: f for f in dataclasses.fields(Settings)} | {"model_path": N
 
 
 def _typed(value: Any, kind: type, where: str) -> Any:
+    if kind is tuple:  # a list of strings in JSON
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise ConfigError(f"{where}: expected a list of non-empty strings, got {value!r}")
+        return tuple(value)
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if kind is int and isinstance(value, bool) or not isinstance(value, kind):
@@ -73,7 +77,8 @@ def _typed(value: Any, kind: type, where: str) -> Any:
 def _field_type(cls, name: str) -> type:
     hint = {f.name: f.type for f in dataclasses.fields(cls)}[name]
     hint = hint if isinstance(hint, str) else hint.__name__
-    return {"int": int, "float": float, "bool": bool, "str": str, "dict": dict}.get(hint.split(" ")[0], str)
+    return {"int": int, "float": float, "bool": bool, "str": str, "dict": dict, "tuple": tuple}.get(
+        hint.split("[")[0].split(" ")[0], str)
 
 
 def _section(cls, data: Any, where: str):

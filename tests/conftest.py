@@ -17,7 +17,7 @@ from modelcheck import DEFAULT_MODEL, MODELS_DIR, REPO  # noqa: E402
 
 
 def _model(precision: str) -> Path:
-    from modelprep.store import ensure_model
+    from modelprep.pipeline import ensure_model
 
     return ensure_model(DEFAULT_MODEL, precision, MODELS_DIR)
 

@@ -1,6 +1,7 @@
 """The engine's front door: validate, tokenize, queue; hand back a handle that yields events."""
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import queue
@@ -109,7 +110,8 @@ class Engine:
                  kv_cache: KVCacheConfig | None = None):
         self.model = model
         self.on_batch = on_batch  # called with each batch's (or step's) number of prompts, for metrics
-        self.defaults = defaults or GenerationDefaults()
+        defaults = defaults or GenerationDefaults()
+        self.defaults = dataclasses.replace(defaults, stop=tuple(dict.fromkeys((*defaults.stop, *model.info.stop))))
         self.limits = limits = limits or Limits()
         scheduler = scheduler or SchedulerConfig()
         self.fault_marker = fault_marker  # test-only: a prompt containing it fails mid-generation

@@ -19,6 +19,17 @@ class ModelInfo:
     precision: str
     load_seconds: float
     context_length: int
+    stop: tuple[str, ...] = ()  # the model's end-of-answer markers, from its modelprep manifest
+
+
+def manifest_stop(path: str | Path) -> tuple[str, ...]:
+    """The stop strings `download_model.py` recorded for this model (none for a directory made elsewhere)."""
+    from modelprep.store import read_manifest
+
+    try:
+        return tuple(read_manifest(path).stop)
+    except (OSError, ValueError, TypeError):
+        return ()
 
 
 def weight_precision(ov_model) -> str:
@@ -83,7 +94,7 @@ class LoadedModel:
         seconds = time.perf_counter() - start
         config = model.config
         context = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", 2048)
-        info = ModelInfo(str(path), device, precision, seconds, int(context))
+        info = ModelInfo(str(path), device, precision, seconds, int(context), manifest_stop(path))
         if paged is not None:  # the paged engine needs nothing else of the OVModelForCausalLM: free its graph
             return cls(None, tokenizer, info, paged=paged, generation_config=model.generation_config)
         return cls(model, tokenizer, info)

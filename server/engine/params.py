@@ -13,6 +13,8 @@ class GenerationDefaults:
     top_k: int = 0  # 0: no top-k filtering
     repetition_penalty: float = 1.0
     do_sample: bool = False
+    # Always applied, besides a request's own: the model's end-of-answer markers (its manifest's stop strings).
+    stop: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

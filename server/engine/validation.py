@@ -90,7 +90,7 @@ def resolve_params(request: GenerationRequest, defaults: GenerationDefaults, lim
         repetition_penalty=repetition_penalty,
         do_sample=do_sample,
         seed=p.seed,
-        stop=tuple(p.stop),
+        stop=tuple(dict.fromkeys((*p.stop, *defaults.stop))),
     )
 
 

@@ -15,7 +15,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2
 
-from tests.robustness.common import (CAPITAL_PROMPTS, ROOT, Code, call, gauges, record, run_all, solo_answers,
+from tests.robustness.common import (CAPITAL_PROMPTS, ROOT, Code, call, gauges, metric, record, run_all, solo_answers,
                                      start_metered, wait_until)
 from tests.server.harness import STATUS, request
 
@@ -79,6 +79,7 @@ def test_killed_client_processes_free_their_places(faults_server):
             c.wait(10)
     assert wait_until(lambda: gauges(server) == (0, 0), timeout=10), gauges(server)
     freed = time.monotonic() - killed_at
+    assert metric(server, "llm_kv_cache_blocks_used") == 0 and metric(server, "llm_kv_cache_blocks_reserved") == 0
     took = answered_at_once(server)
     assert wait_until(lambda: statuses(server, "CANCELLED") - cancelled_before == 3, timeout=10)
     record("killed clients", processes=3, streaming_when_killed=len(streaming), running=running, waiting=waiting,

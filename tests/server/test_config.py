@@ -81,3 +81,9 @@ def test_missing_model_directory_is_one_line(tmp_path):
                             cwd=ROOT, capture_output=True, text=True, timeout=120, env={"HF_HUB_OFFLINE": "1", "PATH": ""})
     assert result.returncode != 0
     assert "Traceback" not in result.stderr and "nope" in result.stderr.strip().splitlines()[-1]
+
+
+def test_generation_stop_strings_from_file(tmp_path):
+    assert build({}, write(tmp_path, {"generation": {"stop": ["### End"]}}), environ={}).generation.stop == ("### End",)
+    with pytest.raises(ConfigError, match="generation.stop: expected a list of non-empty strings"):
+        build({}, write(tmp_path, {"generation": {"stop": "### End"}}), environ={})

@@ -95,3 +95,26 @@ def test_fault_in_one_request_fails_only_that_request(model):
         assert "Tokyo" in collect(good.events(60))[0].text
     finally:
         engine.close()
+
+
+def test_manifest_stop_strings_are_servable_defaults(fp32_model_dir, tmp_path):
+    """A model directory whose manifest names a stop string (as dolly's '### End'): every answer stops there."""
+    import json
+
+    local = tmp_path / "local-model"
+    local.mkdir()
+    for f in fp32_model_dir.iterdir():
+        if f.name != "modelprep.json":
+            (local / f.name).symlink_to(f)
+    manifest = json.loads((fp32_model_dir / "modelprep.json").read_text())
+    (local / "modelprep.json").write_text(json.dumps({**manifest, "stop": ["Paris"]}))
+    model = LoadedModel.load(local, "CPU", {"PERFORMANCE_HINT": "LATENCY"})
+    assert model.info.stop == ("Paris",)
+    engine = Engine(model)
+    try:
+        (c,) = engine.generate(ask("What is the capital of France?", max_new_tokens=32), timeout=60)
+        assert c.reason == FinishReason.STOP_SEQUENCE and "Paris" not in c.text
+        (c,) = engine.generate(ask("What is the capital of Japan?", max_new_tokens=24, stop=["Tokyo"]), timeout=60)
+        assert c.reason == FinishReason.STOP_SEQUENCE and "Tokyo" not in c.text  # the request's own stop too
+    finally:
+        engine.close()
