@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -18,13 +17,13 @@ import numpy as np
 import torch
 
 from server.engine.batch import Row
-from server.engine.errors import QueueFull
 from server.engine.kv_cache import BlockManager
 from server.engine.paged_model import PagedModel, StepInputs
 from server.engine.params import Limits, SchedulerConfig
 from server.engine.streamer import TokenStreamer
 from server.engine.tokens import choose, choose_greedy, needs_own_choice
 from server.engine.types import FinishReason
+from server.engine.waiting import WaitingQueue
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +46,10 @@ class Sequence:
         return self.row.token_ids[self.computed - len(prompt):]
 
 
-class EngineCore:
+class EngineCore(WaitingQueue):
     def __init__(self, model, paged: PagedModel, limits: Limits, config: SchedulerConfig,
                  on_batch: Callable[[int], None] | None = None):
+        super().__init__(limits.max_waiting)
         self.model = model  # LoadedModel: tokenizer and end-of-sequence tokens
         self.paged = paged
         self.limits = limits
@@ -58,32 +58,11 @@ class EngineCore:
         self.blocks = BlockManager(paged.num_blocks, paged.block_size)
         self._eos = torch.tensor(model.eos_token_ids, dtype=torch.long)
         self._eos_list = list(model.eos_token_ids)
-        self._waiting: deque = deque()  # RequestHandles, first come first served
         self._running: list[Sequence] = []
-        self._cond = threading.Condition()
-        self._closed = False
         self._thread = threading.Thread(target=self._loop, name="engine-core", daemon=True)
         self._thread.start()
 
-    # --- called from other threads -------------------------------------------------------------------
-
-    def submit(self, handle) -> None:
-        with self._cond:
-            if self._closed:
-                raise QueueFull("the engine is shutting down")
-            if len(self._waiting) >= self.limits.max_waiting:
-                raise QueueFull(f"the waiting queue is full ({self.limits.max_waiting} requests); retry later")
-            self._waiting.append(handle)
-            self._cond.notify()
-
-    def discard(self, handle) -> bool:
-        """Take a cancelled request out of the queue; False if it is already running (it stops at the next step)."""
-        with self._cond:
-            try:
-                self._waiting.remove(handle)
-                return True
-            except ValueError:
-                return False
+    # --- called from other threads (submit and discard: WaitingQueue) ---------------------------------
 
     def counts(self) -> tuple[int, int]:
         """(running, waiting) requests."""

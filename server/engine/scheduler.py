@@ -4,16 +4,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 
-from server.engine.errors import QueueFull
 from server.engine.params import Limits, SchedulerConfig
+from server.engine.waiting import WaitingQueue
 
 log = logging.getLogger(__name__)
 
 
-class Scheduler:
+class Scheduler(WaitingQueue):
     """Requests wait in one queue; each worker (one infer request) takes as many as fit in a batch.
 
     One padded batch costs little more per step than one prompt, so when requests have been coming
@@ -24,15 +23,13 @@ class Scheduler:
 
     def __init__(self, limits: Limits, config: SchedulerConfig,
                  run: Callable[[int, list], float]):
+        super().__init__(limits.max_waiting)
         self.limits = limits
         self.config = config
         self._run = run
-        self._waiting: deque = deque()
-        self._cond = threading.Condition()
         self._running = 0  # requests inside a batch
         self._last_batch = 1  # requests in the most recent batch
         self._last_done = 0.0  # when the most recent batch's last prompt finished
-        self._closed = False
         self._batches: dict[int, list] = {}  # worker -> the requests of its running batch
         self._threads = [
             threading.Thread(target=self._work, args=(w,), name=f"engine-worker-{w}", daemon=True)
@@ -40,24 +37,6 @@ class Scheduler:
         ]
         for t in self._threads:
             t.start()
-
-    def submit(self, handle) -> None:
-        with self._cond:
-            if self._closed:
-                raise QueueFull("the engine is shutting down")
-            if len(self._waiting) >= self.limits.max_waiting:
-                raise QueueFull(f"the waiting queue is full ({self.limits.max_waiting} requests); retry later")
-            self._waiting.append(handle)
-            self._cond.notify()
-
-    def discard(self, handle) -> bool:
-        """Take a cancelled request out of the queue; False if it is already running."""
-        with self._cond:
-            try:
-                self._waiting.remove(handle)
-                return True
-            except ValueError:
-                return False
 
     def counts(self) -> tuple[int, int]:
         """(running, waiting) requests."""
