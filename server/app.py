@@ -40,7 +40,7 @@ def load_engine(settings: Settings, metrics: Metrics | None):
     log.info("model loaded: path=%s device=%s precision=%s context=%d load_time=%.2fs model_cache=%s (%s)",
              info.path, info.device, info.precision, info.context_length, info.load_seconds,
              "warm" if warm else "cold", cache)
-    engine = Engine(model, settings.generation, settings.limits, settings.scheduler, settings.fault_marker,
+    engine = Engine(model, settings.generation, settings.limits, settings.scheduler,
                     on_batch=metrics.batch_size.observe if metrics else None, kv_cache=settings.kv_cache)
     log.info("engine: %s", engine.kind)
     if metrics:

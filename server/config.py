@@ -39,7 +39,6 @@ class Settings:
     tls_cert: str | None = None
     tls_key: str | None = None
     tls_client_ca: str | None = None  # set: clients must present a certificate signed by it
-    fault_marker: str | None = None  # test-only: a prompt containing it fails mid-generation
 
 
 ENGINES = ("paged", "generate")
@@ -56,7 +55,6 @@ ENVIRONMENT = {
     "LOG_FORMAT": "log_format",
     "METRICS_PORT": "metrics_port",
     "LLM_API_KEY": "api_key",
-    "LLM_TEST_FAULT_MARKER": "fault_marker",
 }
 SECTIONS = {"generation": GenerationDefaults, "limits": Limits, "scheduler": SchedulerConfig, "kv_cache": KVCacheConfig}
 TOP_LEVEL = {f.name: f for f in dataclasses.fields(Settings)} | {"model_path": None}

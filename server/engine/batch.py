@@ -10,10 +10,6 @@ import torch
 from server.engine.types import Finished, FinishReason, ResolvedParams, TextDelta
 
 
-class InjectedFault(RuntimeError):
-    """Raised inside a generation by the test-only fault hook."""
-
-
 @dataclass(eq=False)
 class Row:
     handle: object  # RequestHandle: the request this prompt belongs to
@@ -21,7 +17,6 @@ class Row:
     prompt_ids: list[int]
     params: ResolvedParams
     generator: torch.Generator | None = None
-    fault_after: int | None = None  # test-only: fail after this many tokens
     token_ids: list[int] = field(default_factory=list)
     completion_tokens: int = 0
     sent: int = 0  # characters of `text` already sent
@@ -38,10 +33,6 @@ class Row:
     @property
     def finished(self) -> bool:
         return self.finish_reason is not None
-
-    def check_fault(self) -> None:
-        if self.fault_after is not None and len(self.token_ids) >= self.fault_after:
-            raise InjectedFault("fault injected by the test hook")
 
     def send(self, text: str) -> None:
         if text:

@@ -106,7 +106,7 @@ class Engine:
 
     def __init__(self, model: LoadedModel, defaults: GenerationDefaults | None = None,
                  limits: Limits | None = None, scheduler: SchedulerConfig | None = None,
-                 fault_marker: str | None = None, on_batch: Callable[[int], None] | None = None,
+                 on_batch: Callable[[int], None] | None = None,
                  kv_cache: KVCacheConfig | None = None):
         self.model = model
         self.on_batch = on_batch  # called with each batch's (or step's) number of prompts, for metrics
@@ -114,7 +114,6 @@ class Engine:
         self.defaults = dataclasses.replace(defaults, stop=tuple(dict.fromkeys((*defaults.stop, *model.info.stop))))
         self.limits = limits = limits or Limits()
         scheduler = scheduler or SchedulerConfig()
-        self.fault_marker = fault_marker  # test-only: a prompt containing it fails mid-generation
         self._accepting = True
         self._ids = itertools.count(1)
         self.core: EngineCore | None = None
@@ -151,8 +150,7 @@ class Engine:
             check_cache(field, lengths, params, blocks.num_blocks, blocks.block_size)
 
         handle = RequestHandle(params, sink, self._cancel, next(self._ids))
-        faulty = self.fault_marker is not None and any(self.fault_marker in t for t in texts)
-        handle.attach([Row(handle, i, ids, params, fault_after=2 if faulty else None) for i, ids in enumerate(prompt_ids)])
+        handle.attach([Row(handle, i, ids, params) for i, ids in enumerate(prompt_ids)])
         self.backend.submit(handle)
         return handle
 

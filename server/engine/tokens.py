@@ -57,7 +57,7 @@ def held_back(text: str, stops: tuple[str, ...]) -> int:
 def needs_own_choice(row) -> bool:
     """Sampling or a repetition penalty: the row's token cannot come from a plain argmax of its logits."""
     p = row.params
-    return p.do_sample or p.repetition_penalty != 1.0 or row.fault_after is not None
+    return p.do_sample or p.repetition_penalty != 1.0
 
 
 def choose_greedy(logits: np.ndarray, rows, eos: list[int]) -> list[int]:
@@ -70,7 +70,6 @@ def choose_greedy(logits: np.ndarray, rows, eos: list[int]) -> list[int]:
 
 def choose(scores: torch.Tensor, row, eos: torch.Tensor) -> int:
     """One row's next token under its own parameters; `scores` (one row of logits) is changed in place."""
-    row.check_fault()
     p = row.params
     if p.repetition_penalty != 1.0:
         seen = torch.tensor(row.prompt_ids + row.token_ids, dtype=torch.long)

@@ -28,10 +28,12 @@ def record(title: str, **figures) -> None:
     FIGURES.append(line)
 
 
-def start_metered(model_dir, workdir: Path, config: dict | None = None, env: dict | None = None, args: tuple = ()):
+def start_metered(model_dir, workdir: Path, config: dict | None = None, env: dict | None = None, args: tuple = (),
+                  fault_marker: str | None = None):
     """A server with its Prometheus endpoint on a free loopback port (`.metrics_url`)."""
     port = free_port()
-    s = start_server(model_dir, workdir, config=config, env=env, args=("--metrics-port", str(port), *args))
+    s = start_server(model_dir, workdir, config=config, env=env, args=("--metrics-port", str(port), *args),
+                     fault_marker=fault_marker)
     s.metrics_url = f"http://127.0.0.1:{port}/metrics"
     return s
 

@@ -37,7 +37,7 @@ for i, _ in enumerate(stub.GenerateStream(req, timeout=120)):
 
 @pytest.fixture(scope="module")
 def faults_server(fp32_model_dir, tmp_path_factory):
-    s = start_metered(fp32_model_dir, tmp_path_factory.mktemp("faults"), env={"LLM_TEST_FAULT_MARKER": MARKER})
+    s = start_metered(fp32_model_dir, tmp_path_factory.mktemp("faults"), fault_marker=MARKER)
     yield s
     assert s.stop() == 0
 

@@ -80,8 +80,9 @@ class ServerProcess:
 
 
 def start_server(model_dir, workdir: Path, config: dict | None = None, args: tuple = (), env: dict | None = None,
-                 wait: bool = True) -> ServerProcess:
-    """Start `python -m server` on a free port with the servable_stream profile, or `config` merged into it."""
+                 wait: bool = True, fault_marker: str | None = None) -> ServerProcess:
+    """Start `python -m server` on a free port with the servable_stream profile, or `config` merged into it.
+    With `fault_marker`, prompts holding it fail mid-generation (tests/faults.py)."""
     servable = json.loads((ROOT / "servable_stream" / "config.json").read_text())
     for key, value in (config or {}).items():
         servable[key] = {**servable[key], **value} if isinstance(value, dict) else value
@@ -90,7 +91,8 @@ def start_server(model_dir, workdir: Path, config: dict | None = None, args: tup
     config_path.write_text(json.dumps(servable))
     port = free_port()
     log_path = workdir / "server.log"
-    cmd = [sys.executable, "-m", "server", "--config_path", str(config_path), "--port", str(port),
+    entry = ["tests.faults", fault_marker] if fault_marker else ["server"]
+    cmd = [sys.executable, "-m", *entry, "--config_path", str(config_path), "--port", str(port),
            "--model", str(model_dir), "--cache-dir", str(ROOT / "models" / ".ov_cache"), *args]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log_path.open("w"), stderr=subprocess.STDOUT,
                             env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})})

@@ -85,7 +85,7 @@ def test_full_queue_is_resource_exhausted_and_accepted_requests_complete(tiny_qu
 
 @pytest.fixture(scope="module")
 def faulty_server(fp32_model_dir, tmp_path_factory):
-    s = start_server(fp32_model_dir, tmp_path_factory.mktemp("faulty"), env={"LLM_TEST_FAULT_MARKER": "FAIL-HERE"})
+    s = start_server(fp32_model_dir, tmp_path_factory.mktemp("faulty"), fault_marker="FAIL-HERE")
     yield s
     s.stop()
 

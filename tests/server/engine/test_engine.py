@@ -16,6 +16,7 @@ from server.engine.types import (
     TextDelta,
     collect,
 )
+from tests.faults import injected
 from tests.server.harness import wait_until
 
 PROMPTS = ("What is the theory of relativity?", "What is the capital of Japan?")
@@ -86,13 +87,14 @@ def test_full_queue_and_cancelled_waiting_request(model):
 
 
 def test_fault_in_one_request_fails_only_that_request(model):
-    engine = Engine(model, fault_marker="BOOM", scheduler=SchedulerConfig(batch_window_ms=200))  # one batch
+    engine = Engine(model, scheduler=SchedulerConfig(batch_window_ms=200))  # one batch on the generate engine
     try:
-        bad = engine.submit(ask("BOOM " + PROMPTS[0], max_new_tokens=16))
-        good = engine.submit(ask(PROMPTS[1], max_new_tokens=16))
-        with pytest.raises(RuntimeError, match="fault injected"):
-            collect(bad.events(60))
-        assert "Tokyo" in collect(good.events(60))[0].text
+        with injected("BOOM"):
+            bad = engine.submit(ask("BOOM " + PROMPTS[0], max_new_tokens=16))
+            good = engine.submit(ask(PROMPTS[1], max_new_tokens=16))
+            with pytest.raises(RuntimeError, match="fault injected"):
+                collect(bad.events(60))
+            assert "Tokyo" in collect(good.events(60))[0].text
     finally:
         engine.close()
 
