@@ -17,7 +17,7 @@ from server.config import Settings
 from server.engine.async_engine import AsyncEngine
 from server.interceptor import ErrorInterceptor
 from server.observability import Metrics, Observer
-from server.server import LLMServicer
+from server.servicer import LLMServicer
 
 log = logging.getLogger(__name__)
 SERVICE = llm_pb2.DESCRIPTOR.services_by_name["LLMService"].full_name
