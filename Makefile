@@ -76,7 +76,7 @@ DOCKER ?= $$(test -x /usr/bin/docker && echo /usr/bin/docker || echo docker)
 export DOCKER_BUILDKIT = 1
 comma := ,
 
-.PHONY: docker-engine docker-base docker-build docker-run docker-run-unary
+.PHONY: docker-engine docker-base docker-build docker-run docker-run-unary docker-test
 
 docker-engine:
 	DOCKER=$(DOCKER) docker/start-engine.sh
@@ -96,3 +96,7 @@ docker-run:
 
 docker-run-unary: SERVABLE = servable_unary
 docker-run-unary: docker-run
+
+# The image built and run for real (tests/docker/, which `make test` skips): it fails when no engine can be had.
+docker-test: setup
+	DOCKER_TEST=1 $(PY) -m pytest tests/docker
