@@ -30,6 +30,7 @@ RUN --mount=type=secret,id=ca \
         intel-opencl-icd=22.43.24595.41-1 \
         ocl-icd-libopencl1=2.3.1-1 \
         libze1=1.8.12-1 \
+ && apt-get clean \
  && rm -rf /var/lib/apt/lists/* /etc/apt/apt.conf.d/99build-ca
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -45,6 +46,7 @@ RUN --mount=type=secret,id=ca \
     if [ -s /run/secrets/ca ]; then echo 'Acquire::https::CAInfo "/run/secrets/ca";' > /etc/apt/apt.conf.d/99build-ca; fi \
  && apt-get update \
  && apt-get install -y --no-install-recommends python3-venv=3.11.2-1+b1 \
+ && apt-get clean \
  && rm -rf /var/lib/apt/lists/* /etc/apt/apt.conf.d/99build-ca \
  && python3 -m venv /opt/venv
 

@@ -22,14 +22,19 @@ if ! command -v mmdebstrap >/dev/null; then
     [ "$(id -u)" = 0 ] || { echo "error: mmdebstrap is missing; install it (apt-get install mmdebstrap)" >&2; exit 1; }
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends mmdebstrap >/dev/null
 fi
-# The slim variant's dpkg filters, so the stand-in is the same size and shape.
+# The slim variant's dpkg filters and the official image's apt settings (no caches, no downloaded packages kept,
+# no translations), so the stand-in is the same size and shape and behaves the same under a Dockerfile.
+APT_CONF='Dir::Cache::pkgcache "";\nDir::Cache::srcpkgcache "";\nAPT::Keep-Downloaded-Packages "false";\n'
 mmdebstrap --variant=minbase --quiet \
     --dpkgopt='path-exclude=/usr/share/man/*' \
     --dpkgopt='path-exclude=/usr/share/doc/*' \
     --dpkgopt='path-include=/usr/share/doc/*/copyright' \
     --dpkgopt='path-exclude=/usr/share/locale/*' \
     --dpkgopt='path-exclude=/usr/share/info/*' \
-    --aptopt='APT::Install-Recommends "false"' \
+    --customize-hook="printf '$APT_CONF' > \"\$1/etc/apt/apt.conf.d/docker-clean\"" \
+    --customize-hook="echo 'Acquire::Languages \"none\";' > \"\$1/etc/apt/apt.conf.d/docker-no-languages\"" \
+    --customize-hook="echo 'Acquire::GzipIndexes \"true\";' > \"\$1/etc/apt/apt.conf.d/docker-gzip-indexes\"" \
+    --customize-hook='rm -f "$1/etc/apt/apt.conf.d/99mmdebstrap" "$1"/var/cache/apt/*.bin' \
     "$SUITE" - \
     "deb $MIRROR $SUITE main" \
     "deb $MIRROR $SUITE-updates main" \
