@@ -1,59 +1,92 @@
-# syntax=docker/dockerfile:1
-# The LLM gRPC server (OpenVINO) for CPU or Intel GPU.
-#   make docker-build                  (docker build -t llm-grpc-server .)
-#   CPU-only PyTorch, a much smaller image:
+# The LLM gRPC server (OpenVINO) for CPU or Intel GPU. Builds on Docker Engine 20.10 and later with BuildKit
+# (the default from 23.0; before that set DOCKER_BUILDKIT=1). No `# syntax=` line: the built-in frontend is
+# enough, so nothing is fetched beyond the base image and the package indexes.
+#   make docker-build            (DOCKER_BUILDKIT=1 docker build -t llm-grpc-server .)
+#   Behind a TLS-intercepting proxy, hand pip and apt its CA bundle (never stored in the image):
+#     docker build --secret id=ca,src=/path/to/ca-bundle.pem -t llm-grpc-server .
+#   CPU-only PyTorch, a smaller image, where the PyTorch index is reachable:
 #     docker build --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu -t llm-grpc-server .
+#   No image registry: docker/make-base-image.sh makes debian:bookworm-slim from Debian's packages.
 #   docker run -p 9000:9000 -v $PWD/servable_stream:/workspace -v $PWD/models/NAME:/model llm-grpc-server
 #   Intel GPU: add  --device /dev/dri --group-add=$(stat -c "%g" /dev/dri/render*)  and pass  --device GPU
 # Extra arguments after the image name go to `python -m server` (a later flag wins over the entry point's).
-FROM python:3.11-slim-bookworm
+ARG BASE_IMAGE=debian:bookworm-slim
+
+# --- runtime base: Debian's Python 3.11 and the Intel GPU compute runtime, shared by both stages -------------
+FROM ${BASE_IMAGE} AS base
 
 # A failing command anywhere in a pipe fails the build.
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 
 # Intel GPU compute runtime from Debian bookworm: the OpenCL ICD that OpenVINO's GPU plugin drives, the ICD
 # loader, and the Level Zero loader (bookworm ships no Level Zero GPU driver, intel-level-zero-gpu; OpenVINO's
-# GPU plugin works through OpenCL). Versions are bookworm/main's (`apt-cache policy intel-opencl-icd`).
-RUN apt-get update \
+# GPU plugin works through OpenCL). Versions are bookworm's (`apt-cache policy NAME`). The optional CA secret
+# is for an https mirror behind a proxy.
+RUN --mount=type=secret,id=ca \
+    if [ -s /run/secrets/ca ]; then echo 'Acquire::https::CAInfo "/run/secrets/ca";' > /etc/apt/apt.conf.d/99build-ca; fi \
+ && apt-get update \
  && apt-get install -y --no-install-recommends \
+        python3=3.11.2-1+b1 \
         intel-opencl-icd=22.43.24595.41-1 \
         ocl-icd-libopencl1=2.3.1-1 \
         libze1=1.8.12-1 \
- && rm -rf /var/lib/apt/lists/*
+ && apt-get clean \
+ && rm -rf /var/lib/apt/lists/* /etc/apt/apt.conf.d/99build-ca
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    HF_HUB_OFFLINE=1 \
-    MODEL_PATH=/model \
-    OV_CACHE_DIR=/cache
+    PATH=/opt/venv/bin:$PATH
 
-WORKDIR /app
+# --- build stage: the virtual environment and the generated stubs; nothing here reaches the image but them --
+FROM base AS build
+# As in the base stage (hadolint does not follow SHELL across stages).
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 
-# Dependencies in their own layer, rebuilt only when requirements.txt changes. The test-only pins (from the
-# "# tests" line on) stay out of the image. With TORCH_INDEX_URL set, the pinned torch and torchvision come
-# from that index first (e.g. CPU-only wheels, version 2.14.1+cpu, which satisfies the pin torch==2.14.1);
-# their own dependencies and everything else then come from PyPI.
+RUN --mount=type=secret,id=ca \
+    if [ -s /run/secrets/ca ]; then echo 'Acquire::https::CAInfo "/run/secrets/ca";' > /etc/apt/apt.conf.d/99build-ca; fi \
+ && apt-get update \
+ && apt-get install -y --no-install-recommends python3-venv=3.11.2-1+b1 \
+ && apt-get clean \
+ && rm -rf /var/lib/apt/lists/* /etc/apt/apt.conf.d/99build-ca \
+ && python3 -m venv /opt/venv
+
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+# Runtime dependencies only (requirements.txt; the test pins are in requirements-test.txt). With
+# TORCH_INDEX_URL set, the pinned torch and torchvision come from that index first (e.g. CPU-only wheels,
+# 2.14.1+cpu, which satisfies the pin torch==2.14.1); everything else comes from PyPI.
 ARG TORCH_INDEX_URL=""
-COPY requirements.txt .
-RUN sed '/^# tests/,$d' requirements.txt > /tmp/requirements-runtime.txt \
+WORKDIR /src
+COPY requirements.txt docker/slim_venv.py ./
+RUN --mount=type=secret,id=ca \
+    if [ -s /run/secrets/ca ]; then export PIP_CERT=/run/secrets/ca; fi \
  && if [ -n "$TORCH_INDEX_URL" ]; then \
-        grep -E '^(torch|torchvision)==' /tmp/requirements-runtime.txt \
+        grep -E '^(torch|torchvision)==' requirements.txt \
         | xargs pip install --no-deps --index-url "$TORCH_INDEX_URL"; \
     fi \
- && pip install -r /tmp/requirements-runtime.txt \
- && rm /tmp/requirements-runtime.txt
+ && pip install -r requirements.txt \
+ && python slim_venv.py
 
 # The gRPC stubs are generated from the contract at build time (`make proto`), never copied in.
 COPY proto/ proto/
 RUN python -m grpc_tools.protoc -I. --python_out=. --pyi_out=. --grpc_python_out=. proto/llm.proto
 
+# --- the image: the runtime base, the environment, the application ------------------------------------------
+FROM base
+
+ENV HF_HUB_OFFLINE=1 \
+    MODEL_PATH=/model \
+    OV_CACHE_DIR=/cache
+
+COPY --from=build /opt/venv /opt/venv
+WORKDIR /app
+COPY --from=build /src/proto/ proto/
 COPY server/ server/
 COPY client/ client/
 COPY modelprep/ modelprep/
 COPY download_model.py compress_model.py ./
-COPY docker/ docker/
+COPY docker/entrypoint.sh docker/healthcheck.py docker/
 # A default servable; `-v $PWD/servable_unary:/workspace` replaces it.
 COPY servable_stream/config.json /workspace/config.json
 
@@ -66,10 +99,11 @@ RUN useradd --create-home --uid 1000 --user-group --groups video llm \
 # Numeric, so Kubernetes can verify runAsNonRoot.
 USER 1000:1000
 
-EXPOSE 9000
+# gRPC; 8000 is kept for the HTTP API.
+EXPOSE 9000 8000
 
-# Loading and compiling a large model can take minutes: a long start period, checked every 5 s meanwhile.
-HEALTHCHECK --interval=30s --timeout=10s --start-period=10m --start-interval=5s --retries=3 \
+# Loading and compiling a large model can take minutes: a long start period. No --start-interval (Docker 25+).
+HEALTHCHECK --interval=10s --timeout=10s --start-period=10m --retries=3 \
     CMD ["python", "/app/docker/healthcheck.py", "--timeout", "5"]
 
 ENTRYPOINT ["/app/docker/entrypoint.sh"]

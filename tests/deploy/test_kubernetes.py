@@ -3,6 +3,7 @@ strict: unknown fields fail), and the manifests say what the service needs (gRPC
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -77,6 +78,9 @@ def test_deployment_serves_the_model_with_grpc_probes(filename):
     assert mounts["/model"]["readOnly"] is True
     # The server drains for --grace-seconds (30) on SIGTERM; Kubernetes must wait longer before SIGKILL.
     assert spec["terminationGracePeriodSeconds"] > 30
+    # The image `make docker-build` tags, used as loaded into the node (kind load / minikube image load).
+    image = re.search(r"^IMAGE \?= (\S+)$", (ROOT / "Makefile").read_text(), re.M).group(1)
+    assert container["image"] == f"{image}:latest" and container["imagePullPolicy"] == "IfNotPresent"
 
 
 def test_gpu_variant_requests_an_intel_gpu_and_uses_it():

