@@ -80,6 +80,19 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as exc:
         return fail(f"--prompts: {exc}")
     try:
+        ov_config = json.loads(Path(args.servable).read_text()).get("ov_config", {})
+    except (OSError, ValueError) as exc:
+        return fail(f"--servable: {exc}")
+    raw_step_ms = None
+    if args.raw_step:  # first, right before the server's one-stream level: less drift between the two
+        from client import raw_step
+
+        try:
+            raw_step_ms = raw_step.measure(model_dir, ov_config, args.device)
+        except RuntimeError as exc:
+            return fail(f"--raw-step: {exc}")
+        _progress(f"raw step: {raw_step_ms:.2f} ms (1 sequence, ~100 tokens of context)")
+    try:
         if args.serve:
             log = args.server_log or tempfile.NamedTemporaryFile(prefix="bench-server-", suffix=".log", delete=False).name
             print(f"starting the server on {args.serve} (log: {log})", file=sys.stderr)
@@ -93,7 +106,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return fail("interrupted")
 
-    ov_config = json.loads(Path(args.servable).read_text()).get("ov_config", {})
     baselines: dict[str, list[bench.LevelResult]] = {}
     titles: dict[str, str] = {}
     for name in dict.fromkeys(args.baseline):
@@ -108,15 +120,6 @@ def main(argv: list[str] | None = None) -> int:
         baselines[name] = base.run_levels(engine, prompts, args.max_new_tokens, levels,
                                           max(args.requests, 1), args.warmup, progress=_progress)
         del engine
-    raw_step_ms = None
-    if args.raw_step:
-        from client import raw_step
-
-        try:
-            raw_step_ms = raw_step.measure(model_dir, ov_config, args.device)
-        except RuntimeError as exc:
-            return fail(f"--raw-step: {exc}")
-        _progress(f"raw step: {raw_step_ms:.2f} ms (1 sequence, ~100 tokens of context)")
 
     summary = bench.summarize(server_results, baselines.get("inprocess"))
     goals = targets.compute(server_results, baselines.get("genai-cb"), raw_step_ms, open_results, rss_peak_mb)

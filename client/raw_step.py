@@ -13,17 +13,21 @@ from pathlib import Path
 import numpy as np
 
 
-def measure(model_dir: str | Path, ov_config: dict, device: str = "CPU", context: int = 84, warmup: int = 4,
-            steps: int = 32) -> float:
+def measure(model_dir: str | Path, ov_config: dict, device: str = "CPU", context: int = 68, warmup: int = 4,
+            steps: int = 64) -> float:
     """Median ms of `steps` decode steps at contexts context + warmup .. + steps (~100 by default)."""
+    from server.engine.kv_cache import cache_blocks
     from server.engine.model import LoadedModel
     from server.engine.paged_model import PagedModel, StepInputs
+    from server.engine.params import KVCacheConfig, Limits
 
     model = LoadedModel.load(model_dir, device, ov_config)
     if model.paged is None:
         raise RuntimeError(f"{model_dir}: the model does not go through the paged-attention rewrite")
     paged = PagedModel(model.paged)
-    paged.allocate(math.ceil((context + warmup + steps) / paged.block_size))
+    # The cache the server allocates by default, so the step runs on the same memory layout.
+    paged.allocate(cache_blocks(KVCacheConfig(), paged.bytes_per_block, paged.block_size, Limits().max_batch,
+                                model.info.context_length))
 
     def step(ids: list[int], past: int) -> np.ndarray:
         n = len(ids)
