@@ -38,12 +38,14 @@ serve: download
 serve-unary: SERVABLE = servable_unary
 serve-unary: serve
 
-# Load the default model (INT8) through the server and in this process; the last line sums it up.
+# Load the default model (INT8) through the server (closed loop, then an open loop at 1 request/s) and in
+# this process (generate, openvino-genai's continuous batching, one raw step); the last line sums it up.
 BENCH_REQUESTS ?= 12
 bench: download
 	$(PY) compress_model.py --model $(MODEL) --output-dir $(MODELS_DIR) --precisions int8
 	$(PY) client/benchmark.py --serve $(MODELS_DIR)/$(MODEL)_INT8_compressed_weights --servable $(SERVABLE)/config.json \
-		--baseline inprocess --levels 1,2,4,8 --requests $(BENCH_REQUESTS) --max-new-tokens 128 \
+		--baseline inprocess --baseline genai-cb --raw-step --rates 1 --open-requests 20 \
+		--levels 1,2,4,8 --requests $(BENCH_REQUESTS) --max-new-tokens 128 \
 		--json bench-int8.json --plot bench-int8.png
 
 test: setup

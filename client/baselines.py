@@ -4,6 +4,7 @@ Level 1 is one stream: the requests one after another. Level N: batches of N pro
 - `inprocess`: optimum-intel `OVModelForCausalLM.generate`, one left-padded batch; token times from a streamer.
 - `genai`: openvino-genai `LLMPipeline.generate` on the list of prompts (its continuous-batching scheduler);
   TTFT from its perf metrics, the end from the client clock.
+- `genai-cb`: openvino-genai `ContinuousBatchingPipeline` fed by N closed-loop streams (client/genai_cb.py).
 Prompts get the chat template exactly as the server applies it.
 """
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from client.bench import LevelResult, RequestTiming
 
-BASELINES = ("inprocess", "genai")
+BASELINES = ("inprocess", "genai", "genai-cb")
 
 
 def render(tokenizer, prompt: str) -> str:
@@ -26,6 +27,7 @@ class InProcess:
 
     name = "inprocess"
     title = "OVModelForCausalLM.generate, in process"
+    mode = "level 1: one stream; level N: batches of N prompts"
 
     def __init__(self, model_dir: str | Path, ov_config: dict, device: str = "CPU"):
         from optimum.intel import OVModelForCausalLM
@@ -81,6 +83,7 @@ class GenAI:
 
     name = "genai"
     title = "openvino-genai LLMPipeline, in process"
+    mode = InProcess.mode
 
     def __init__(self, model_dir: str | Path, device: str = "CPU"):
         import openvino_genai
@@ -115,12 +118,18 @@ def load(name: str, model_dir: str | Path, ov_config: dict, device: str = "CPU")
         return InProcess(model_dir, ov_config, device)
     if name == "genai":
         return GenAI(model_dir, device)
+    if name == "genai-cb":
+        from client.genai_cb import GenAICB
+
+        return GenAICB(model_dir, ov_config, device)
     raise ValueError(f"unknown baseline {name!r}; expected one of {', '.join(BASELINES)}")
 
 
 def run_levels(engine, prompts: list[str], tokens: int, levels: list[int], requests: int, warmup: int,
                progress=print) -> list[LevelResult]:
     """Level N: batches of N prompts one after another (N = 1: one stream), as many requests as the server got."""
+    if hasattr(engine, "run_levels"):  # engines fed by closed-loop streams (genai-cb) run their own levels
+        return engine.run_levels(prompts, tokens, levels, requests, warmup, progress)
     for i in range(max(warmup, 1)):
         engine.batch([prompts[i % len(prompts)]], tokens)
     results = []

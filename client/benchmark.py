@@ -2,24 +2,28 @@
 
     python client/benchmark.py --url localhost:9000 --baseline inprocess --json bench.json --plot bench.png
     python client/benchmark.py --serve models/smollm2-135m-instruct_INT8_compressed_weights --baseline genai
+    python client/benchmark.py --serve MODEL_DIR --baseline genai-cb --raw-step --rates 0.5,1,2
 
 Prints a table per level (TTFT p50/p90/p99, TPOT, inter-token latency, end-to-end, requests/s, tokens/s),
-the baselines beside the server with the ratio server/baseline, and last one line:
-tpot_ratio_vs_inprocess=X ttft_overhead_ms=Y speedup_8_vs_1=Z
+the baselines beside the server with the ratio server/baseline, the open loop per rate (--rates), and last
+one line: tpot_ratio_vs_inprocess=X ttft_overhead_ms=Y speedup_8_vs_1=Z followed by client/targets.py's
+figures (vs_genai_1= vs_genai_8= ttft_p90_over_p50_8= tpot_vs_raw_step_1= open_ttft_p99_ms_1= rss_peak_mb_8=).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import tempfile
+import time
 from dataclasses import asdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the repo root: `client`, `proto`
 
-from client import bench  # noqa: E402
+from client import bench, openloop, targets  # noqa: E402
 from client.common import ClientError, add_connection_flags, connect, fail  # noqa: E402
 
 
@@ -38,9 +42,17 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int, default=128,
                    help="new tokens per request, fixed: min_new_tokens = max_new_tokens (default 128)")
     p.add_argument("--warmup", type=int, default=2, help="warm-up requests before measuring (default 2)")
-    p.add_argument("--baseline", action="append", choices=("inprocess", "genai"), default=[],
-                   help="also run in this process on the same model: inprocess (OVModelForCausalLM.generate) "
-                        "or genai (openvino-genai LLMPipeline); repeatable")
+    p.add_argument("--baseline", action="append", choices=("inprocess", "genai", "genai-cb"), default=[],
+                   help="also run in this process on the same model: inprocess (OVModelForCausalLM.generate), "
+                        "genai (openvino-genai LLMPipeline) or genai-cb (openvino-genai ContinuousBatchingPipeline "
+                        "fed by closed-loop streams, as the server); repeatable")
+    p.add_argument("--raw-step", action="store_true",
+                   help="time one raw infer step of the server's compiled paged model (1 sequence, ~100 tokens "
+                        "of context) in this process, for tpot_vs_raw_step_1")
+    p.add_argument("--rates", help="also an open loop on the server: Poisson arrivals at these request rates "
+                                   "(requests/s, comma-separated), after the closed-loop levels")
+    p.add_argument("--open-requests", type=int, default=20, help="requests per open-loop rate (default 20)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the open loop's arrival times (default 0)")
     p.add_argument("--model", help="model directory for the baselines (default: the --serve directory)")
     p.add_argument("--device", default="CPU", help="OpenVINO device for the baselines (default CPU)")
     p.add_argument("--json", metavar="FILE", help="write every figure and per-request timing as JSON")
@@ -56,40 +68,64 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError
     except ValueError:
         return fail(f"--levels: expected positive integers separated by commas, got {args.levels!r}")
+    try:
+        rates = openloop.parse_rates(args.rates) if args.rates is not None else []
+    except ValueError as exc:
+        return fail(f"--rates: {exc}")
     model_dir = args.model or args.serve
-    if args.baseline and not model_dir:
-        return fail("--baseline needs the model directory: --model DIR (or --serve DIR)")
+    if (args.baseline or args.raw_step) and not model_dir:
+        return fail("--baseline and --raw-step need the model directory: --model DIR (or --serve DIR)")
     try:
         prompts = bench.load_prompts(Path(args.prompts))
     except (OSError, ValueError) as exc:
         return fail(f"--prompts: {exc}")
+    try:
+        ov_config = json.loads(Path(args.servable).read_text()).get("ov_config", {})
+    except (OSError, ValueError) as exc:
+        return fail(f"--servable: {exc}")
+    raw_step_ms = None
+    if args.raw_step:  # first, right before the server's one-stream level: less drift between the two
+        from client import raw_step
+
+        try:
+            raw_step_ms = raw_step.measure(model_dir, ov_config, args.device)
+        except RuntimeError as exc:
+            return fail(f"--raw-step: {exc}")
+        _progress(f"raw step: {raw_step_ms:.2f} ms (1 sequence, ~100 tokens of context)")
     try:
         if args.serve:
             log = args.server_log or tempfile.NamedTemporaryFile(prefix="bench-server-", suffix=".log", delete=False).name
             print(f"starting the server on {args.serve} (log: {log})", file=sys.stderr)
             with bench.StartedServer(args.serve, args.servable, log) as server:
                 args.url = server.url
-                server_results = measure_server(args, prompts, levels)
+                server_results, rss_peak_mb, open_results = measure(args, prompts, levels, rates, server.proc.pid)
         else:
-            server_results = measure_server(args, prompts, levels)
+            server_results, rss_peak_mb, open_results = measure(args, prompts, levels, rates)
     except (ClientError, RuntimeError) as exc:
         return fail(str(exc))
     except KeyboardInterrupt:
         return fail("interrupted")
 
-    ov_config = json.loads(Path(args.servable).read_text()).get("ov_config", {})
     baselines: dict[str, list[bench.LevelResult]] = {}
+    titles: dict[str, str] = {}
     for name in dict.fromkeys(args.baseline):
         from client import baselines as base
 
-        engine = base.load(name, model_dir, ov_config, args.device)
+        try:
+            engine = base.load(name, model_dir, ov_config, args.device)
+        except ImportError as exc:  # an optional peer `make setup` does not install
+            print(f"skipping baseline {name}: {exc}", flush=True)
+            continue
+        titles[name] = f"{engine.title} ({engine.mode})"
         baselines[name] = base.run_levels(engine, prompts, args.max_new_tokens, levels,
                                           max(args.requests, 1), args.warmup, progress=_progress)
         del engine
 
     summary = bench.summarize(server_results, baselines.get("inprocess"))
+    goals = targets.compute(server_results, baselines.get("genai-cb"), raw_step_ms, open_results, rss_peak_mb)
     matches = same_texts(server_results, baselines.get("inprocess"))
-    report(args, server_results, baselines, matches)
+    matches_cb = same_texts(server_results, baselines.get("genai-cb"))
+    report(args, server_results, baselines, titles, matches, matches_cb, rss_peak_mb, open_results, raw_step_ms)
     if args.json:
         Path(args.json).write_text(json.dumps({
             "config": {"url": args.url, "served_model": args.serve, "baseline_model": model_dir, "levels": levels,
@@ -98,12 +134,18 @@ def main(argv: list[str] | None = None) -> int:
             "server": [asdict(r) for r in server_results],
             "baselines": {name: [asdict(r) for r in res] for name, res in baselines.items()},
             "greedy_text_matches_inprocess_at_1": matches,
+            "greedy_text_matches_genai_cb_at_1": matches_cb,
+            "server_rss_peak_mb": rss_peak_mb,
+            "open_loop": {"requests_per_rate": args.open_requests, "seed": args.seed,
+                          "rates": [asdict(r) for r in open_results]},
+            "raw_step_ms": raw_step_ms,
             "summary": asdict(summary),
+            "targets": asdict(goals),
         }, indent=1))
     if args.plot:
         bench.plot(args.plot, server_results, baselines,
                    f"{Path(model_dir or args.url).name}: {args.max_new_tokens} new tokens per request")
-    print(summary.line(), flush=True)
+    print(f"{summary.line()} {goals.line()}", flush=True)
     return 0
 
 
@@ -111,23 +153,46 @@ def _progress(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def measure_server(args, prompts: list[str], levels: list[int]) -> list[bench.LevelResult]:
+def measure(args, prompts: list[str], levels: list[int], rates: list[float], pid: int | None = None):
+    """The closed-loop levels (with the server's RSS peak per level when `pid` is ours), then the open loop."""
+    from client.rss import RssSampler
+
+    ends: list[float] = []  # each level ends when its progress line comes
+
+    def progress(line: str) -> None:
+        ends.append(time.perf_counter())
+        _progress(line)
+
+    with RssSampler(pid) if pid else contextlib.nullcontext() as rss:
+        results = measure_server(args, prompts, levels, progress)
+        peaks = {r.concurrency: rss.peak_mb(end - r.wall_s, end) for r, end in zip(results, ends)} if rss else {}
+    opened = []
+    if rates:
+        conn = connect(args.url, args.api_key)
+        conn.close()
+        cfg = bench.LoadConfig(url=args.url, prompts=prompts, tokens=args.max_new_tokens, levels=[], requests=0,
+                               warmup=0, timeout=args.timeout, metadata=conn.metadata)  # the levels warmed it up
+        opened = openloop.run(cfg, rates, max(args.open_requests, 1), args.seed, progress=_progress)
+    return results, peaks, opened
+
+
+def measure_server(args, prompts: list[str], levels: list[int], progress=_progress) -> list[bench.LevelResult]:
     conn = connect(args.url, args.api_key)  # fails with one line naming the URL
     conn.close()
     cfg = bench.LoadConfig(url=args.url, prompts=prompts, tokens=args.max_new_tokens, levels=levels,
                            requests=args.requests, warmup=args.warmup, timeout=args.timeout,
                            metadata=conn.metadata)
-    results = bench.run_server_levels(cfg, progress=_progress)
+    results = bench.run_server_levels(cfg, progress=progress)
     failed = [r for r in results if r.errors]
     if failed and all(r.requests == 0 for r in results):
         raise ClientError(f"every request failed: {failed[0].error_messages[0]}")
     return results
 
 
-def same_texts(server: list[bench.LevelResult], inprocess: list[bench.LevelResult] | None) -> dict | None:
-    """Greedy output through the server against in-process generate, prompt by prompt, at one stream."""
+def same_texts(server: list[bench.LevelResult], baseline: list[bench.LevelResult] | None) -> dict | None:
+    """Greedy output through the server against a baseline's, prompt by prompt, at one stream."""
     one = next((r for r in server if r.concurrency == 1), None)
-    base = next((r for r in inprocess or [] if r.concurrency == 1), None)
+    base = next((r for r in baseline or [] if r.concurrency == 1), None)
     if not one or not base:
         return None
     mine = {t.prompt_index: t.text for t in base.timings}
@@ -135,21 +200,33 @@ def same_texts(server: list[bench.LevelResult], inprocess: list[bench.LevelResul
     return {"identical": sum(a == b for a, b in pairs), "compared": len(pairs)}
 
 
-def report(args, server, baselines, matches) -> None:
+def report(args, server, baselines, titles, matches, matches_cb, rss_peak_mb, open_results, raw_step_ms) -> None:
     print(f"\nServer {args.url}: GenerateStream, one prompt per request, {args.max_new_tokens} new tokens "
           f"(min = max), greedy; closed loop, {args.requests} requests per level")
     print(bench.server_table(server))
     for r in server:
         for message in r.error_messages:
             print(f"  concurrency {r.concurrency}: {message}")
-    from client.baselines import GenAI, InProcess
-
-    titles = {"inprocess": InProcess.title, "genai": GenAI.title}
+    if rss_peak_mb:
+        print("server RSS peak (sampled every 50 ms): " +
+              ", ".join(f"{level}: {'-' if mb is None else f'{mb:.0f} MB'}" for level, mb in rss_peak_mb.items()))
+    if open_results:
+        print(f"\nOpen loop on the server: Poisson arrivals (seed {args.seed}), {args.open_requests} requests per "
+              f"rate; in flight: the most at once; done/s: requests / (first send -> last answer)")
+        print(openloop.table(open_results))
     for name, results in baselines.items():
-        print(f"\nBaseline {name}: {titles[name]} (level 1: one stream; level N: batches of N prompts)")
+        print(f"\nBaseline {name}: {titles[name]}")
         print(bench.baseline_table(server, results))
+    if raw_step_ms is not None:
+        one = next((r for r in server if r.concurrency == 1), None)
+        print(f"\nOne raw infer step of the compiled paged model (1 sequence, ~100 tokens of context): "
+              f"{raw_step_ms:.2f} ms; server TPOT p50 at one stream: "
+              f"{'-' if not one or one.tpot_ms.p50 is None else f'{one.tpot_ms.p50:.2f} ms'}")
     if matches:
         print(f"\nGreedy text through the server = in-process at one stream: {matches['identical']}/{matches['compared']}")
+    if matches_cb:
+        print(f"Greedy text through the server = genai-cb at one stream: "
+              f"{matches_cb['identical']}/{matches_cb['compared']}")
     print(flush=True)
 
 

@@ -1,0 +1,39 @@
+"""The resident set size of another process (the server), sampled on a thread; peaks over time windows."""
+from __future__ import annotations
+
+import threading
+import time
+
+import psutil
+
+
+class RssSampler:
+    """Samples `pid`'s RSS every `interval` s while the `with` block runs (a peak shorter than that may be missed)."""
+
+    def __init__(self, pid: int, interval: float = 0.05):
+        self.process = psutil.Process(pid)
+        self.interval = interval
+        self.samples: list[tuple[float, int]] = []  # (time.perf_counter(), bytes)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.samples.append((time.perf_counter(), self.process.memory_info().rss))
+            except psutil.Error:  # the process is gone
+                return
+            self._stop.wait(self.interval)
+
+    def peak_mb(self, start: float, end: float) -> float | None:
+        """The highest sample between two time.perf_counter() readings, in MB (10^6 bytes)."""
+        inside = [rss for t, rss in self.samples if start <= t <= end]
+        return max(inside) / 1e6 if inside else None
