@@ -123,8 +123,8 @@ def run_server_levels(cfg: LoadConfig, progress=print) -> list[LevelResult]:
 
 
 def run_protocols(cfgs: list[LoadConfig], progress=print) -> list[list[LevelResult]]:
-    """Each config's levels; with several (protocols), they take turns level by level, so drift on a shared
-    machine touches them alike."""
+    """Each config's levels. With several (protocols) they take turns, one round of `concurrency` requests
+    each, so the drift of a shared machine touches them alike."""
     return asyncio.run(_run_levels(cfgs, progress))
 
 
@@ -136,12 +136,20 @@ async def _run_levels(cfgs: list[LoadConfig], progress) -> list[list[LevelResult
                 await send(i)
         results: list[list[LevelResult]] = [[] for _ in cfgs]
         for level in cfgs[0].levels:
-            for cfg, send, mine in zip(cfgs, senders, results):
-                result = await _level(send, cfg, level)
+            count = -(-max(cfgs[0].requests, 1) // level) * level  # every stream sends as many requests
+            rounds = [range(count)] if len(cfgs) == 1 else [range(i, i + level) for i in range(0, count, level)]
+            parts: list[list] = [[] for _ in cfgs]
+            for indices in rounds:
+                for send, mine in zip(senders, parts):
+                    mine.append(await _level(send, level, indices))
+            for cfg, mine, out in zip(cfgs, parts, results):
+                wall = sum(w for w, _, _ in mine)
+                timings = sorted((t for _, ts, _ in mine for t in ts), key=lambda t: t.prompt_index)
+                result = LevelResult.of(level, wall, timings, [e for _, _, es in mine for e in es])
                 name = "server " if len(cfgs) == 1 else f"{cfg.protocol:<7}"
                 progress(f"{name} concurrency {level}: {result.requests} requests, {result.errors} errors, "
                          f"{result.wall_s:.1f} s")
-                mine.append(result)
+                out.append(result)
         return results
 
 
@@ -165,10 +173,9 @@ class RequestFailed(Exception):
     """One request of the load failed (any protocol); counted as an error of its level."""
 
 
-async def _level(send, cfg: LoadConfig, concurrency: int) -> LevelResult:
+async def _level(send, concurrency: int, indices: range) -> tuple[float, list[RequestTiming], list[str]]:
     """A closed loop: `concurrency` streams, each sending its next request when its answer is complete."""
-    count = -(-max(cfg.requests, 1) // concurrency) * concurrency  # every stream sends as many requests
-    todo = iter(range(count))
+    todo = iter(indices)
     timings: list[RequestTiming] = []
     errors: list[str] = []
 
@@ -185,8 +192,7 @@ async def _level(send, cfg: LoadConfig, concurrency: int) -> LevelResult:
 
     start = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
-    wall = time.perf_counter() - start
-    return LevelResult.of(concurrency, wall, sorted(timings, key=lambda t: t.prompt_index), errors)
+    return time.perf_counter() - start, timings, errors
 
 
 async def _one(stub, cfg: LoadConfig, i: int) -> RequestTiming:

@@ -30,7 +30,7 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(timeout=600.0)
     p.add_argument("--protocol", action="append", choices=("grpc", "openai"), default=[],
                    help="grpc (GenerateStream, default) or openai (streamed /v1/chat/completions over HTTP); "
-                        "give both to compare them on one server, level by level in turns")
+                        "give both to compare them on one server, taking turns round by round")
     p.add_argument("--http-url", default="http://localhost:8000",
                    help="the OpenAI-compatible API for --protocol openai (default http://localhost:8000)")
     p.add_argument("--serve", metavar="MODEL_DIR",
@@ -194,7 +194,7 @@ def report(args, by_protocol, baselines, matches) -> None:
     server = next(iter(by_protocol.values()))
     ratios = protocol_ratios(by_protocol)
     if ratios:
-        print("\nHTTP (openai) against gRPC on the same server, levels in turns:")
+        print("\nHTTP (openai) against gRPC on the same server, taking turns round by round:")
         print(f"{'conc':>4}  {'TPOT ms grpc/http':>17}  {'ratio':>5}  {'TTFT ratio':>10}  {'tok/s grpc/http':>15}")
         for level, r in ratios.items():
             tpot = f"{bench._n(r['grpc_tpot_ms'])}/{bench._n(r['openai_tpot_ms'])}"
