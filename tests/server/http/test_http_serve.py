@@ -57,3 +57,31 @@ def test_loading_then_serving_then_sigterm_drains_an_http_stream(fp32_model_dir,
     finally:
         if s.proc.poll() is None:
             s.stop()
+
+
+def test_http_port_from_flag_environment_or_servable_file(tmp_path):
+    from server.config import ConfigError, build
+    from server.http.serve import model_name
+
+    servable = tmp_path / "config.json"
+    servable.write_text(json.dumps({"http_port": 8123, "served_model_name": "tiny"}))
+    s = build({}, str(servable), environ={})
+    assert (s.http_port, model_name(s)) == (8123, "tiny")
+    assert build({}, str(servable), environ={"HTTP_PORT": "8124"}).http_port == 8124
+    assert build({"http_port": 8125}, str(servable), environ={"HTTP_PORT": "8124"}).http_port == 8125
+    assert build({}, None, environ={}).http_port == 0  # off unless set
+    assert model_name(build({"model": "models/smollm2-135m-instruct/"}, None, environ={})) == "smollm2-135m-instruct"
+    with pytest.raises(ConfigError, match="http_port"):
+        build({"http_port": 9000, "port": 9000}, None, environ={})
+
+
+def test_http_port_taken_is_one_line_at_start(fp32_model_dir, tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        s = start_server(fp32_model_dir, tmp_path, args=("--http-port", str(port)), wait=False)
+        assert s.proc.wait(60) == 1
+    assert f"error: cannot listen on 127.0.0.1:{port} for HTTP" in s.log()
