@@ -6,10 +6,11 @@ STAMP := $(VENV)/.installed
 MODEL ?= smollm2-135m-instruct
 MODELS_DIR ?= models
 PORT ?= 9000
+HTTP_PORT ?= 8000
 SERVABLE ?= servable_stream
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: setup proto download compress serve serve-unary test bench clean
+.PHONY: setup proto download compress serve serve-unary test bench clean browser
 
 setup: $(STAMP) proto
 
@@ -33,7 +34,7 @@ compress: download
 	$(PY) compress_model.py --model $(MODEL) --output-dir $(MODELS_DIR)
 
 serve: download
-	$(PY) -m server --config_path $(SERVABLE)/config.json --port $(PORT) --model $(MODELS_DIR)/$(MODEL)
+	$(PY) -m server --config_path $(SERVABLE)/config.json --port $(PORT) --http-port $(HTTP_PORT) --model $(MODELS_DIR)/$(MODEL)
 
 serve-unary: SERVABLE = servable_unary
 serve-unary: serve
@@ -48,7 +49,14 @@ bench: download
 		--levels 1,2,4,8 --requests $(BENCH_REQUESTS) --max-new-tokens 128 \
 		--json bench-int8.json --plot bench-int8.png
 
-test: setup
+# Debian's chromium and its driver, for the chat page's browser test (tests/server/http/test_http_page.py).
+browser:
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
+	fi
+
+test: setup browser
 	$(PY) -m pytest
 
 clean:

@@ -9,6 +9,8 @@ Definitions, per level:
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,46 +112,87 @@ class LoadConfig:
     warmup: int
     timeout: float | None
     metadata: tuple[tuple[str, str], ...] = ()
+    protocol: str = "grpc"  # or "openai": the same load as HTTP streaming on /v1/chat/completions
+    http_url: str = ""  # the HTTP API's base URL, for "openai"
 
 
 # ---------------------------------------------------------------- load on the server
 
 def run_server_levels(cfg: LoadConfig, progress=print) -> list[LevelResult]:
-    return asyncio.run(_run_levels(cfg, progress))
+    return run_protocols([cfg], progress)[0]
 
 
-async def _run_levels(cfg: LoadConfig, progress) -> list[LevelResult]:
-    async with grpc.aio.insecure_channel(cfg.url) as channel:
-        stub = llm_pb2_grpc.LLMServiceStub(channel)
-        for i in range(cfg.warmup):
-            await _one(stub, cfg, i)
-        results = []
-        for level in cfg.levels:
-            result = await _level(stub, cfg, level)
-            progress(f"server  concurrency {level}: {result.requests} requests, {result.errors} errors, "
-                     f"{result.wall_s:.1f} s")
-            results.append(result)
+def run_protocols(cfgs: list[LoadConfig], progress=print) -> list[list[LevelResult]]:
+    """Each config's levels. With several (protocols) they take turns, one round of `concurrency` requests
+    each, so the drift of a shared machine touches them alike."""
+    return asyncio.run(_run_levels(cfgs, progress))
+
+
+async def _run_levels(cfgs: list[LoadConfig], progress) -> list[list[LevelResult]]:
+    async with contextlib.AsyncExitStack() as stack:
+        senders = [await stack.enter_async_context(_sender(cfg)) for cfg in cfgs]
+        for cfg, send in zip(cfgs, senders):
+            for i in range(cfg.warmup):
+                await send(i)
+        results: list[list[LevelResult]] = [[] for _ in cfgs]
+        for level in cfgs[0].levels:
+            count = -(-max(cfgs[0].requests, 1) // level) * level  # every stream sends as many requests
+            rounds = [range(count)] if len(cfgs) == 1 else [range(i, i + level) for i in range(0, count, level)]
+            parts: list[list] = [[] for _ in cfgs]
+            for indices in rounds:
+                for send, mine in zip(senders, parts):
+                    mine.append(await _level(send, level, indices))
+            for cfg, mine, out in zip(cfgs, parts, results):
+                wall = sum(w for w, _, _ in mine)
+                timings = sorted((t for _, ts, _ in mine for t in ts), key=lambda t: t.prompt_index)
+                result = LevelResult.of(level, wall, timings, [e for _, _, es in mine for e in es])
+                name = "server " if len(cfgs) == 1 else f"{cfg.protocol:<7}"
+                progress(f"{name} concurrency {level}: {result.requests} requests, {result.errors} errors, "
+                         f"{result.wall_s:.1f} s")
+                out.append(result)
         return results
 
 
-async def _level(stub, cfg: LoadConfig, concurrency: int) -> LevelResult:
+@contextlib.asynccontextmanager
+async def _sender(cfg: LoadConfig):
+    """An async function sending request i of the load over cfg's protocol, returning its timing."""
+    if cfg.protocol == "openai":
+        import httpx
+
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=64)
+        async with httpx.AsyncClient(base_url=cfg.http_url, timeout=cfg.timeout, limits=limits,
+                                     headers=dict(cfg.metadata)) as client:
+            yield lambda i: _one_openai(client, cfg, i)
+    else:
+        async with grpc.aio.insecure_channel(cfg.url) as channel:
+            stub = llm_pb2_grpc.LLMServiceStub(channel)
+            yield lambda i: _one(stub, cfg, i)
+
+
+class RequestFailed(Exception):
+    """One request of the load failed (any protocol); counted as an error of its level."""
+
+
+async def _level(send, concurrency: int, indices: range) -> tuple[float, list[RequestTiming], list[str]]:
     """A closed loop: `concurrency` streams, each sending its next request when its answer is complete."""
-    count = -(-max(cfg.requests, 1) // concurrency) * concurrency  # every stream sends as many requests
-    todo = iter(range(count))
+    todo = iter(indices)
     timings: list[RequestTiming] = []
     errors: list[str] = []
 
     async def worker():
         for i in todo:
             try:
-                timings.append(await _one(stub, cfg, i))
+                timings.append(await send(i))
             except grpc.aio.AioRpcError as exc:
                 errors.append(f"{exc.code().name}: {exc.details()}")
+            except (RequestFailed, OSError) as exc:
+                errors.append(str(exc))
+            except Exception as exc:  # noqa: BLE001 - httpx's transport errors, without importing it here
+                errors.append(f"{type(exc).__name__}: {exc}")
 
     start = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
-    wall = time.perf_counter() - start
-    return LevelResult.of(concurrency, wall, sorted(timings, key=lambda t: t.prompt_index), errors)
+    return time.perf_counter() - start, timings, errors
 
 
 async def _one(stub, cfg: LoadConfig, i: int) -> RequestTiming:
@@ -167,6 +210,41 @@ async def _one(stub, cfg: LoadConfig, i: int) -> RequestTiming:
             pieces.append(msg.text)
         if msg.finish_reason:
             tokens = msg.completion_tokens
+    end = (time.perf_counter() - start) * 1000
+    return RequestTiming.from_arrivals(i, arrivals, end, tokens, "".join(pieces))
+
+
+async def _one_openai(client, cfg: LoadConfig, i: int) -> RequestTiming:
+    """The same request as `_one`, as an OpenAI chat completion streamed over HTTP (server-sent events)."""
+    prompt = cfg.prompts[i % len(cfg.prompts)]
+    body = {"messages": [{"role": "user", "content": prompt}], "max_tokens": cfg.tokens, "min_tokens": cfg.tokens,
+            "temperature": 0, "stream": True, "stream_options": {"include_usage": True}}
+    arrivals: list[float] = []
+    pieces: list[str] = []
+    tokens = 0
+    start = time.perf_counter()
+    async with client.stream("POST", "/v1/chat/completions", json=body) as response:
+        if response.status_code != 200:
+            await response.aread()
+            try:
+                message = response.json()["error"]["message"]
+            except (ValueError, KeyError, TypeError):
+                message = response.text[:200]
+            raise RequestFailed(f"HTTP {response.status_code}: {message}")
+        async for line in response.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            now = (time.perf_counter() - start) * 1000
+            msg = json.loads(line[len("data: "):])
+            if msg.get("error"):
+                raise RequestFailed(msg["error"].get("message", "error in the stream"))
+            for choice in msg.get("choices", ()):
+                text = choice["delta"].get("content")
+                if text:
+                    arrivals.append(now)
+                    pieces.append(text)
+            if msg.get("usage"):
+                tokens = msg["usage"]["completion_tokens"]
     end = (time.perf_counter() - start) * 1000
     return RequestTiming.from_arrivals(i, arrivals, end, tokens, "".join(pieces))
 
@@ -276,11 +354,12 @@ class StartedServer:
     """`python -m server` on a free loopback port, for as long as the `with` block runs."""
 
     def __init__(self, model_dir: str | Path, config_path: str | Path, log_path: str | Path,
-                 cache_dir: str | None = None, ready_seconds: float = 300):
+                 cache_dir: str | None = None, ready_seconds: float = 300, http: bool = False):
         self.model_dir, self.config_path, self.log_path = model_dir, config_path, Path(log_path)
-        self.cache_dir, self.ready_seconds = cache_dir, ready_seconds
+        self.cache_dir, self.ready_seconds, self.http = cache_dir, ready_seconds, http
         self.proc = None
         self.url = ""
+        self.http_url = ""  # with http: the OpenAI-compatible API's base URL
 
     def __enter__(self) -> StartedServer:
         import os
@@ -288,12 +367,19 @@ class StartedServer:
         import subprocess
         import sys
 
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+        def free_port() -> int:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                return s.getsockname()[1]
+
+        port = free_port()
         self.url = f"127.0.0.1:{port}"
         cmd = [sys.executable, "-m", "server", "--config_path", str(self.config_path), "--port", str(port),
                "--model", str(self.model_dir)] + (["--cache-dir", self.cache_dir] if self.cache_dir else [])
+        if self.http:
+            http_port = free_port()
+            self.http_url = f"http://127.0.0.1:{http_port}"
+            cmd += ["--http-port", str(http_port)]
         root = Path(__file__).resolve().parents[1]
         self.proc = subprocess.Popen(cmd, cwd=root, stdout=self.log_path.open("w"), stderr=subprocess.STDOUT,
                                      env={**os.environ, "HF_HUB_OFFLINE": "1"})

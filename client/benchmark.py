@@ -3,6 +3,7 @@
     python client/benchmark.py --url localhost:9000 --baseline inprocess --json bench.json --plot bench.png
     python client/benchmark.py --serve models/smollm2-135m-instruct_INT8_compressed_weights --baseline genai
     python client/benchmark.py --serve MODEL_DIR --baseline genai-cb --raw-step --rates 0.5,1,2
+    python client/benchmark.py --serve MODEL_DIR --protocol grpc --protocol openai   # HTTP against gRPC, in turns
 
 Prints a table per level (TTFT p50/p90/p99, TPOT, inter-token latency, end-to-end, requests/s, tokens/s),
 the baselines beside the server with the ratio server/baseline, the open loop per rate (--rates), and last
@@ -31,6 +32,11 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_connection_flags(p)
     p.set_defaults(timeout=600.0)
+    p.add_argument("--protocol", action="append", choices=("grpc", "openai"), default=[],
+                   help="grpc (GenerateStream, default) or openai (streamed /v1/chat/completions over HTTP); "
+                        "give both to compare them on one server, taking turns round by round")
+    p.add_argument("--http-url", default="http://localhost:8000",
+                   help="the OpenAI-compatible API for --protocol openai (default http://localhost:8000)")
     p.add_argument("--serve", metavar="MODEL_DIR",
                    help="start the server on this model for the run (a free port; --url is ignored), stop it after")
     p.add_argument("--servable", default=str(ROOT / "servable_stream" / "config.json"),
@@ -72,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         rates = openloop.parse_rates(args.rates) if args.rates is not None else []
     except ValueError as exc:
         return fail(f"--rates: {exc}")
+    protocols = list(dict.fromkeys(args.protocol or ["grpc"]))
     model_dir = args.model or args.serve
     if (args.baseline or args.raw_step) and not model_dir:
         return fail("--baseline and --raw-step need the model directory: --model DIR (or --serve DIR)")
@@ -96,11 +103,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.serve:
             log = args.server_log or tempfile.NamedTemporaryFile(prefix="bench-server-", suffix=".log", delete=False).name
             print(f"starting the server on {args.serve} (log: {log})", file=sys.stderr)
-            with bench.StartedServer(args.serve, args.servable, log) as server:
-                args.url = server.url
-                server_results, rss_peak_mb, open_results = measure(args, prompts, levels, rates, server.proc.pid)
+            with bench.StartedServer(args.serve, args.servable, log, http="openai" in protocols) as server:
+                args.url, args.http_url = server.url, server.http_url or args.http_url
+                by_protocol, rss_peak_mb, open_results = measure(args, prompts, levels, rates, protocols,
+                                                                 server.proc.pid)
         else:
-            server_results, rss_peak_mb, open_results = measure(args, prompts, levels, rates)
+            by_protocol, rss_peak_mb, open_results = measure(args, prompts, levels, rates, protocols)
     except (ClientError, RuntimeError) as exc:
         return fail(str(exc))
     except KeyboardInterrupt:
@@ -121,17 +129,21 @@ def main(argv: list[str] | None = None) -> int:
                                           max(args.requests, 1), args.warmup, progress=_progress)
         del engine
 
+    server_results = by_protocol[protocols[0]]
     summary = bench.summarize(server_results, baselines.get("inprocess"))
     goals = targets.compute(server_results, baselines.get("genai-cb"), raw_step_ms, open_results, rss_peak_mb)
     matches = same_texts(server_results, baselines.get("inprocess"))
     matches_cb = same_texts(server_results, baselines.get("genai-cb"))
-    report(args, server_results, baselines, titles, matches, matches_cb, rss_peak_mb, open_results, raw_step_ms)
+    report(args, by_protocol, baselines, titles, matches, matches_cb, rss_peak_mb, open_results, raw_step_ms)
     if args.json:
         Path(args.json).write_text(json.dumps({
-            "config": {"url": args.url, "served_model": args.serve, "baseline_model": model_dir, "levels": levels,
+            "config": {"url": args.url, "protocols": protocols,
+                       "http_url": args.http_url if "openai" in protocols else None, "served_model": args.serve, "baseline_model": model_dir, "levels": levels,
                        "requests_per_level": args.requests, "max_new_tokens": args.max_new_tokens,
                        "min_new_tokens": args.max_new_tokens, "warmup": args.warmup, "prompts": prompts},
-            "server": [asdict(r) for r in server_results],
+            "server": [asdict(r) for r in server_results],  # the first protocol's
+            "protocols": {name: [asdict(r) for r in res] for name, res in by_protocol.items()},
+            "openai_vs_grpc": protocol_ratios(by_protocol),
             "baselines": {name: [asdict(r) for r in res] for name, res in baselines.items()},
             "greedy_text_matches_inprocess_at_1": matches,
             "greedy_text_matches_genai_cb_at_1": matches_cb,
@@ -145,6 +157,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.plot:
         bench.plot(args.plot, server_results, baselines,
                    f"{Path(model_dir or args.url).name}: {args.max_new_tokens} new tokens per request")
+    ratios = protocol_ratios(by_protocol)
+    if ratios:
+        print(" ".join(f"openai_vs_grpc_tpot_at_{level}={r['tpot_ratio']:.3f}" for level, r in ratios.items()
+                       if r["tpot_ratio"] is not None), flush=True)
     print(f"{summary.line()} {goals.line()}", flush=True)
     return 0
 
@@ -153,19 +169,24 @@ def _progress(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def measure(args, prompts: list[str], levels: list[int], rates: list[float], pid: int | None = None):
-    """The closed-loop levels (with the server's RSS peak per level when `pid` is ours), then the open loop."""
+def measure(args, prompts: list[str], levels: list[int], rates: list[float], protocols: list[str],
+            pid: int | None = None):
+    """The closed-loop levels per protocol (with the server's RSS peak per level when `pid` is ours), then the
+    open loop over gRPC."""
     from client.rss import RssSampler
 
-    ends: list[float] = []  # each level ends when its progress line comes
+    ends: dict[int, float] = {}  # when each level's last progress line came
 
     def progress(line: str) -> None:
-        ends.append(time.perf_counter())
+        level = int(line.split("concurrency ")[1].split(":")[0])
+        ends[level] = time.perf_counter()
         _progress(line)
 
     with RssSampler(pid) if pid else contextlib.nullcontext() as rss:
-        results = measure_server(args, prompts, levels, progress)
-        peaks = {r.concurrency: rss.peak_mb(end - r.wall_s, end) for r, end in zip(results, ends)} if rss else {}
+        by_protocol = measure_server(args, prompts, levels, protocols, progress)
+        walls = {level: sum(r.wall_s for res in by_protocol.values() for r in res if r.concurrency == level)
+                 for level in levels}
+        peaks = {level: rss.peak_mb(ends[level] - walls[level], ends[level]) for level in levels} if rss else {}
     opened = []
     if rates:
         conn = connect(args.url, args.api_key)
@@ -173,20 +194,52 @@ def measure(args, prompts: list[str], levels: list[int], rates: list[float], pid
         cfg = bench.LoadConfig(url=args.url, prompts=prompts, tokens=args.max_new_tokens, levels=[], requests=0,
                                warmup=0, timeout=args.timeout, metadata=conn.metadata)  # the levels warmed it up
         opened = openloop.run(cfg, rates, max(args.open_requests, 1), args.seed, progress=_progress)
-    return results, peaks, opened
+    return by_protocol, peaks, opened
 
 
-def measure_server(args, prompts: list[str], levels: list[int], progress=_progress) -> list[bench.LevelResult]:
-    conn = connect(args.url, args.api_key)  # fails with one line naming the URL
-    conn.close()
-    cfg = bench.LoadConfig(url=args.url, prompts=prompts, tokens=args.max_new_tokens, levels=levels,
-                           requests=args.requests, warmup=args.warmup, timeout=args.timeout,
-                           metadata=conn.metadata)
-    results = bench.run_server_levels(cfg, progress=progress)
-    failed = [r for r in results if r.errors]
-    if failed and all(r.requests == 0 for r in results):
-        raise ClientError(f"every request failed: {failed[0].error_messages[0]}")
-    return results
+def measure_server(args, prompts: list[str], levels: list[int], protocols: list[str],
+                   progress=_progress) -> dict[str, list[bench.LevelResult]]:
+    metadata = (("authorization", f"Bearer {args.api_key}"),) if args.api_key else ()
+    if "grpc" in protocols:
+        connect(args.url, args.api_key).close()  # fails with one line naming the URL
+    if "openai" in protocols:
+        check_http(args.http_url, metadata)
+    cfgs = [bench.LoadConfig(url=args.url, prompts=prompts, tokens=args.max_new_tokens, levels=levels,
+                             requests=args.requests, warmup=args.warmup, timeout=args.timeout, metadata=metadata,
+                             protocol=protocol, http_url=args.http_url) for protocol in protocols]
+    by_protocol = dict(zip(protocols, bench.run_protocols(cfgs, progress=progress)))
+    for results in by_protocol.values():
+        failed = [r for r in results if r.errors]
+        if failed and all(r.requests == 0 for r in results):
+            raise ClientError(f"every request failed: {failed[0].error_messages[0]}")
+    return by_protocol
+
+
+def check_http(url: str, metadata) -> None:
+    import httpx
+
+    try:
+        response = httpx.get(f"{url}/v1/models", headers=dict(metadata), timeout=10)
+    except httpx.HTTPError as exc:
+        raise ClientError(f"cannot reach the HTTP API at {url} ({type(exc).__name__})") from None
+    if response.status_code != 200:
+        raise ClientError(f"the HTTP API at {url} answered {response.status_code}: {response.text[:200]}")
+
+
+def protocol_ratios(by_protocol: dict[str, list]) -> dict[int, dict] | None:
+    """Per level: HTTP (openai) against gRPC, TPOT and TTFT p50 ratios and tokens/s."""
+    if not {"grpc", "openai"} <= set(by_protocol):
+        return None
+    grpc_levels = {r.concurrency: r for r in by_protocol["grpc"]}
+    out = {}
+    for h in by_protocol["openai"]:
+        g = grpc_levels[h.concurrency]
+        ratio = h.tpot_ms.p50 / g.tpot_ms.p50 if h.tpot_ms.p50 and g.tpot_ms.p50 else None
+        ttft = h.ttft_ms.p50 / g.ttft_ms.p50 if h.ttft_ms.p50 and g.ttft_ms.p50 else None
+        out[h.concurrency] = {"tpot_ratio": ratio, "ttft_ratio": ttft, "grpc_tpot_ms": g.tpot_ms.p50,
+                              "openai_tpot_ms": h.tpot_ms.p50, "grpc_tok_s": g.output_tokens_per_s,
+                              "openai_tok_s": h.output_tokens_per_s}
+    return out
 
 
 def same_texts(server: list[bench.LevelResult], baseline: list[bench.LevelResult] | None) -> dict | None:
@@ -200,13 +253,27 @@ def same_texts(server: list[bench.LevelResult], baseline: list[bench.LevelResult
     return {"identical": sum(a == b for a, b in pairs), "compared": len(pairs)}
 
 
-def report(args, server, baselines, titles, matches, matches_cb, rss_peak_mb, open_results, raw_step_ms) -> None:
-    print(f"\nServer {args.url}: GenerateStream, one prompt per request, {args.max_new_tokens} new tokens "
-          f"(min = max), greedy; closed loop, {args.requests} requests per level")
-    print(bench.server_table(server))
-    for r in server:
-        for message in r.error_messages:
-            print(f"  concurrency {r.concurrency}: {message}")
+def report(args, by_protocol, baselines, titles, matches, matches_cb, rss_peak_mb, open_results,
+           raw_step_ms) -> None:
+    for protocol, results in by_protocol.items():
+        how = (f"{args.url}: GenerateStream" if protocol == "grpc"
+               else f"{args.http_url}: streamed /v1/chat/completions (OpenAI, HTTP)")
+        print(f"\nServer {how}, one prompt per request, {args.max_new_tokens} new tokens "
+              f"(min = max), greedy; closed loop, {args.requests} requests per level")
+        print(bench.server_table(results))
+        for r in results:
+            for message in r.error_messages:
+                print(f"  concurrency {r.concurrency}: {message}")
+    server = next(iter(by_protocol.values()))
+    ratios = protocol_ratios(by_protocol)
+    if ratios:
+        print("\nHTTP (openai) against gRPC on the same server, taking turns round by round:")
+        print(f"{'conc':>4}  {'TPOT ms grpc/http':>17}  {'ratio':>5}  {'TTFT ratio':>10}  {'tok/s grpc/http':>15}")
+        for level, r in ratios.items():
+            tpot = f"{bench._n(r['grpc_tpot_ms'])}/{bench._n(r['openai_tpot_ms'])}"
+            toks = f"{r['grpc_tok_s']:.1f}/{r['openai_tok_s']:.1f}"
+            print(f"{level:>4}  {tpot:>17}  {bench._n(r['tpot_ratio'], 3):>5}  {bench._n(r['ttft_ratio'], 2):>10}  "
+                  f"{toks:>15}")
     if rss_peak_mb:
         print("server RSS peak (sampled every 50 ms): " +
               ", ".join(f"{level}: {'-' if mb is None else f'{mb:.0f} MB'}" for level, mb in rss_peak_mb.items()))

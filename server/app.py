@@ -1,4 +1,5 @@
-"""The server's life: listen, load the model, serve LLMService + health + reflection, drain on SIGTERM."""
+"""The server's life: listen, load the model, serve LLMService + health + reflection (and the OpenAI HTTP API),
+drain on SIGTERM."""
 from __future__ import annotations
 
 import asyncio
@@ -15,6 +16,7 @@ from proto import llm_pb2, llm_pb2_grpc
 from server.auth import ApiKeyInterceptor
 from server.config import Settings
 from server.engine.async_engine import AsyncEngine
+from server.http.serve import HttpServer
 from server.interceptor import ErrorInterceptor
 from server.observability import Metrics, Observer
 from server.servicer import LLMServicer
@@ -70,10 +72,16 @@ async def set_health(health, status) -> None:
         await health.set(name, status)
 
 
-async def drain(server, servicer: LLMServicer, health, grace: float) -> None:
+async def stop_servers(server, http, grace: float) -> None:
+    await asyncio.gather(server.stop(grace), *([http.stop()] if http is not None else []))
+
+
+async def drain(server, servicer: LLMServicer, health, grace: float, http=None) -> None:
     """Stop taking calls, let running ones finish within `grace` seconds, then stop everything."""
     log.info("shutting down: refusing new calls, letting running ones finish (grace %.0fs)", grace)
     await set_health(health, NOT_SERVING)
+    if http is not None:
+        http.start_draining()
     if servicer.engine is not None:
         servicer.engine.stop_accepting()  # new calls now get UNAVAILABLE
     # Keep the port open while calls drain: health checks answer NOT_SERVING and new calls get a clear
@@ -83,7 +91,7 @@ async def drain(server, servicer: LLMServicer, health, grace: float) -> None:
     while servicer.engine is not None and servicer.engine.active and loop.time() < deadline:
         await asyncio.sleep(0.05)
     # What is left are health Watch streams and the last bytes of finished calls: a short grace, not the rest.
-    await server.stop(1.0)
+    await stop_servers(server, http, 1.0)
     if servicer.engine is not None:
         servicer.engine.close()  # cancels whatever outlived the grace period
 
@@ -98,7 +106,9 @@ async def serve(settings: Settings) -> int:
         interceptors.insert(0, ApiKeyInterceptor(settings.api_key))
     server = grpc.aio.server(interceptors=interceptors, options=options)
     metrics = Metrics() if settings.metrics_port else None
-    servicer = LLMServicer(Observer(metrics, settings.log_prompts))
+    observer = Observer(metrics, settings.log_prompts)
+    servicer = LLMServicer(observer)
+    http = HttpServer(settings, observer) if settings.http_port else None  # the OpenAI-compatible front door
     health = health_aio.HealthServicer()
     llm_pb2_grpc.add_LLMServiceServicer_to_server(servicer, server)
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
@@ -108,6 +118,13 @@ async def serve(settings: Settings) -> int:
     await set_health(health, NOT_SERVING)
     await server.start()
     log.info("listening on %s%s (NOT_SERVING until the model is loaded)", address, " with TLS" if settings.tls_cert else "")
+    if http is not None:
+        try:
+            url = await http.start()
+        except BaseException:
+            await server.stop(0)
+            raise
+        log.info("OpenAI-compatible HTTP API on %s/v1, chat page on %s/ (503 until the model is loaded)", url, url)
     if metrics:
         metrics.serve(settings.host, settings.metrics_port)
         log.info("metrics on http://%s:%d/metrics", settings.host, settings.metrics_port)
@@ -122,14 +139,16 @@ async def serve(settings: Settings) -> int:
     await asyncio.wait({loading, stopping}, return_when=asyncio.FIRST_COMPLETED)
     if loading.done():
         if loading.exception() is not None:
-            await server.stop(0)
+            await stop_servers(server, http, 0)
             raise loading.exception()
-        servicer.engine = AsyncEngine(loading.result())
+        servicer.engine = AsyncEngine(loading.result())  # one engine, both protocols
+        if http is not None:
+            http.set_engine(servicer.engine)
         await set_health(health, SERVING)
         log.info("serving %s on %s", SERVICE, address)
         await stopping
 
-    await drain(server, servicer, health, settings.grace_seconds)
+    await drain(server, servicer, health, settings.grace_seconds, http)
     if servicer.engine is None and not loading.done():
         loading.cancel()
     log.info("stopped")

@@ -1,4 +1,4 @@
-"""Optional API key: `authorization: Bearer KEY` on every call but health checks."""
+"""Optional API key: `authorization: Bearer KEY` on every call but health checks (gRPC and HTTP)."""
 from __future__ import annotations
 
 import hmac
@@ -9,12 +9,16 @@ HEALTH_PREFIX = "/grpc.health.v1.Health/"
 MESSAGE = "missing or wrong API key: send metadata 'authorization: Bearer <key>'"
 
 
+def bearer_matches(value, key: str) -> bool:
+    """An `authorization` value (gRPC metadata or HTTP header) against the key; shared by both protocols."""
+    if not isinstance(value, str) or not value.startswith("Bearer "):
+        return False
+    # Constant time: the comparison must not tell how much of a guess was right.
+    return hmac.compare_digest(value[len("Bearer "):].encode(), key.encode())
+
+
 def authorized(metadata, key: str) -> bool:
-    for name, value in metadata or ():
-        if name == "authorization" and isinstance(value, str) and value.startswith("Bearer "):
-            # Constant time: the comparison must not tell how much of a guess was right.
-            return hmac.compare_digest(value[len("Bearer "):].encode(), key.encode())
-    return False
+    return any(name == "authorization" and bearer_matches(value, key) for name, value in metadata or ())
 
 
 async def _deny_unary(request, context):

@@ -15,7 +15,8 @@ def parser() -> argparse.ArgumentParser:
     env = {name: var for var, name in ENVIRONMENT.items()}
     p = argparse.ArgumentParser(
         prog="python -m server",
-        description="Serve a causal language model (OpenVINO IR) over gRPC: llm.LLMService, health, reflection.",
+        description="Serve a causal language model (OpenVINO IR) over gRPC (llm.LLMService, health, reflection) "
+                    "and, with --http-port, an OpenAI-compatible HTTP API.",
         epilog="Precedence: flag > environment variable > --config_path file > built-in default.",
     )
     p.add_argument("--config_path", help="servable config.json (model_path, device, engine, ov_config, generation, limits, scheduler, kv_cache)")
@@ -26,6 +27,10 @@ def parser() -> argparse.ArgumentParser:
                         "transformers' generate (also the automatic fallback for models paged attention cannot run)")
     p.add_argument("--host", help=f"address to bind [env {env['host']}; default 127.0.0.1, 0.0.0.0 for all interfaces]")
     p.add_argument("--port", type=int, help=f"port [env {env['port']}; default 9000]")
+    p.add_argument("--http-port", dest="http_port", type=int,
+                   help=f"OpenAI-compatible HTTP API and chat page on this port, 0 for none [env {env['http_port']}; default 0]")
+    p.add_argument("--served-model-name", dest="served_model_name",
+                   help="the model's name in the HTTP API (default: the model directory's name)")
     p.add_argument("--cache-dir", dest="cache_dir", help=f"OpenVINO model cache, for fast restarts [env {env['cache_dir']}]")
     p.add_argument("--grace-seconds", dest="grace_seconds", type=float, help="time running calls get on SIGTERM (default 30)")
     p.add_argument("--trust-remote-code", dest="trust_remote_code", action="store_true", default=None,

@@ -21,6 +21,8 @@ class Settings:
     device: str = "CPU"
     host: str = "127.0.0.1"  # loopback unless told otherwise
     port: int = 9000
+    http_port: int = 0  # the OpenAI-compatible HTTP API and chat page; 0 turns it off
+    served_model_name: str | None = None  # the model's name over HTTP; default: its directory's name
     cache_dir: str = str(Path.home() / ".cache" / "llm-server" / "openvino")
     ov_config: dict = field(default_factory=dict)
     generation: GenerationDefaults = field(default_factory=GenerationDefaults)
@@ -50,6 +52,7 @@ ENVIRONMENT = {
     "DEVICE": "device",
     "HOST": "host",
     "PORT": "port",
+    "HTTP_PORT": "http_port",
     "OV_CACHE_DIR": "cache_dir",
     "LOG_LEVEL": "log_level",
     "LOG_FORMAT": "log_format",
@@ -159,5 +162,7 @@ def check(s: Settings) -> None:
         path = getattr(s, name)
         if path and not Path(path).is_file():
             raise ConfigError(f"{name}: no such file {path}")
+    if s.http_port and s.http_port in (s.port, s.metrics_port):
+        raise ConfigError(f"http_port: {s.http_port} is already taken by the gRPC or metrics port")
     if s.api_key is not None and not s.api_key.strip():
         raise ConfigError("api_key: must not be empty")

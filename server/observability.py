@@ -27,7 +27,8 @@ class Metrics:
 
     def __init__(self):
         self.registry = r = CollectorRegistry()
-        self.requests = Counter("llm_requests", "Finished calls by RPC and status code", ["rpc", "code"], registry=r)
+        self.requests = Counter("llm_requests", "Finished calls by protocol, RPC and status code",
+                                ["protocol", "rpc", "code"], registry=r)
         self.running = Gauge("llm_requests_running", "Requests inside a running batch", registry=r)
         self.waiting = Gauge("llm_requests_waiting", "Requests waiting for a batch", registry=r)
         self.batch_size = Histogram("llm_batch_size", "Prompts per step (paged engine) or per batch (generate engine)", buckets=BATCH_BUCKETS, registry=r)
@@ -69,6 +70,7 @@ class CallRecord:
     observer: "Observer"
     id: int
     rpc: str
+    protocol: str
     prompts: int
     prompt_text: list[str] | None
     started: float = field(default_factory=time.monotonic)
@@ -88,16 +90,16 @@ class Observer:
         self.log_prompts = log_prompts
         self._ids = itertools.count(1)
 
-    def start(self, rpc: str, prompts: list[str]) -> CallRecord:
-        return CallRecord(self, next(self._ids), rpc, len(prompts), list(prompts) if self.log_prompts else None)
+    def start(self, rpc: str, prompts: list[str], protocol: str = "grpc") -> CallRecord:
+        return CallRecord(self, next(self._ids), rpc, protocol, len(prompts), list(prompts) if self.log_prompts else None)
 
     def report(self, call: CallRecord, code: str, detail: str) -> None:
         total_s = time.monotonic() - call.started
         tokens_in = sum(f.prompt_tokens for f in call.finals)
         tokens_out = sum(f.completion_tokens for f in call.finals)
         ttft_ms = min((f.ttft_ms for f in call.finals), default=None)
-        fields = {"request_id": call.id, "rpc": call.rpc, "prompts": call.prompts, "tokens_in": tokens_in,
-                  "tokens_out": tokens_out, "ttft_ms": None if ttft_ms is None else round(ttft_ms, 1),
+        fields = {"request_id": call.id, "protocol": call.protocol, "rpc": call.rpc, "prompts": call.prompts,
+                  "tokens_in": tokens_in, "tokens_out": tokens_out, "ttft_ms": None if ttft_ms is None else round(ttft_ms, 1),
                   "total_ms": round(total_s * 1000, 1), "status": code}
         if detail:
             fields["detail"] = detail
@@ -108,7 +110,7 @@ class Observer:
         m = self.metrics
         if m is None:
             return
-        m.requests.labels(call.rpc, code).inc()
+        m.requests.labels(call.protocol, call.rpc, code).inc()
         m.e2e.observe(total_s)
         for f in call.finals:
             m.ttft.observe(f.ttft_ms / 1000)

@@ -38,10 +38,11 @@ def free_port() -> int:
 class ServerProcess:
     """A server subprocess with its log file; helpers to call it and to stop it."""
 
-    def __init__(self, proc: subprocess.Popen, port: int, log_path: Path):
+    def __init__(self, proc: subprocess.Popen, port: int, log_path: Path, http_port: int = 0):
         self.proc = proc
         self.port = port
         self.address = f"127.0.0.1:{port}"
+        self.http_url = f"http://127.0.0.1:{http_port}" if http_port else ""  # with start_server(http=True)
         self.log_path = log_path
         self.channel = grpc.insecure_channel(self.address)
         self.stub = llm_pb2_grpc.LLMServiceStub(self.channel)
@@ -80,9 +81,10 @@ class ServerProcess:
 
 
 def start_server(model_dir, workdir: Path, config: dict | None = None, args: tuple = (), env: dict | None = None,
-                 wait: bool = True, fault_marker: str | None = None) -> ServerProcess:
-    """Start `python -m server` on a free port with the servable_stream profile, or `config` merged into it.
-    With `fault_marker`, prompts holding it fail mid-generation (tests/faults.py)."""
+                 wait: bool = True, http: bool = False, fault_marker: str | None = None) -> ServerProcess:
+    """Start `python -m server` on a free port with the servable_stream profile, or `config` merged into it;
+    with `http`, the OpenAI-compatible HTTP API too, on another free port (`server.http_url`); with
+    `fault_marker`, prompts holding it fail mid-generation (tests/faults.py)."""
     servable = json.loads((ROOT / "servable_stream" / "config.json").read_text())
     for key, value in (config or {}).items():
         servable[key] = {**servable[key], **value} if isinstance(value, dict) else value
@@ -90,13 +92,16 @@ def start_server(model_dir, workdir: Path, config: dict | None = None, args: tup
     config_path = workdir / "config.json"
     config_path.write_text(json.dumps(servable))
     port = free_port()
+    http_port = free_port() if http else 0
+    if http:
+        args = ("--http-port", str(http_port), *args)
     log_path = workdir / "server.log"
     entry = ["tests.faults", fault_marker] if fault_marker else ["server"]
     cmd = [sys.executable, "-m", *entry, "--config_path", str(config_path), "--port", str(port),
            "--model", str(model_dir), "--cache-dir", str(ROOT / "models" / ".ov_cache"), *args]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log_path.open("w"), stderr=subprocess.STDOUT,
                             env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})})
-    server = ServerProcess(proc, port, log_path)
+    server = ServerProcess(proc, port, log_path, http_port)
     if wait:
         server.wait_serving()
     return server

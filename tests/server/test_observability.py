@@ -45,9 +45,9 @@ def test_metrics_count_what_happened(observed):
         stub.Generate(request("hi", temperature=-1.0), timeout=30)
 
     m = scrape(observed.metrics_url)
-    assert value(m, "llm_requests_total", rpc="Generate", code="OK") == 1
-    assert value(m, "llm_requests_total", rpc="GenerateStream", code="OK") == 1
-    assert value(m, "llm_requests_total", rpc="Generate", code="INVALID_ARGUMENT") == 1
+    assert value(m, "llm_requests_total", protocol="grpc", rpc="Generate", code="OK") == 1
+    assert value(m, "llm_requests_total", protocol="grpc", rpc="GenerateStream", code="OK") == 1
+    assert value(m, "llm_requests_total", protocol="grpc", rpc="Generate", code="INVALID_ARGUMENT") == 1
     assert value(m, "llm_generated_tokens_total") == 8 + 8 + 5
     assert value(m, "llm_prompt_tokens_total") == sum(e["tokens_in"] for e in request_logs(observed))
     assert value(m, "llm_time_to_first_token_seconds_count") == 3  # one per prompt

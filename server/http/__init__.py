@@ -1,0 +1,1 @@
+"""The OpenAI-compatible HTTP front door: the same engine as gRPC, over HTTP/JSON and server-sent events."""

@@ -1,0 +1,315 @@
+"""The OpenAI-compatible HTTP API and the chat page: HTTP/JSON <-> engine requests and events.
+
+Like server/server.py for gRPC, this only translates; the engine (shared with gRPC) does the work.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from server.auth import bearer_matches
+from server.engine.errors import EngineError, NotReady, ValidationError
+from server.engine.types import Event, Finished, TextDelta
+from server.http import errors, schema
+from server.http.errors import HttpError
+from server.http.merge import merge
+from server.observability import Observer
+
+log = logging.getLogger(__name__)
+STATIC = Path(__file__).with_name("static")
+SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"),
+               (b"x-accel-buffering", b"no")]
+JSON_HEADERS = [(b"content-type", b"application/json")]
+
+
+class OpenAIApi:
+    """The HTTP front door's state. app.py sets `engine` once the model is loaded and `draining` on SIGTERM."""
+
+    def __init__(self, observer: Observer, model_name: str, api_key: str | None, max_choices: int,
+                 max_body_bytes: int):
+        self.engine = None  # the AsyncEngine shared with gRPC
+        self.draining = False
+        self.observer = observer
+        self.model_name = model_name
+        self.api_key = api_key
+        self.max_choices = max_choices
+        self.max_body_bytes = max_body_bytes
+        self.created = int(time.time())
+
+    def app(self) -> Starlette:
+        routes = [
+            Route("/health", self.health, methods=["GET"]),
+            Route("/v1/models", self.models, methods=["GET"]),
+            Route("/v1/models/{name:path}", self.model, methods=["GET"]),
+            Route("/v1/chat/completions", self.chat_completions, methods=["POST"]),
+            Route("/v1/completions", self.completions, methods=["POST"]),
+            Route("/", self.page, methods=["GET"]),
+            Mount("/static", StaticFiles(directory=STATIC), name="static"),
+        ]
+        app = Starlette(routes=routes, exception_handlers={HTTPException: _http_exception, Exception: _unexpected})
+        return ApiKeyCheck(app, self.api_key)
+
+    # ------------------------------------------------------------ plain endpoints
+
+    async def health(self, request: Request) -> Response:
+        if self.engine is None or self.draining:
+            status = "draining" if self.draining else "loading"
+            return _json({"status": status}, 503)
+        return _json({"status": "serving"})
+
+    def _card(self) -> dict:
+        return {"id": self.model_name, "object": "model", "created": self.created, "owned_by": "llm-server"}
+
+    async def models(self, request: Request) -> Response:
+        return _json({"object": "list", "data": [self._card()]})
+
+    async def model(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        if name != self.model_name:
+            return _error(errors.model_not_found(name, self.model_name))
+        return _json(self._card())
+
+    async def page(self, request: Request) -> Response:
+        return FileResponse(STATIC / "index.html")
+
+    # ------------------------------------------------------------ generation
+
+    async def chat_completions(self, request: Request):
+        return await self._generate(request, "chat")
+
+    async def completions(self, request: Request):
+        return await self._generate(request, "completion")
+
+    async def _generate(self, request: Request, kind: str):
+        body = None
+        try:
+            body = await _read_json(request, self.max_body_bytes)
+            parsed = schema.parse(body, kind, self.max_choices)
+            if parsed.model is not None and parsed.model != self.model_name:
+                raise errors.model_not_found(parsed.model, self.model_name)
+        except (ValidationError, HttpError) as error:
+            refused = errors.from_engine(error) if isinstance(error, ValidationError) else error
+            stream = isinstance(body, dict) and body.get("stream") is True
+            rpc = ("chat.completions" if kind == "chat" else "completions") + (".stream" if stream else "")
+            self.observer.start(rpc, [], "http").finish(refused.log_code, refused.message)
+            return _error(refused)
+        return Generation(self, parsed)
+
+    async def events(self, request: schema.OpenAIRequest) -> AsyncIterator[tuple[int, Event]]:
+        """(copy, event) for every engine request of this call, logged and counted like a gRPC call."""
+        call = self.observer.start(request.rpc, list(request.texts), "http")
+        code, detail = "OK", ""
+        try:
+            if self.engine is None:
+                raise NotReady("the model is still loading")
+            async with aclosing(merge([self.engine.generate(r) for r in request.requests])) as merged:
+                async for copy, event in merged:
+                    call.on_event(event)
+                    yield copy, event
+        except EngineError as error:
+            refused = errors.from_engine(error, request)
+            code, detail = refused.log_code, refused.message
+            raise
+        except (asyncio.CancelledError, GeneratorExit):
+            code = "CANCELLED"
+            raise
+        except Exception:
+            code = "INTERNAL"
+            raise
+        finally:
+            call.finish(code, detail)
+
+
+class Generation:
+    """The response to one generation call, as a raw ASGI app: it watches for the client leaving the whole
+    time (while queued, while generating, while streaming) and cancels the generation when it does."""
+
+    def __init__(self, api: OpenAIApi, request: schema.OpenAIRequest):
+        self.api, self.request = api, request
+        self.id = schema.new_id(request.kind)
+        self.created = schema.now()
+
+    async def __call__(self, scope, receive, send) -> None:
+        work = asyncio.ensure_future(self._run(send))
+        gone = asyncio.ensure_future(_disconnected(receive))
+        await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
+        work.cancel()  # a no-op when it finished; otherwise the client left
+        gone.cancel()
+        await asyncio.gather(work, gone, return_exceptions=True)
+
+    async def _run(self, raw_send) -> None:
+        r = self.request
+        started = False
+
+        async def send(message) -> None:
+            nonlocal started
+            started = True
+            await raw_send(message)
+
+        try:
+            async with aclosing(self.api.events(r)) as events:
+                try:
+                    first = await anext(events)  # refusals (bad value, queue full, draining) come before it
+                except EngineError as error:
+                    await _send_error(send, errors.from_engine(error, r))
+                    return
+                if r.stream:
+                    await self._stream(send, first, events)
+                else:
+                    await self._whole(send, first, events)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # noqa: BLE001 - answered as a 500 if nothing was sent yet
+            log.exception("unexpected error in an HTTP call", exc_info=error)
+            if not started:
+                await _send_error(raw_send, errors.internal(error))
+
+    def _index(self, copy: int, event) -> int:
+        return self.request.choice_index(copy, event.index)
+
+    async def _whole(self, send, first, events) -> None:
+        r = self.request
+        choices: dict[int, schema.Choice] = {}
+        texts: dict[int, list[str]] = {}
+        try:
+            pending = [first]
+            while True:
+                for copy, event in pending:
+                    i = self._index(copy, event)
+                    if isinstance(event, TextDelta):
+                        texts.setdefault(i, []).append(event.text)
+                    elif isinstance(event, Finished):
+                        choices[i] = schema.Choice(i, "", schema.FINISH[event.reason], event.prompt_tokens,
+                                                   event.completion_tokens)
+                pending = [await anext(events)]
+        except StopAsyncIteration:
+            pass
+        except EngineError as error:
+            await _send_error(send, errors.from_engine(error, r))
+            return
+        for i, choice in choices.items():
+            choice.text = "".join(texts.get(i, []))
+        body = schema.whole(r.kind, self.id, self.created, self.api.model_name, list(choices.values()), r.n)
+        await _send_json(send, 200, body)
+
+    async def _stream(self, send, first, events) -> None:
+        r = self.request
+        model, kind, usage = self.api.model_name, r.kind, r.include_usage
+        await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+
+        async def emit(data: dict) -> None:
+            await send({"type": "http.response.body", "body": b"data: " + _dumps(data) + b"\n\n", "more_body": True})
+
+        if kind == "chat":  # OpenAI opens every choice with the assistant's role
+            for i in range(r.prompt_count * r.n):
+                await emit(schema.chunk(kind, self.id, self.created, model, i, role=True, with_usage=usage))
+        finals: list[schema.Choice] = []
+        try:
+            event_pair = first
+            while True:
+                copy, event = event_pair
+                i = self._index(copy, event)
+                if isinstance(event, TextDelta):
+                    if event.text:
+                        await emit(schema.chunk(kind, self.id, self.created, model, i, event.text, with_usage=usage))
+                elif isinstance(event, Finished):
+                    reason = schema.FINISH[event.reason]
+                    finals.append(schema.Choice(i, "", reason, event.prompt_tokens, event.completion_tokens))
+                    await emit(schema.chunk(kind, self.id, self.created, model, i, None, reason, with_usage=usage))
+                event_pair = await anext(events)
+        except StopAsyncIteration:
+            if usage:
+                await emit(schema.usage_chunk(kind, self.id, self.created, model, finals, r.n))
+        except EngineError as error:  # after the 200: the error goes in the stream, as vLLM does
+            failed = errors.from_engine(error, r)
+            await send({"type": "http.response.body", "body": b"data: " + failed.body() + b"\n\n", "more_body": True})
+        await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
+
+
+class ApiKeyCheck:
+    """ASGI middleware: with an API key configured, every path needs it except health and the page itself
+    (the page holds no data; it asks for the key and sends it with its API calls)."""
+
+    OPEN = ("/health", "/", "/favicon.ico")
+
+    def __init__(self, app, key: str | None):
+        self.app, self.key = app, key
+
+    async def __call__(self, scope, receive, send) -> None:
+        if self.key is None or scope["type"] != "http" or scope["path"] in self.OPEN \
+                or scope["path"].startswith("/static/"):
+            return await self.app(scope, receive, send)
+        header = next((v for k, v in scope["headers"] if k == b"authorization"), None)
+        if header is not None and bearer_matches(header.decode("latin-1"), self.key):
+            return await self.app(scope, receive, send)
+        await _send_error(send, errors.unauthorized(), [(b"www-authenticate", b"Bearer")])
+
+
+# ---------------------------------------------------------------- helpers
+
+def _dumps(data) -> bytes:
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _json(data, status: int = 200) -> Response:
+    return Response(_dumps(data), status, media_type="application/json")
+
+
+def _error(error: HttpError) -> Response:
+    return Response(error.body(), error.status, media_type="application/json")
+
+
+async def _send_json(send, status: int, data) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": JSON_HEADERS})
+    await send({"type": "http.response.body", "body": _dumps(data)})
+
+
+async def _send_error(send, error: HttpError, headers=()) -> None:
+    await send({"type": "http.response.start", "status": error.status, "headers": JSON_HEADERS + list(headers)})
+    await send({"type": "http.response.body", "body": error.body()})
+
+
+async def _disconnected(receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _read_json(request: Request, limit: int):
+    size = request.headers.get("content-length", "")
+    if size.isdigit() and int(size) > limit:
+        raise errors.for_status(413, f"body: {size} bytes, above this server's limit of {limit}")
+    chunks, total = [], 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > limit:
+            raise errors.for_status(413, f"body: above this server's limit of {limit} bytes")
+        chunks.append(chunk)
+    try:
+        return json.loads(b"".join(chunks))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise HttpError(400, f"body: not valid JSON ({exc})", "invalid_request_error", "body") from None
+
+
+async def _http_exception(request: Request, exc: HTTPException) -> Response:
+    detail = exc.detail if exc.status_code != 404 else f"{request.url.path}: no such path"
+    if exc.status_code == 405:
+        detail = f"{request.method} {request.url.path}: method not allowed"
+    return Response(errors.for_status(exc.status_code, detail).body(), exc.status_code,
+                    headers=exc.headers, media_type="application/json")
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unexpected error in an HTTP call", exc_info=exc)
+    return _error(errors.internal(exc))

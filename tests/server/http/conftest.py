@@ -1,0 +1,25 @@
+"""Fixtures: a real server with the OpenAI-compatible HTTP API, and the official `openai` client on it."""
+import openai
+import pytest
+
+from tests.server.harness import free_port, start_server
+
+FAULT = "FAIL-HERE"  # a prompt holding it fails mid-generation (tests/faults.py)
+
+
+@pytest.fixture(scope="session")
+def http_server(fp32_model_dir, tmp_path_factory):
+    """gRPC and HTTP on one process and one engine, with metrics and the fault marker."""
+    metrics = free_port()
+    s = start_server(fp32_model_dir, tmp_path_factory.mktemp("http-server"), http=True,
+                     args=("--metrics-port", str(metrics)), fault_marker=FAULT)
+    s.metrics_url = f"http://127.0.0.1:{metrics}/metrics"
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="session")
+def client(http_server):
+    # No retries: a refusal must reach the test as it was sent.
+    with openai.OpenAI(base_url=f"{http_server.http_url}/v1", api_key="unused", max_retries=0, timeout=60) as c:
+        yield c

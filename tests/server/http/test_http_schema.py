@@ -1,0 +1,76 @@
+"""OpenAI bodies -> engine requests, and engine field names -> OpenAI's, as plain functions (no server)."""
+from __future__ import annotations
+
+import pytest
+
+from server.engine.errors import ValidationError
+from server.engine.types import FinishReason, Message
+from server.http import schema
+
+
+def chat(**fields):
+    return schema.parse({"messages": [{"role": "user", "content": "hi"}], **fields}, "chat", max_choices=8)
+
+
+def test_chat_becomes_one_conversation_with_our_parameter_names():
+    r = chat(max_tokens=5, min_tokens=2, temperature=0.5, top_p=0.9, top_k=-1, repetition_penalty=1.1, stop="x")
+    (g,) = r.requests
+    assert g.conversations == ((Message("user", "hi"),),) and not g.prompts
+    p = g.params
+    assert (p.max_new_tokens, p.min_new_tokens, p.temperature, p.top_p, p.top_k, p.repetition_penalty, p.stop) == \
+        (5, 2, 0.5, 0.9, 0, 1.1, ("x",))
+    assert r.rpc == "chat.completions" and not r.stream
+
+
+def test_developer_role_and_text_parts():
+    r = schema.parse({"messages": [{"role": "developer", "content": [{"type": "text", "text": "be "},
+                                                                     {"type": "text", "text": "brief"}]},
+                                   {"role": "user", "content": "hi"}]}, "chat", 8)
+    assert r.requests[0].conversations[0][0] == Message("system", "be brief")
+
+
+def test_completions_are_raw_and_copies_get_seed_plus_i():
+    r = schema.parse({"prompt": ["a", "b"], "n": 3, "seed": 10, "stream": True,
+                      "stream_options": {"include_usage": True}}, "completion", 8)
+    assert [g.params.seed for g in r.requests] == [10, 11, 12]
+    assert all(g.prompts == ("a", "b") and g.raw for g in r.requests)
+    assert r.choice_index(copy=2, prompt=1) == 5 and r.include_usage and r.rpc == "completions.stream"
+
+
+def test_null_means_unset_and_neutral_values_pass():
+    r = chat(logprobs=False, tools=None, frequency_penalty=0, presence_penalty=0.0, max_tokens=None)
+    assert r.requests[0].params.max_new_tokens is None
+
+
+@pytest.mark.parametrize("fields, name", [
+    ({"logprobs": True}, "logprobs"), ({"tools": []}, "tools"), ({"max_tokens": True}, "max_tokens"),
+    ({"max_tokens": 1.5}, "max_tokens"), ({"stop": 3}, "stop"), ({"stop": ["a", 1]}, "stop[1]"),
+    ({"stream_options": {"x": 1}, "stream": True}, "stream_options.x"), ({"n": 5, "top_p": "1"}, "top_p"),
+    ({"messages": [{"role": "user", "content": "hi", "name": "bob"}]}, "messages[0].name"),
+    ({"messages": "hi"}, "messages"), ({"model": 3}, "model"),
+])
+def test_refusals_name_the_openai_field(fields, name):
+    with pytest.raises(ValidationError) as caught:
+        chat(**fields)
+    assert caught.value.field == name
+
+
+def test_engine_field_names_become_openai_names():
+    r = chat(max_completion_tokens=4)
+    assert schema.openai_error(ValidationError("max_new_tokens", "must be at least 1"), r) == \
+        ("max_completion_tokens", "max_completion_tokens: must be at least 1")
+    assert schema.openai_error(ValidationError("min_new_tokens", "9 is above max_new_tokens (4)"), r)[1] == \
+        "min_tokens: 9 is above max_completion_tokens (4)"
+    assert schema.openai_error(ValidationError("conversations[0].messages[1].role", "unknown role"), r)[0] == \
+        "messages[1].role"
+    assert schema.openai_error(ValidationError("conversations[0]", "too long"), r)[0] == "messages"
+    listed = schema.parse({"prompt": ["a", " "]}, "completion", 8)
+    assert schema.openai_error(ValidationError("prompts[1]", "must not be empty"), listed)[0] == "prompt[1]"
+    single = schema.parse({"prompt": " "}, "completion", 8)
+    assert schema.openai_error(ValidationError("prompts[0]", "must not be empty"), single)[0] == "prompt"
+
+
+def test_usage_counts_a_prompt_once_however_many_copies():
+    choices = [schema.Choice(i, "x", "stop", prompt_tokens=10, completion_tokens=3) for i in range(4)]  # 2 prompts x 2
+    assert schema.total_usage(choices, n=2) == {"prompt_tokens": 20, "completion_tokens": 12, "total_tokens": 32}
+    assert schema.FINISH[FinishReason.STOP_SEQUENCE] == "stop" and schema.FINISH[FinishReason.LENGTH] == "length"
