@@ -56,8 +56,7 @@ class EngineCore(WaitingQueue):
         self.max_step_tokens = config.max_step_tokens
         self.on_batch = on_batch
         self.blocks = BlockManager(paged.num_blocks, paged.block_size)
-        self._eos = torch.tensor(model.eos_token_ids, dtype=torch.long)
-        self._eos_list = list(model.eos_token_ids)
+        self._eos = list(model.eos_token_ids)
         self._running: list[Sequence] = []
         self._thread = threading.Thread(target=self._loop, name="engine-core", daemon=True)
         self._thread.start()
@@ -183,7 +182,7 @@ class EngineCore(WaitingQueue):
     def _update(self, sampled: list[Sequence], logits: np.ndarray) -> None:
         """Choose each sampled sequence's next token: one vectorised argmax, per-row rules where set."""
         rows = [seq.row for seq in sampled]
-        greedy = choose_greedy(logits, rows, self._eos_list) if rows else []
+        greedy = choose_greedy(logits, rows, self._eos) if rows else []
         now = time.monotonic()
         for i, seq in enumerate(sampled):
             row = seq.row

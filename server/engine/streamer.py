@@ -92,7 +92,6 @@ class BatchTextStreamer(BaseStreamer):
     """
 
     def __init__(self, rows, tokenizer, eos_token_ids: tuple[int, ...]):
-        self.rows = rows
         self.streamers = [TokenStreamer(row, tokenizer, eos_token_ids) for row in rows]
         self.prompt_seen = False
 

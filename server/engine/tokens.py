@@ -68,7 +68,7 @@ def choose_greedy(logits: np.ndarray, rows, eos: list[int]) -> list[int]:
     return logits.argmax(axis=1).tolist()
 
 
-def choose(scores: torch.Tensor, row, eos: torch.Tensor) -> int:
+def choose(scores: torch.Tensor, row, eos) -> int:
     """One row's next token under its own parameters; `scores` (one row of logits) is changed in place."""
     p = row.params
     if p.repetition_penalty != 1.0:
