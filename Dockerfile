@@ -68,9 +68,16 @@ RUN --mount=type=secret,id=ca \
  && pip install -r requirements.txt \
  && python slim_venv.py
 
-# The gRPC stubs are generated from the contract at build time (`make proto`), never copied in.
+# The gRPC stubs are generated from the contract at build time (`make proto`), never copied in; then the
+# project is installed into the environment (its dependencies are already there), with its llm-* commands.
 COPY proto/ proto/
 RUN python -m grpc_tools.protoc -I. --python_out=. --pyi_out=. --grpc_python_out=. proto/llm.proto
+COPY pyproject.toml ./
+COPY server/ server/
+COPY client/ client/
+COPY modelprep/ modelprep/
+RUN pip install --no-deps --no-build-isolation . \
+ && rm -rf build ./*.egg-info
 
 # --- the image: the runtime base, the environment, the application ------------------------------------------
 FROM base
@@ -81,10 +88,6 @@ ENV HF_HUB_OFFLINE=1 \
 
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
-COPY --from=build /src/proto/ proto/
-COPY server/ server/
-COPY client/ client/
-COPY modelprep/ modelprep/
 COPY download_model.py compress_model.py ./
 COPY docker/entrypoint.sh docker/healthcheck.py docker/
 # A default servable; `-v $PWD/servable_unary:/workspace` replaces it.

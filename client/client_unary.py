@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: `client`, `proto`
 
-import grpc  # noqa: E402
+import grpc
 
-from client.common import (ClientError, PromptResult, build_request, client_parser, connect,  # noqa: E402
+from client.common import (ClientError, PromptResult, build_request, client_parser, connect,
                            describe_rpc_error, fail, header, json_report, print_report)
 
 

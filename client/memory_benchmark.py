@@ -23,13 +23,12 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from proto import llm_pb2, llm_pb2_grpc
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # the repo root: `proto`
-
-import grpc  # noqa: E402
-from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
-
-from proto import llm_pb2, llm_pb2_grpc  # noqa: E402
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 SUFFIXES = {"fp32": "", "fp16": "_FP16", "int8": "_INT8_compressed_weights", "int4": "_INT4_compressed_weights"}

@@ -11,9 +11,7 @@ import pytest
 # Tests never reach the model hub; set before anything imports huggingface_hub.
 os.environ["HF_HUB_OFFLINE"] = "1"
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `modelprep` without installing the project
-
-from modelcheck import DEFAULT_MODEL, MODELS_DIR, REPO  # noqa: E402
+from modelcheck import DEFAULT_MODEL, MODELS_DIR, REPO
 
 
 def _model(precision: str) -> Path:
