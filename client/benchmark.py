@@ -22,7 +22,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from client import bench, openloop, targets
-from client.common import ClientError, add_connection_flags, connect, fail
+from client.connection import ClientError, add_connection_flags, connect, fail
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -13,8 +13,10 @@ import time
 import grpc
 
 from client import display
-from client.common import (ClientError, PromptResult, build_request, client_parser, connect,
-                           describe_rpc_error, fail, json_report, print_report)
+from client.connection import ClientError, connect, describe_rpc_error, fail
+from client.figures import PromptResult
+from client.report import json_report, print_report
+from client.request import build_request, client_parser
 
 
 def main(argv: list[str] | None = None) -> int:

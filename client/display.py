@@ -4,7 +4,7 @@ from __future__ import annotations
 import shutil
 import sys
 
-from client.common import header
+from client.report import header
 
 
 class Inline:

@@ -1,0 +1,57 @@
+"""The clients' flags for a GenerateRequest, derived from the contract (proto/llm.proto), and the request."""
+from __future__ import annotations
+
+import argparse
+
+from google.protobuf.descriptor import FieldDescriptor
+
+from client.connection import add_connection_flags
+from proto import llm_pb2
+
+# Better help than the field name for the parameters a user reaches for; any other field gets a plain line.
+HELP = {
+    "system_prompt": "system message put before each prompt",
+    "max_new_tokens": "at most this many new tokens per prompt",
+    "min_new_tokens": "at least this many new tokens per prompt",
+    "temperature": "sampling temperature (0: greedy)",
+    "top_p": "nucleus sampling: keep tokens up to this probability mass",
+    "top_k": "keep only the k most likely tokens",
+    "repetition_penalty": "penalty for tokens already present (1: none)",
+    "do_sample": "sample from the distribution (--no-do-sample: greedy)",
+    "seed": "random seed for sampling (sets sampling on)",
+}
+TYPES = {FieldDescriptor.CPPTYPE_STRING: str, FieldDescriptor.CPPTYPE_FLOAT: float,
+         FieldDescriptor.CPPTYPE_DOUBLE: float, FieldDescriptor.CPPTYPE_UINT32: int,
+         FieldDescriptor.CPPTYPE_UINT64: int, FieldDescriptor.CPPTYPE_INT32: int, FieldDescriptor.CPPTYPE_INT64: int}
+
+
+def optional_fields() -> list[FieldDescriptor]:
+    """The request's `optional` scalars: each is unset unless the user gives it (the servable's default)."""
+    return [f for f in llm_pb2.GenerateRequest.DESCRIPTOR.fields if f.has_presence and f.message_type is None]
+
+
+def add_generation_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per optional request field; unset flags stay unset so the servable's defaults apply."""
+    for f in optional_fields():
+        flag = "--" + f.name.replace("_", "-")
+        if f.cpp_type == FieldDescriptor.CPPTYPE_BOOL:
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, help=HELP.get(f.name, f"request field {f.name}"))
+        else:
+            p.add_argument(flag, type=TYPES[f.cpp_type], help=HELP.get(f.name, f"request field {f.name}"))
+    p.add_argument("--stop", action="append", default=[], help="stop string (repeatable); not included in the text")
+
+
+def client_parser(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    add_connection_flags(p)
+    p.add_argument("-p", "--prompt", action="append", required=True, dest="prompts",
+                   help="a prompt (repeatable); all prompts go in one call, as one batch")
+    add_generation_flags(p)
+    p.add_argument("--json", action="store_true", help="print a machine-readable report (JSON) instead of text")
+    return p
+
+
+def build_request(args: argparse.Namespace, prompts: list[str] | None = None) -> llm_pb2.GenerateRequest:
+    fields = {f.name: getattr(args, f.name) for f in optional_fields() if getattr(args, f.name, None) is not None}
+    return llm_pb2.GenerateRequest(prompts=prompts if prompts is not None else args.prompts,
+                                   stop=getattr(args, "stop", []), **fields)
