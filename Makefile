@@ -99,6 +99,8 @@ docker-base: docker-engine
 docker-build: docker-base
 	nice -n 10 $(DOCKER) build --build-arg BASE_IMAGE=$(BASE_IMAGE) --build-arg TORCH_INDEX_URL=$(TORCH_INDEX_URL) \
 		$(if $(DOCKER_CA),--secret id=ca$(comma)src=$(DOCKER_CA)) -t $(IMAGE) .
+	# The image this replaces, now untagged, would otherwise keep its gigabytes on disk.
+	-$(DOCKER) image prune --force >/dev/null
 
 docker-run:
 	test -d $(MODELS_DIR)/$(MODEL) || $(MAKE) download
