@@ -19,6 +19,14 @@ if ! command -v dockerd >/dev/null || [ ! -x /usr/bin/docker ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker.io >/dev/null
 fi
+# A dockerd (or its containerd) that was killed, e.g. with the machine's previous session, leaves its pid file;
+# a new dockerd refuses to start while it exists.
+for pidfile in /var/run/docker.pid /var/run/docker/containerd/containerd.pid; do
+    if [ -f "$pidfile" ] && ! kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+        echo "docker: removing the stale $pidfile"
+        rm -f "$pidfile"
+    fi
+done
 echo "docker: starting dockerd"
 setsid nohup dockerd >>/var/log/dockerd.log 2>&1 </dev/null &
 for _ in $(seq 60); do
