@@ -21,8 +21,9 @@ if ! command -v dockerd >/dev/null || [ ! -x /usr/bin/docker ]; then
 fi
 # A dockerd (or its containerd) that was killed, e.g. with the machine's previous session, leaves its pid file;
 # a new dockerd refuses to start while it exists.
+# Its number may since belong to another process: what counts is whether that process is dockerd/containerd.
 for pidfile in /var/run/docker.pid /var/run/docker/containerd/containerd.pid; do
-    if [ -f "$pidfile" ] && ! kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+    if [ -f "$pidfile" ] && ! grep -qs -e dockerd -e containerd "/proc/$(cat "$pidfile")/comm"; then
         echo "docker: removing the stale $pidfile"
         rm -f "$pidfile"
     fi
