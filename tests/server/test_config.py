@@ -1,5 +1,7 @@
-"""Settings layers: flag > environment > config.json > default; bad files stop start-up naming file and key."""
+"""Settings layers: flag > environment > config.json > default; bad files stop start-up naming file and key.
+JSON logs: one object per line with the keys the log tools read."""
 import json
+import re
 import subprocess
 import sys
 
@@ -190,3 +192,18 @@ def test_missing_model_directory_is_one_line(tmp_path):
 def test_generation_stop_strings_from_file(tmp_path):
     assert load({"config_path": write(tmp_path, {"generation": {"stop": ["### End"]}})}).generation.stop == ("### End",)
 
+
+def test_json_logs_one_object_per_line():
+    program = ("import logging; from server import logs; logs.setup('info', 'json'); log = logging.getLogger('server.x')\n"
+               "log.info('done %s', 'ok', extra={'rpc': 'Generate', 'tokens_in': 3, 'path': __import__('pathlib').Path('/p')})\n"
+               "log.debug('not shown')\n"
+               "try:\n    1 / 0\nexcept ZeroDivisionError:\n    log.exception('failed')\n")
+    result = subprocess.run([sys.executable, "-c", program], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    lines = [json.loads(line) for line in result.stderr.splitlines()]
+    assert len(lines) == 2
+    first, second = lines
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", first.pop("time"))
+    assert first == {"level": "INFO", "logger": "server.x", "message": "done ok", "rpc": "Generate", "tokens_in": 3,
+                     "path": "/p"}
+    assert (second["level"], second["message"]) == ("ERROR", "failed")
+    assert second["exception"].startswith("Traceback") and "ZeroDivisionError" in second["exception"]
