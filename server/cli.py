@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from server import devices, logs
-from server.config import ENVIRONMENT, ConfigError, build
+from server.config import ENVIRONMENT, ConfigError, load
 
 
 def parser() -> argparse.ArgumentParser:
@@ -61,13 +61,12 @@ def check_model_dir(path: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = vars(parser().parse_args(argv))
-    config_path = args.pop("config_path")
     if args.pop("list_devices"):
         for name, full in devices.available().items():
             print(f"{name}\t{full}")
         return 0
     try:
-        settings = build(args, config_path)
+        settings = load(args)  # the flags given, config_path among them
         check_model_dir(settings.model)
         devices.check(settings.device, devices.available())
     except ConfigError as exc:

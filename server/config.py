@@ -1,12 +1,17 @@
-"""Settings: one object, from CLI flags > environment variables > the servable's config.json > defaults."""
+"""Settings: one object, from CLI flags > environment variables > the servable's config.json > defaults.
+
+pydantic-settings merges the layers and pydantic checks types; hand-written, as the library lacks them: our variable
+names, a strict JSON reading of the file that names it in errors, and errors as one line naming the key."""
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+from pydantic import Field, TypeAdapter, ValidationError, model_validator, with_config
+from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
+from typing_extensions import TypedDict
 
 from server.engine.params import GenerationDefaults, KVCacheConfig, Limits, SchedulerConfig
 
@@ -15,37 +20,9 @@ class ConfigError(Exception):
     """A setting is wrong; the message names the file (or variable) and the key."""
 
 
-@dataclass(frozen=True)
-class Settings:
-    model: str = "/model"  # the seed demo's Docker layout; `--model` or MODEL_PATH overrides
-    device: str = "CPU"
-    host: str = "127.0.0.1"  # loopback unless told otherwise
-    port: int = 9000
-    http_port: int = 0  # the OpenAI-compatible HTTP API and chat page; 0 turns it off
-    served_model_name: str | None = None  # the model's name over HTTP; default: its directory's name
-    cache_dir: str = str(Path.home() / ".cache" / "llm-server" / "openvino")
-    ov_config: dict = field(default_factory=dict)
-    generation: GenerationDefaults = field(default_factory=GenerationDefaults)
-    limits: Limits = field(default_factory=Limits)
-    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
-    engine: str = "paged"  # continuous batching on paged attention; "generate": whole batches through generate()
-    kv_cache: KVCacheConfig = field(default_factory=KVCacheConfig)  # the paged engine's cache size
-    grace_seconds: float = 30.0  # how long running calls may finish on SIGTERM
-    max_message_bytes: int = 4 * 1024 * 1024
-    trust_remote_code: bool = False
-    log_level: str = "INFO"
-    log_format: str = "text"  # or "json"
-    log_prompts: bool = False  # prompt text in request logs only when asked
-    metrics_port: int = 0  # Prometheus endpoint; 0 turns it off
-    api_key: str | None = field(default=None, repr=False)  # never logged
-    tls_cert: str | None = None
-    tls_key: str | None = None
-    tls_client_ca: str | None = None  # set: clients must present a certificate signed by it
-
-
 ENGINES = ("paged", "generate")
 
-# Environment variable -> setting.
+# Environment variable -> setting; a later variable wins over an earlier one for the same setting.
 ENVIRONMENT = {
     "SELECTED_MODEL": "model",  # a name under models/, as in the seed demo; MODEL_PATH wins
     "MODEL_PATH": "model",
@@ -59,95 +36,142 @@ ENVIRONMENT = {
     "METRICS_PORT": "metrics_port",
     "LLM_API_KEY": "api_key",
 }
-SECTIONS = {"generation": GenerationDefaults, "limits": Limits, "scheduler": SchedulerConfig, "kv_cache": KVCacheConfig}
-TOP_LEVEL = {f.name: f for f in dataclasses.fields(Settings)} | {"model_path": None}
 
 
-def _typed(value: Any, kind: type, where: str) -> Any:
-    if kind is tuple:  # a list of strings in JSON
-        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-            raise ConfigError(f"{where}: expected a list of non-empty strings, got {value!r}")
-        return tuple(value)
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if kind is int and isinstance(value, bool) or not isinstance(value, kind):
-        raise ConfigError(f"{where}: expected {kind.__name__}, got {type(value).__name__} {value!r}")
-    return value
+class Settings(BaseSettings):
+    """Every setting, read by attribute. `Settings(**flags)` adds the environment and the `config_path` file
+    under the flags given; `load` does that for the command line, with any error as one ConfigError line."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="forbid")
+
+    config_path: str | None = None  # the servable's config.json (a flag only: a file cannot name itself)
+    model: str = "/model"  # the seed demo's Docker layout; `--model` or MODEL_PATH overrides
+    device: str = "CPU"
+    host: str = "127.0.0.1"  # loopback unless told otherwise
+    port: int = 9000
+    http_port: int = 0  # the OpenAI-compatible HTTP API and chat page; 0 turns it off
+    served_model_name: str | None = None  # the model's name over HTTP; default: its directory's name
+    cache_dir: str = str(Path.home() / ".cache" / "llm-server" / "openvino")
+    ov_config: dict = Field(default_factory=dict)
+    generation: GenerationDefaults = GenerationDefaults()
+    limits: Limits = Limits()
+    scheduler: SchedulerConfig = SchedulerConfig()
+    engine: str = "paged"  # continuous batching on paged attention; "generate": whole batches through generate()
+    kv_cache: KVCacheConfig = KVCacheConfig()  # the paged engine's cache size
+    grace_seconds: float = 30.0  # how long running calls may finish on SIGTERM
+    max_message_bytes: int = 4 * 1024 * 1024
+    trust_remote_code: bool = False
+    log_level: str = "INFO"
+    log_format: str = "text"  # or "json"
+    log_prompts: bool = False  # prompt text in request logs only when asked
+    metrics_port: int = 0  # Prometheus endpoint; 0 turns it off
+    api_key: str | None = Field(default=None, repr=False)  # never logged
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_client_ca: str | None = None  # set: clients must present a certificate signed by it
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
+                                   file_secret_settings) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Highest first; pydantic-settings puts the defaults under them. No .env or secrets files.
+        return (init_settings, _Environment(settings_cls, case_sensitive=True, env_ignore_empty=True),
+                _ServableFile(settings_cls))
+
+    @model_validator(mode="after")
+    def _rules(self) -> Settings:
+        check(self)
+        return self
 
 
-def _field_type(cls, name: str) -> type:
-    hint = {f.name: f.type for f in dataclasses.fields(cls)}[name]
-    hint = hint if isinstance(hint, str) else hint.__name__
-    return {"int": int, "float": float, "bool": bool, "str": str, "dict": dict, "tuple": tuple}.get(
-        hint.split("[")[0].split(" ")[0], str)
+class _Environment(EnvSettingsSource):
+    """Only the variables in ENVIRONMENT, under their settings' names (pydantic-settings reads them, skipping empty
+    ones; its own lookup would take every setting's name as a variable)."""
+
+    def __call__(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for var, name in ENVIRONMENT.items():
+            if raw := self.env_vars.get(var):
+                values[name] = _from_environment(var, name, raw)
+        return values
 
 
-def _section(cls, data: Any, where: str):
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected an object")
-    names = {f.name for f in dataclasses.fields(cls)}
-    for key in data:
-        if key not in names:
-            raise ConfigError(f"{where}.{key}: unknown key; expected one of {', '.join(sorted(names))}")
-    return cls(**{k: _typed(v, _field_type(cls, k), f"{where}.{k}") for k, v in data.items()})
+def _from_environment(var: str, name: str, raw: str) -> Any:
+    if var == "SELECTED_MODEL":
+        return str(Path("models") / raw)
+    if name.endswith("port"):  # converted here, so that a bad value is named by its variable
+        if not raw.isdigit():
+            raise ConfigError(f"environment variable {var}: expected a port number, got {raw!r}")
+        return int(raw)
+    return raw
 
 
-def load_file(path: str | Path) -> dict:
-    """A servable config.json as Settings fields."""
-    path = Path(path)
+class _ServableFile(PydanticBaseSettingsSource):
+    """The `config_path` file, validated on its own as strict JSON ("8" is no int, true no number) so that an error
+    names the file; JsonConfigSettingsSource would check it leniently, with the other layers, and skip a missing one."""
+
+    def get_field_value(self, field, field_name):  # abstract in the base class; __call__ reads the whole file
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = self.current_state.get("config_path")  # from the flags, the source above this one
+        if not path:
+            return {}
+        try:
+            text = Path(path).read_bytes()
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no such config file") from None
+        try:
+            values = _FILE.validate_json(text, strict=True)
+        except ValidationError as exc:
+            raise ConfigError(f"{path}: {describe(exc, _FILE_KEYS)}") from None
+        if "model_path" in values:
+            values["model"] = values.pop("model_path")
+        return values
+
+
+# config.json's keys: every setting but config_path, and `model` spelt model_path (the seed demo's name). Unknown
+# keys are refused, in the sections too: stdlib dataclasses take the config of what holds them.
+_FILE_KEYS = {("model_path" if name == "model" else name): field.annotation
+              for name, field in Settings.model_fields.items() if name != "config_path"}
+_FILE = TypeAdapter(with_config(extra="forbid")(TypedDict("ServableFile", _FILE_KEYS, total=False)))
+
+# What a type error's kind expected, in words (the tuple is generation.stop).
+_EXPECTED = {"int": "int", "float": "float", "bool": "bool", "string": "str", "dict": "an object",
+             "dataclass": "an object", "tuple": "a list of non-empty strings"}
+
+
+def describe(exc: ValidationError, keys: Iterable[str] = Settings.model_fields) -> str:
+    """pydantic's first error as one line: the key's dotted path, then what was wrong (`keys`: the top level's)."""
+    error = exc.errors(include_url=False)[0]
+    loc, kind, value = error["loc"], error["type"], error["input"]
+    key = ".".join(str(part) for part in loc)
+    if kind == "json_invalid":
+        return f"not valid JSON ({error['ctx']['error']})"
+    if not loc:
+        return "expected a JSON object"
+    if kind in ("extra_forbidden", "unexpected_keyword_argument"):
+        section = Settings.model_fields[loc[0]].annotation if len(loc) > 1 else None
+        known = [f.name for f in dataclasses.fields(section)] if section else keys
+        return f"{key}: unknown key; expected one of {', '.join(sorted(known))}"
+    if expected := _EXPECTED.get(kind.split("_")[0]):
+        return f"{key}: expected {expected}, got {type(value).__name__} {value!r}"
+    return f"{key}: {error['msg']}"
+
+
+def load(flags: dict[str, Any]) -> Settings:
+    """Settings from the flags the user gave (None: not given), the environment and the config_path file."""
     try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file") from None
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a JSON object")
-    values: dict = {}
-    for key, value in data.items():
-        where = f"{path}: {key}"
-        if key not in TOP_LEVEL or key == "model":
-            raise ConfigError(f"{where}: unknown key; expected one of {', '.join(sorted(set(TOP_LEVEL) - {'model'}))}")
-        if key in SECTIONS:
-            values[key] = _section(SECTIONS[key], value, where)
-        elif key == "model_path":
-            values["model"] = _typed(value, str, where)
-        else:
-            values[key] = _typed(value, _field_type(Settings, key), where)
-    return values
-
-
-def from_environment(environ=os.environ) -> dict:
-    values = {}
-    for var, name in ENVIRONMENT.items():
-        if environ.get(var):
-            raw = environ[var]
-            if var == "SELECTED_MODEL":
-                values[name] = str(Path("models") / raw)
-            elif name.endswith("port"):
-                if not raw.isdigit():
-                    raise ConfigError(f"environment variable {var}: expected a port number, got {raw!r}")
-                values[name] = int(raw)
-            else:
-                values[name] = raw
-    return values
-
-
-def build(cli: dict, config_path: str | None, environ=os.environ) -> Settings:
-    """Merge the layers; `cli` holds only the flags the user gave (None means not given)."""
-    values: dict = {}
-    if config_path:
-        values.update(load_file(config_path))
-    values.update(from_environment(environ))
-    values.update({k: v for k, v in cli.items() if v is not None})
-    settings = Settings(**values)
-    check(settings)
-    return settings
+        return Settings(**{name: value for name, value in flags.items() if value is not None})
+    except ValidationError as exc:
+        raise ConfigError(describe(exc)) from None
 
 
 def check(s: Settings) -> None:
+    """The rules across settings, beyond each one's type."""
     if s.engine not in ENGINES:
         raise ConfigError(f"engine: expected one of {', '.join(ENGINES)}, got {s.engine!r}")
+    if not all(s.generation.stop):
+        raise ConfigError(f"generation.stop: expected a list of non-empty strings, got {list(s.generation.stop)!r}")
     if s.kv_cache.blocks < 0 or s.kv_cache.gb < 0 or (s.kv_cache.blocks and s.kv_cache.gb):
         raise ConfigError("kv_cache: give blocks or gb (positive), not both")
     if s.scheduler.max_step_tokens < 1:

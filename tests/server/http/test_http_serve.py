@@ -59,20 +59,23 @@ def test_loading_then_serving_then_sigterm_drains_an_http_stream(fp32_model_dir,
             s.stop()
 
 
-def test_http_port_from_flag_environment_or_servable_file(tmp_path):
-    from server.config import ConfigError, build
+def test_http_port_from_flag_environment_or_servable_file(tmp_path, monkeypatch):
+    from server.config import ConfigError, load
     from server.http.serve import model_name
 
+    monkeypatch.delenv("HTTP_PORT", raising=False)
+    monkeypatch.delenv("PORT", raising=False)
     servable = tmp_path / "config.json"
     servable.write_text(json.dumps({"http_port": 8123, "served_model_name": "tiny"}))
-    s = build({}, str(servable), environ={})
+    s = load({"config_path": str(servable)})
     assert (s.http_port, model_name(s)) == (8123, "tiny")
-    assert build({}, str(servable), environ={"HTTP_PORT": "8124"}).http_port == 8124
-    assert build({"http_port": 8125}, str(servable), environ={"HTTP_PORT": "8124"}).http_port == 8125
-    assert build({}, None, environ={}).http_port == 0  # off unless set
-    assert model_name(build({"model": "models/smollm2-135m-instruct/"}, None, environ={})) == "smollm2-135m-instruct"
+    assert load({}).http_port == 0  # off unless set
+    monkeypatch.setenv("HTTP_PORT", "8124")
+    assert load({"config_path": str(servable)}).http_port == 8124
+    assert load({"config_path": str(servable), "http_port": 8125}).http_port == 8125
+    assert model_name(load({"model": "models/smollm2-135m-instruct/"})) == "smollm2-135m-instruct"
     with pytest.raises(ConfigError, match="http_port"):
-        build({"http_port": 9000, "port": 9000}, None, environ={})
+        load({"http_port": 9000, "port": 9000})
 
 
 def test_http_port_taken_is_one_line_at_start(fp32_model_dir, tmp_path):
