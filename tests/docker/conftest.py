@@ -14,6 +14,9 @@ FIGURES = pytest.StashKey[list]()
 
 def pytest_collection_modifyitems(config, items):
     if os.environ.get("DOCKER_TEST") == "1":
+        # The first test builds the image (twice: cold, then cached); a cold build alone can take 15 minutes.
+        for item in items:
+            item.add_marker(pytest.mark.timeout(2700))
         return
     skip = pytest.mark.skip(reason="builds and runs the Docker image: run by `make docker-test`")
     for item in items:
