@@ -1,7 +1,7 @@
 """Memory per model precision: the server's resident memory after loading, and its peak during a batch of 8.
 
-    python client/memory_benchmark.py                      # every precision found under models/
-    python client/memory_benchmark.py --precision int8 int4 --json
+    python -m client.bench.memory                      # every precision found under models/
+    python -m client.bench.memory --precision int8 int4 --json
 
 For each precision directory (NAME, NAME_FP16, NAME_INT8_compressed_weights, NAME_INT4_compressed_weights)
 it starts `python -m server` on a free loopback port, waits until it is SERVING, reads VmRSS from
@@ -27,8 +27,6 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from proto import llm_pb2, llm_pb2_grpc
-
-ROOT = Path(__file__).resolve().parents[1]
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 SUFFIXES = {"fp32": "", "fp16": "_FP16", "int8": "_INT8_compressed_weights", "int4": "_INT4_compressed_weights"}
@@ -56,10 +54,11 @@ class Row:
     tokens_per_second: float
 
 
-def parse_args(argv):
-    p = argparse.ArgumentParser(description="Resident memory of the server per model precision: after loading, "
+def parse_args(argv, prog: str | None = None):
+    p = argparse.ArgumentParser(prog=prog, description="Resident memory of the server per model precision: after loading, "
                                             "and at its peak during one batch.")
-    p.add_argument("--models-dir", type=Path, default=ROOT / "models", help="where the model directories are (default: models/)")
+    p.add_argument("--models-dir", type=Path, default=Path("models"),
+                   help="where the model directories are (default: models/, relative to the current directory)")
     p.add_argument("--model", default=DEFAULT_MODEL, help=f"model name (default {DEFAULT_MODEL})")
     p.add_argument("--precision", nargs="+", choices=list(SUFFIXES),
                    help="precisions to measure (default: every one whose directory exists)")
@@ -130,7 +129,7 @@ def start(model_dir: Path, args, log: Path) -> tuple[subprocess.Popen, grpc.Chan
     if args.cache_dir:
         cmd += ["--cache-dir", args.cache_dir]
     started = time.monotonic()
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT,
+    proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT,
                             env={**os.environ, "HF_HUB_OFFLINE": "1"})
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     health = health_pb2_grpc.HealthStub(channel)
@@ -213,8 +212,8 @@ def table(rows: list[Row], args) -> str:
                       f"x {args.max_new_tokens} new tokens (device {args.device})", *lines])
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    args = parse_args(argv, prog)
     try:
         dirs = model_dirs(args)
         rows = []
@@ -234,4 +233,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(prog="python -m client.bench.memory"))

@@ -4,7 +4,7 @@ Level 1 is one stream: the requests one after another. Level N: batches of N pro
 - `inprocess`: optimum-intel `OVModelForCausalLM.generate`, one left-padded batch; token times from a streamer.
 - `genai`: openvino-genai `LLMPipeline.generate` on the list of prompts (its continuous-batching scheduler);
   TTFT from its perf metrics, the end from the client clock.
-- `genai-cb`: openvino-genai `ContinuousBatchingPipeline` fed by N closed-loop streams (client/genai_cb.py).
+- `genai-cb`: openvino-genai `ContinuousBatchingPipeline` fed by N closed-loop streams (genai_cb.py).
 Prompts get the chat template exactly as the server applies it.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from client.bench import LevelResult, RequestTiming
+from client.bench.load import LevelResult, RequestTiming
 
 BASELINES = ("inprocess", "genai", "genai-cb")
 
@@ -119,7 +119,7 @@ def load(name: str, model_dir: str | Path, ov_config: dict, device: str = "CPU")
     if name == "genai":
         return GenAI(model_dir, device)
     if name == "genai-cb":
-        from client.genai_cb import GenAICB
+        from client.bench.genai_cb import GenAICB
 
         return GenAICB(model_dir, ov_config, device)
     raise ValueError(f"unknown baseline {name!r}; expected one of {', '.join(BASELINES)}")

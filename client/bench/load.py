@@ -1,4 +1,5 @@
-"""The benchmark's parts: per-request timings, per-level figures, load on the server, the table and the plot.
+"""The serving benchmark's load on the server: per-request timings, per-level figures (percentiles), closed-loop
+streams per concurrency level over gRPC or the OpenAI-compatible HTTP API.
 
 Every request asks for exactly `tokens` new tokens (min_new_tokens = max_new_tokens), greedy, one prompt.
 Definitions, per level:
@@ -117,10 +118,6 @@ class LoadConfig:
 
 
 # ---------------------------------------------------------------- load on the server
-
-def run_server_levels(cfg: LoadConfig, progress=print) -> list[LevelResult]:
-    return run_protocols([cfg], progress)[0]
-
 
 def run_protocols(cfgs: list[LoadConfig], progress=print) -> list[list[LevelResult]]:
     """Each config's levels. With several (protocols) they take turns, one round of `concurrency` requests
@@ -247,105 +244,6 @@ async def _one_openai(client, cfg: LoadConfig, i: int) -> RequestTiming:
                 tokens = msg["usage"]["completion_tokens"]
     end = (time.perf_counter() - start) * 1000
     return RequestTiming.from_arrivals(i, arrivals, end, tokens, "".join(pieces))
-
-
-# ---------------------------------------------------------------- the summary line, the table, the plot
-
-@dataclass
-class Summary:
-    tpot_ratio_vs_inprocess: float | None  # server TPOT p50 / in-process TPOT p50, one stream
-    ttft_overhead_ms: float | None  # server TTFT p50 - in-process TTFT p50, one stream
-    speedup_vs_1: float | None  # server output tokens/s at the highest level / at one stream
-    top_level: int
-
-    def line(self) -> str:
-        def f(v, digits):
-            return "n/a" if v is None else f"{v:.{digits}f}"
-
-        return (f"tpot_ratio_vs_inprocess={f(self.tpot_ratio_vs_inprocess, 3)} "
-                f"ttft_overhead_ms={f(self.ttft_overhead_ms, 1)} "
-                f"speedup_{self.top_level}_vs_1={f(self.speedup_vs_1, 2)}")
-
-
-def summarize(server: list[LevelResult], inprocess: list[LevelResult] | None) -> Summary:
-    by_level = {r.concurrency: r for r in server}
-    one, top = by_level.get(1), server[-1] if server else None
-    base = next((r for r in inprocess or [] if r.concurrency == 1), None)
-    ratio = overhead = speedup = None
-    if one and base and one.tpot_ms.p50 and base.tpot_ms.p50:
-        ratio = one.tpot_ms.p50 / base.tpot_ms.p50
-    if one and base and one.ttft_ms.p50 is not None and base.ttft_ms.p50 is not None:
-        overhead = one.ttft_ms.p50 - base.ttft_ms.p50
-    if one and top and one.output_tokens_per_s:
-        speedup = top.output_tokens_per_s / one.output_tokens_per_s
-    return Summary(ratio, overhead, speedup, top.concurrency if top else 0)
-
-
-def _n(v: float | None, digits: int = 1) -> str:
-    return "-" if v is None else f"{v:.{digits}f}"
-
-
-def server_table(results: list[LevelResult]) -> str:
-    rows = [f"{'conc':>4} {'reqs':>4} {'err':>3}  {'TTFT ms p50/p90/p99':>21}  {'TPOT ms':>7}  "
-            f"{'ITL ms p50/p99':>14}  {'E2E s p50/p99':>13}  {'req/s':>6}  {'tok/s':>6}"]
-    for r in results:
-        ttft = f"{_n(r.ttft_ms.p50, 0)}/{_n(r.ttft_ms.p90, 0)}/{_n(r.ttft_ms.p99, 0)}"
-        itl = f"{_n(r.itl_ms.p50)}/{_n(r.itl_ms.p99)}"
-        e2e = f"{_n(r.e2e_ms.p50 and r.e2e_ms.p50 / 1000, 2)}/{_n(r.e2e_ms.p99 and r.e2e_ms.p99 / 1000, 2)}"
-        rows.append(f"{r.concurrency:>4} {r.requests:>4} {r.errors:>3}  {ttft:>21}  {_n(r.tpot_ms.p50):>7}  "
-                    f"{itl:>14}  {e2e:>13}  {r.requests_per_s:>6.2f}  {r.output_tokens_per_s:>6.1f}")
-    return "\n".join(rows)
-
-
-def _ratio(a: float | None, b: float | None) -> str:
-    return "-" if a is None or not b else f"{a / b:.2f}"
-
-
-def baseline_table(server: list[LevelResult], baseline: list[LevelResult]) -> str:
-    by_level = {r.concurrency: r for r in server}
-    rows = [f"{'conc':>4}  {'TTFT ms':>8}  {'TPOT ms':>7}  {'tok/s':>6}   "
-            f"{'server/baseline: TTFT':>21}  {'TPOT':>5}  {'tok/s':>5}"]
-    for b in baseline:
-        s = by_level.get(b.concurrency)
-        rows.append(f"{b.concurrency:>4}  {_n(b.ttft_ms.p50):>8}  {_n(b.tpot_ms.p50):>7}  {b.output_tokens_per_s:>6.1f}   "
-                    f"{_ratio(s and s.ttft_ms.p50, b.ttft_ms.p50):>21}  {_ratio(s and s.tpot_ms.p50, b.tpot_ms.p50):>5}  "
-                    f"{_ratio(s and s.output_tokens_per_s, b.output_tokens_per_s):>5}")
-    return "\n".join(rows)
-
-
-def plot(path: str | Path, server: list[LevelResult], baselines: dict[str, list[LevelResult]], title: str) -> None:
-    """TTFT, TPOT and throughput against concurrency; baselines dashed."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    panels = [("TTFT p50 (ms)", lambda r: r.ttft_ms.p50), ("TPOT p50 (ms/token)", lambda r: r.tpot_ms.p50),
-              ("output tokens/s", lambda r: r.output_tokens_per_s)]
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
-    series = [("server", server, "-", "o")] + [(name, res, "--", "s") for name, res in baselines.items()]
-    for ax, (label, value) in zip(axes, panels):
-        for name, results, style, marker in series:
-            xs = [r.concurrency for r in results if value(r) is not None]
-            ys = [value(r) for r in results if value(r) is not None]
-            ax.plot(xs, ys, linestyle=style, marker=marker, label=name)
-        if label.startswith("TTFT"):  # the spread: p90 as a band over p50
-            xs = [r.concurrency for r in server if r.ttft_ms.p90 is not None]
-            ax.fill_between(xs, [r.ttft_ms.p50 for r in server if r.ttft_ms.p90 is not None],
-                            [r.ttft_ms.p90 for r in server if r.ttft_ms.p90 is not None], alpha=0.2,
-                            label="server p50-p90")
-        ax.set_xscale("log", base=2)
-        levels = sorted({r.concurrency for _, res, _, _ in series for r in res})
-        ax.set_xticks(levels, [str(x) for x in levels])
-        ax.set_xlabel("concurrent streams (baselines: batch size)")
-        ax.set_title(label)
-        ax.set_ylim(bottom=0)
-        ax.grid(alpha=0.3)
-    axes[0].legend()
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 # ---------------------------------------------------------------- a server of our own (--serve)
