@@ -23,6 +23,7 @@ from pathlib import Path
 
 from client.bench import load, openloop, plot, report, targets
 from client.connection import ClientError, add_connection_flags, connect, fail
+from client.launcher import LaunchedServer, ServerFailed
 
 SERVABLE = Path("servable_stream") / "config.json"  # relative to the current directory: run from the repository
 
@@ -105,12 +106,15 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         if args.serve:
             log = args.server_log or tempfile.NamedTemporaryFile(prefix="bench-server-", suffix=".log", delete=False).name
             print(f"starting the server on {args.serve} (log: {log})", file=sys.stderr)
-            with load.StartedServer(args.serve, args.servable, log, http="openai" in protocols) as server:
-                args.url, args.http_url = server.url, server.http_url or args.http_url
+            with LaunchedServer(["--config_path", args.servable, "--model", args.serve], log,
+                                http="openai" in protocols) as server:
+                args.url, args.http_url = server.address, server.http_url or args.http_url
                 by_protocol, rss_peak_mb, open_results = measure(args, prompts, levels, rates, protocols,
                                                                  server.proc.pid)
         else:
             by_protocol, rss_peak_mb, open_results = measure(args, prompts, levels, rates, protocols)
+    except ServerFailed as exc:
+        return fail(exc.summary)
     except (ClientError, RuntimeError) as exc:
         return fail(str(exc))
     except KeyboardInterrupt:

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from modelcheck import REPO
-from tests.server.harness import free_port
+from client.launcher import free_port
 
 # The default, servable_stream/config.json, is relative to the current directory; these run elsewhere.
 SERVABLE = ("--servable", REPO / "servable_stream" / "config.json")
