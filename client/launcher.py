@@ -4,7 +4,8 @@ The benchmarks (`--serve`, the memory benchmark) and the tests start servers thr
 picks free ports (gRPC, and HTTP when asked), writes the server's output to a log file that stays after it
 stopped, waits until the gRPC health service answers SERVING (raising `ServerFailed` with the log's last lines
 if the process exits first or the wait times out), and stops the server with SIGTERM, killing it if it has
-not exited in time; `stop()` returns the exit code. As a context manager it starts, waits and stops.
+not exited in time; `stop()` returns the exit code. As a context manager it serves (starts and waits)
+and stops.
 
 Another module may stand in for `server` (`entry`): the tests' fault injector runs as
 `python -m tests.faults MARKER <server flags>`.
@@ -132,7 +133,8 @@ class LaunchedServer:
             self.proc.kill()
             return self.proc.wait(10)
 
-    def __enter__(self) -> LaunchedServer:
+    def serve(self) -> LaunchedServer:
+        """start() and wait_serving(); stopped again if that fails."""
         self.start()
         try:
             self.wait_serving()
@@ -140,6 +142,9 @@ class LaunchedServer:
             self.stop()
             raise
         return self
+
+    def __enter__(self) -> LaunchedServer:
+        return self.serve()
 
     def __exit__(self, *exc) -> None:
         self.stop()

@@ -113,11 +113,9 @@ def start(model_dir: Path, args, log: Path) -> tuple[LaunchedServer, float]:
     flags = ["--model", model_dir, "--device", args.device, *(["--cache-dir", args.cache_dir] if args.cache_dir else [])]
     server = LaunchedServer(flags, log, ready_timeout=START_SECONDS)
     started = time.monotonic()
-    server.start()
     try:
-        server.wait_serving()
+        server.serve()
     except ServerFailed as exc:
-        server.stop()
         raise BenchmarkError(f"the server for {model_dir.name} {exc.reason}: {exc.last_line}") from None
     return server, time.monotonic() - started
 

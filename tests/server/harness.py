@@ -55,10 +55,7 @@ def start_server(model_dir, workdir: Path, config: dict | None = None, args: tup
         ["--config_path", config_path, "--model", model_dir, "--cache-dir", ROOT / "models" / ".ov_cache", *args],
         workdir / "server.log", http=http, entry=("tests.faults", fault_marker) if fault_marker else ("server",),
         env=env, cwd=ROOT, ready_timeout=180)
-    server.start()
-    if wait:
-        server.wait_serving()
-    return server
+    return server.serve() if wait else server.start()
 
 
 def request(*prompts: str, **fields) -> llm_pb2.GenerateRequest:
