@@ -50,7 +50,8 @@ def parser(prog: str | None = None) -> argparse.ArgumentParser:
                    help="new tokens per request, fixed: min_new_tokens = max_new_tokens (default 128)")
     p.add_argument("--warmup", type=int, default=2, help="warm-up requests before measuring (default 2)")
     p.add_argument("--baseline", action="append", choices=("inprocess", "genai", "genai-cb"), default=[],
-                   help="also run in this process on the same model: inprocess (OVModelForCausalLM.generate), "
+                   help="also run in this process on the same model: inprocess (the server's engine with engine: "
+                        "generate, OVModelForCausalLM.generate, on the --servable settings), "
                         "genai (openvino-genai LLMPipeline) or genai-cb (openvino-genai ContinuousBatchingPipeline "
                         "fed by closed-loop streams, as the server); repeatable")
     p.add_argument("--raw-step", action="store_true",
@@ -124,15 +125,20 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     titles: dict[str, str] = {}
     for name in dict.fromkeys(args.baseline):
         from client.bench import baselines as base
+        from server.config import ConfigError
 
         try:
-            engine = base.load(name, model_dir, ov_config, args.device)
+            engine = base.load(name, model_dir, ov_config, args.device, args.servable, max(levels))
         except ImportError as exc:  # an optional peer `make setup` does not install
             print(f"skipping baseline {name}: {exc}", flush=True)
             continue
+        except ConfigError as exc:
+            return fail(f"--servable: {exc}")
         titles[name] = f"{engine.title} ({engine.mode})"
         baselines[name] = base.run_levels(engine, prompts, args.max_new_tokens, levels,
                                           max(args.requests, 1), args.warmup, progress=_progress)
+        if hasattr(engine, "close"):
+            engine.close()
         del engine
 
     server_results = by_protocol[protocols[0]]
