@@ -46,7 +46,7 @@ serve-unary: serve
 BENCH_REQUESTS ?= 12
 bench: download
 	$(PY) compress_model.py --model $(MODEL) --output-dir $(MODELS_DIR) --precisions int8
-	$(PY) client/benchmark.py --serve $(MODELS_DIR)/$(MODEL)_INT8_compressed_weights --servable $(SERVABLE)/config.json \
+	$(PY) -m client.bench --serve $(MODELS_DIR)/$(MODEL)_INT8_compressed_weights --servable $(SERVABLE)/config.json \
 		--baseline inprocess --baseline genai-cb --raw-step --rates 1 --open-requests 20 \
 		--levels 1,2,4,8 --requests $(BENCH_REQUESTS) --max-new-tokens 128 \
 		--json bench-int8.json --plot bench-int8.png

@@ -22,10 +22,12 @@ def live_server(fp32_model_dir, tmp_path_factory):
 
 @pytest.fixture
 def run_script(tmp_path):
-    """Run client/SCRIPT as a subprocess from an unrelated directory; returns the CompletedProcess."""
+    """Run client/SCRIPT.py, or a module (`python -m client.bench`), as a subprocess from an unrelated directory;
+    returns the CompletedProcess."""
 
     def run(script: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, str(ROOT / "client" / script), *map(str, args)], cwd=tmp_path,
+        command = [str(ROOT / "client" / script)] if script.endswith(".py") else ["-m", script]
+        return subprocess.run([sys.executable, *command, *map(str, args)], cwd=tmp_path,
                               env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True,
                               timeout=timeout)
 

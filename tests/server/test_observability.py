@@ -8,7 +8,8 @@ import grpc
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.server.harness import free_port, request, start_server, stream_texts
+from client.launcher import free_port
+from tests.server.harness import request, start_server, stream_texts
 
 
 @pytest.fixture(scope="module")

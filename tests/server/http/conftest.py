@@ -2,7 +2,8 @@
 import openai
 import pytest
 
-from tests.server.harness import free_port, start_server
+from client.launcher import free_port
+from tests.server.harness import start_server
 
 FAULT = "FAIL-HERE"  # a prompt holding it fails mid-generation (tests/faults.py)
 

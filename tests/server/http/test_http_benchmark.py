@@ -1,4 +1,4 @@
-"""client/benchmark.py --protocol openai: the same load over HTTP streaming, beside gRPC on one server."""
+"""The serving benchmark (`python -m client.bench`) --protocol openai: the same load over HTTP streaming, beside gRPC on one server."""
 from __future__ import annotations
 
 import json
@@ -10,7 +10,7 @@ from tests.server.harness import ROOT
 
 def test_benchmark_compares_openai_with_grpc_on_its_own_server(fp32_model_dir, tmp_path):
     out = subprocess.run(
-        [sys.executable, "client/benchmark.py", "--serve", str(fp32_model_dir), "--server-log", str(tmp_path / "s.log"),
+        [sys.executable, "-m", "client.bench", "--serve", str(fp32_model_dir), "--server-log", str(tmp_path / "s.log"),
          "--protocol", "grpc", "--protocol", "openai", "--levels", "1,2", "--requests", "2", "--max-new-tokens", "6",
          "--warmup", "1", "--json", str(tmp_path / "b.json")],
         cwd=ROOT, capture_output=True, text=True, timeout=600)

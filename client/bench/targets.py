@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from client.bench import LevelResult
+from client.bench.load import LevelResult
 
 
 @dataclass

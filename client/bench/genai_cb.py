@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from client.baselines import render
-from client.bench import LevelResult, RequestTiming
+from client.bench.baselines import render
+from client.bench.load import LevelResult, RequestTiming
 
 
 @dataclass

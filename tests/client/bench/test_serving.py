@@ -1,4 +1,4 @@
-"""client/benchmark.py on a tiny configuration against a live server, and with a server of its own."""
+"""The serving benchmark (`python -m client.bench`) on a tiny configuration against a live server, and with a server of its own."""
 from __future__ import annotations
 
 import json
@@ -6,7 +6,11 @@ import re
 
 import pytest
 
-from tests.server.harness import free_port
+from modelcheck import REPO
+from client.launcher import free_port
+
+# The default, servable_stream/config.json, is relative to the current directory; these run elsewhere.
+SERVABLE = ("--servable", REPO / "servable_stream" / "config.json")
 
 SUMMARY = re.compile(r"^tpot_ratio_vs_inprocess=([\d.]+) ttft_overhead_ms=(-?[\d.]+) speedup_2_vs_1=([\d.]+) ")
 TARGETS = ("vs_genai_1", "vs_genai_8", "ttft_p90_over_p50_8", "tpot_vs_raw_step_1", "open_ttft_p99_ms_1",
@@ -17,9 +21,9 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 def test_tiny_benchmark_with_inprocess_baseline_writes_json_and_png(live_server, fp32_model_dir, run_script,
                                                                      tmp_path):
-    out = run_script("benchmark.py", "--url", live_server.address, "--levels", "1,2", "--requests", "2",
+    out = run_script("client.bench", "--url", live_server.address, "--levels", "1,2", "--requests", "2",
                      "--max-new-tokens", "6", "--warmup", "1", "--baseline", "inprocess", "--model", fp32_model_dir,
-                     "--json", tmp_path / "b.json", "--plot", tmp_path / "b.png", timeout=600)
+                     *SERVABLE, "--json", tmp_path / "b.json", "--plot", tmp_path / "b.png", timeout=600)
     assert out.returncode == 0, out.stderr
     assert SUMMARY.match(out.stdout.strip().splitlines()[-1]), out.stdout
     assert "TTFT ms p50/p90/p99" in out.stdout and "server/baseline" in out.stdout
@@ -45,7 +49,7 @@ def test_tiny_benchmark_with_inprocess_baseline_writes_json_and_png(live_server,
 
 def test_benchmark_can_start_and_stop_its_own_server(fp32_model_dir, run_script, tmp_path):
     log = tmp_path / "server.log"
-    out = run_script("benchmark.py", "--serve", fp32_model_dir, "--server-log", log, "--levels", "1",
+    out = run_script("client.bench", "--serve", fp32_model_dir, *SERVABLE, "--server-log", log, "--levels", "1",
                      "--requests", "1", "--max-new-tokens", "4", "--warmup", "0", timeout=600)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == \
@@ -56,13 +60,13 @@ def test_benchmark_can_start_and_stop_its_own_server(fp32_model_dir, run_script,
 
 def test_benchmark_unreachable_server_is_one_line(run_script):
     url = f"127.0.0.1:{free_port()}"
-    out = run_script("benchmark.py", "--url", url, "--levels", "1")
+    out = run_script("client.bench", "--url", url, "--levels", "1")
     assert out.returncode == 1
     assert out.stderr.strip() == f"error: cannot reach the server at {url} (connection failed)"
 
 
 def test_tiny_benchmark_with_genai_cb_raw_step_open_loop_and_rss(fp32_model_dir, run_script, tmp_path):
-    out = run_script("benchmark.py", "--serve", fp32_model_dir, "--levels", "1,8", "--requests", "8",
+    out = run_script("client.bench", "--serve", fp32_model_dir, *SERVABLE, "--levels", "1,8", "--requests", "8",
                      "--max-new-tokens", "4", "--warmup", "1", "--baseline", "genai-cb", "--raw-step",
                      "--rates", "8,1", "--open-requests", "2", "--json", tmp_path / "b.json", timeout=600)
     assert out.returncode == 0, out.stderr
@@ -95,7 +99,7 @@ def test_tiny_benchmark_with_genai_cb_raw_step_open_loop_and_rss(fp32_model_dir,
 
 @pytest.mark.parametrize("rates", ["1,fast", "0", "-2", ""])
 def test_benchmark_bad_rates_is_one_line(run_script, rates):
-    out = run_script("benchmark.py", "--url", f"127.0.0.1:{free_port()}", "--rates", rates)
+    out = run_script("client.bench", "--url", f"127.0.0.1:{free_port()}", "--rates", rates)
     assert out.returncode == 1
     assert out.stderr.strip() == \
         f"error: --rates: expected positive numbers of requests/s separated by commas, got {rates!r}"

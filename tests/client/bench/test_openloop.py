@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from client.bench import LevelResult, RequestTiming
-from client.openloop import arrival_offsets, parse_rates
-from client.targets import Targets, compute
+from client.bench.load import LevelResult, RequestTiming
+from client.bench.openloop import arrival_offsets, parse_rates
+from client.bench.targets import Targets, compute
 
 
 def test_arrivals_are_seeded_poisson():

@@ -1,10 +1,10 @@
 """Memory per model precision: the server's resident memory after loading, and its peak during a batch of 8.
 
-    python client/memory_benchmark.py                      # every precision found under models/
-    python client/memory_benchmark.py --precision int8 int4 --json
+    python -m client.bench.memory                      # every precision found under models/
+    python -m client.bench.memory --precision int8 int4 --json
 
 For each precision directory (NAME, NAME_FP16, NAME_INT8_compressed_weights, NAME_INT4_compressed_weights)
-it starts `python -m server` on a free loopback port, waits until it is SERVING, reads VmRSS from
+it starts `python -m server` on a free loopback port (client/launcher.py), waits until it is SERVING, reads VmRSS from
 /proc/PID/status, then sends one Generate call with a batch of prompts while sampling VmRSS (and the
 kernel's own high-water mark, VmHWM, reset just before the batch), and stops the server.
 """
@@ -12,10 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -24,11 +20,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from client.launcher import LaunchedServer, ServerFailed
 from proto import llm_pb2, llm_pb2_grpc
-
-ROOT = Path(__file__).resolve().parents[1]
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 SUFFIXES = {"fp32": "", "fp16": "_FP16", "int8": "_INT8_compressed_weights", "int4": "_INT4_compressed_weights"}
@@ -56,10 +50,11 @@ class Row:
     tokens_per_second: float
 
 
-def parse_args(argv):
-    p = argparse.ArgumentParser(description="Resident memory of the server per model precision: after loading, "
+def parse_args(argv, prog: str | None = None):
+    p = argparse.ArgumentParser(prog=prog, description="Resident memory of the server per model precision: after loading, "
                                             "and at its peak during one batch.")
-    p.add_argument("--models-dir", type=Path, default=ROOT / "models", help="where the model directories are (default: models/)")
+    p.add_argument("--models-dir", type=Path, default=Path("models"),
+                   help="where the model directories are (default: models/, relative to the current directory)")
     p.add_argument("--model", default=DEFAULT_MODEL, help=f"model name (default {DEFAULT_MODEL})")
     p.add_argument("--precision", nargs="+", choices=list(SUFFIXES),
                    help="precisions to measure (default: every one whose directory exists)")
@@ -113,54 +108,21 @@ def reset_peak(pid: int) -> bool:
         return False
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def last_line(log: Path) -> str:
-    lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
-    return lines[-1].strip() if lines else "no output"
-
-
-def start(model_dir: Path, args, log: Path) -> tuple[subprocess.Popen, grpc.Channel, float]:
-    port = free_port()
-    cmd = [sys.executable, "-m", "server", "--model", str(model_dir), "--port", str(port), "--device", args.device]
-    if args.cache_dir:
-        cmd += ["--cache-dir", args.cache_dir]
+def start(model_dir: Path, args, log: Path) -> tuple[LaunchedServer, float]:
+    """The server on this model directory, SERVING, and the seconds that took."""
+    flags = ["--model", model_dir, "--device", args.device, *(["--cache-dir", args.cache_dir] if args.cache_dir else [])]
+    server = LaunchedServer(flags, log, ready_timeout=START_SECONDS)
     started = time.monotonic()
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT,
-                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-    health = health_pb2_grpc.HealthStub(channel)
-    while time.monotonic() - started < START_SECONDS:
-        if proc.poll() is not None:
-            channel.close()
-            raise BenchmarkError(f"the server for {model_dir.name} exited with {proc.returncode}: {last_line(log)}")
-        try:
-            if health.Check(health_pb2.HealthCheckRequest(), timeout=2).status == health_pb2.HealthCheckResponse.SERVING:
-                return proc, channel, time.monotonic() - started
-        except grpc.RpcError:
-            pass
-        time.sleep(0.2)
-    stop(proc, channel)
-    raise BenchmarkError(f"the server for {model_dir.name} was not SERVING after {START_SECONDS:.0f} s: {last_line(log)}")
-
-
-def stop(proc: subprocess.Popen, channel: grpc.Channel) -> None:
-    channel.close()
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+    try:
+        server.serve()
+    except ServerFailed as exc:
+        raise BenchmarkError(f"the server for {model_dir.name} {exc.reason}: {exc.last_line}") from None
+    return server, time.monotonic() - started
 
 
 def measure(precision: str, model_dir: Path, args, workdir: Path) -> Row:
-    proc, channel, load_seconds = start(model_dir, args, workdir / f"server-{precision}.log")
+    server, load_seconds = start(model_dir, args, workdir / f"server-{precision}.log")
+    proc = server.proc
     try:
         time.sleep(1.0)  # let start-up settle
         loaded = status(proc.pid)["VmRSS"]
@@ -183,7 +145,7 @@ def measure(precision: str, model_dir: Path, args, workdir: Path) -> Row:
                                           min_new_tokens=args.max_new_tokens)
         started = time.monotonic()
         try:
-            response = llm_pb2_grpc.LLMServiceStub(channel).Generate(request, timeout=600)
+            response = llm_pb2_grpc.LLMServiceStub(server.channel).Generate(request, timeout=600)
         except grpc.RpcError as exc:
             raise BenchmarkError(f"the batch on {model_dir.name} failed: {exc.code().name}: {exc.details()}") from None
         finally:
@@ -193,7 +155,7 @@ def measure(precision: str, model_dir: Path, args, workdir: Path) -> Row:
         if exact:
             peak = max(peak, status(proc.pid)["VmHWM"])
     finally:
-        stop(proc, channel)
+        server.stop()
     tokens = sum(c.completion_tokens for c in response.completions)
     weights = sum(f.stat().st_size for f in model_dir.glob("openvino_model*.bin"))
     mib = lambda kb: round(kb / 1024, 1)  # noqa: E731
@@ -213,8 +175,8 @@ def table(rows: list[Row], args) -> str:
                       f"x {args.max_new_tokens} new tokens (device {args.device})", *lines])
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    args = parse_args(argv, prog)
     try:
         dirs = model_dirs(args)
         rows = []
@@ -234,4 +196,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(prog="python -m client.bench.memory"))

@@ -1,18 +1,20 @@
 """Baselines in the benchmark's own process, on the same model directory and prompts as the server.
 
 Level 1 is one stream: the requests one after another. Level N: batches of N prompts, one after another:
-- `inprocess`: optimum-intel `OVModelForCausalLM.generate`, one left-padded batch; token times from a streamer.
+- `inprocess`: the server's engine (server.engine) run with `engine: generate`: optimum-intel's
+  `OVModelForCausalLM.generate` on one left-padded batch, loaded, templated and streamed as the server does;
+  token times from its events.
 - `genai`: openvino-genai `LLMPipeline.generate` on the list of prompts (its continuous-batching scheduler);
   TTFT from its perf metrics, the end from the client clock.
-- `genai-cb`: openvino-genai `ContinuousBatchingPipeline` fed by N closed-loop streams (client/genai_cb.py).
-Prompts get the chat template exactly as the server applies it.
+- `genai-cb`: openvino-genai `ContinuousBatchingPipeline` fed by N closed-loop streams (genai_cb.py).
+Prompts get the chat template as the server applies it (`render` below, for the openvino-genai baselines).
 """
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
-from client.bench import LevelResult, RequestTiming
+from client.bench.load import LevelResult, RequestTiming
 
 BASELINES = ("inprocess", "genai", "genai-cb")
 
@@ -23,59 +25,57 @@ def render(tokenizer, prompt: str) -> str:
 
 
 class InProcess:
-    """OVModelForCausalLM.generate with the servable's OpenVINO config."""
+    """The server's own engine in this process: server.app's load_engine on the server's settings (the servable,
+    then the environment) with `engine: generate`, so the loading, the chat template and the (absent) system
+    prompt are the server's; one request of N prompts is one batch through transformers' `generate`."""
 
     name = "inprocess"
-    title = "OVModelForCausalLM.generate, in process"
+    title = "the server's generate engine (OVModelForCausalLM.generate), in process"
     mode = "level 1: one stream; level N: batches of N prompts"
 
-    def __init__(self, model_dir: str | Path, ov_config: dict, device: str = "CPU"):
-        from optimum.intel import OVModelForCausalLM
-        from transformers import AutoTokenizer
+    def __init__(self, model_dir: str | Path, servable: str | Path | None, device: str = "CPU", max_batch: int = 8):
+        import dataclasses
 
-        self.model = OVModelForCausalLM.from_pretrained(str(model_dir), device=device, ov_config=dict(ov_config),
-                                                        compile=True)
-        self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-        self.tokenizer.padding_side = "left"
-        eos = self.model.generation_config.eos_token_id
-        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else \
-            (eos[0] if isinstance(eos, list) else eos)
+        from server.app import load_engine
+        from server.config import build
+
+        settings = build({"model": str(model_dir), "device": device, "engine": "generate"},
+                         str(servable) if servable else None)
+        # One batch of N prompts must fit, whatever the servable's limit.
+        limits = dataclasses.replace(settings.limits, max_batch=max(settings.limits.max_batch, max_batch))
+        self.engine = load_engine(dataclasses.replace(settings, limits=limits), None)
 
     def batch(self, prompts: list[str], tokens: int, first_index: int = 0) -> tuple[float, list[RequestTiming]]:
-        import torch
-        from transformers.generation.streamers import BaseStreamer
+        from server.engine.types import Finished, GenerationRequest, SamplingParams, TextDelta
 
-        class Clock(BaseStreamer):
-            """Arrival time of each generated step (the first put is the prompt)."""
+        arrivals: list[list[float]] = [[] for _ in prompts]  # ms from the start, per prompt
+        pieces: list[list[str]] = [[] for _ in prompts]
+        ends: dict[int, tuple[float, int]] = {}  # prompt -> (ms, tokens)
+        failures: list[str] = []
 
-            def __init__(self):
-                self.times: list[float] = []
-                self.prompt_seen = False
+        def sink(event) -> None:  # on the engine's thread, as each event happens
+            now = (time.perf_counter() - start) * 1000
+            if isinstance(event, TextDelta):
+                arrivals[event.index].append(now)
+                pieces[event.index].append(event.text)
+            elif isinstance(event, Finished):
+                ends[event.index] = (now, event.completion_tokens)
+            else:
+                failures.append(event.message)
 
-            def put(self, value):
-                if self.prompt_seen:
-                    self.times.append(time.perf_counter())
-                self.prompt_seen = True
-
-            def end(self):
-                pass
-
-        texts = [render(self.tokenizer, p) for p in prompts]
-        enc = self.tokenizer(texts, add_special_tokens=False, padding=True, return_tensors="pt")
-        clock = Clock()
+        request = GenerationRequest(prompts=tuple(prompts), params=SamplingParams(
+            max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False))
         start = time.perf_counter()
-        with torch.inference_mode():
-            out = self.model.generate(**enc, max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False,
-                                      num_beams=1, pad_token_id=self.pad_id, streamer=clock)
+        self.engine.submit(request, sink).done.wait()
         end = time.perf_counter()
-        new = out[:, enc["input_ids"].shape[1]:]
-        arrivals = [(t - start) * 1000 for t in clock.times]
-        timings = [
-            RequestTiming.from_arrivals(first_index + i, arrivals, (end - start) * 1000, int(new.shape[1]),
-                                        self.tokenizer.decode(row, skip_special_tokens=True))
-            for i, row in enumerate(new)
-        ]
+        if failures:
+            raise RuntimeError(f"the in-process engine failed: {failures[0]}")
+        timings = [RequestTiming.from_arrivals(first_index + i, arrivals[i], *ends[i], "".join(pieces[i]))
+                   for i in range(len(prompts))]
         return end - start, timings
+
+    def close(self) -> None:
+        self.engine.close()
 
 
 class GenAI:
@@ -113,13 +113,16 @@ class GenAI:
         return end - start, timings
 
 
-def load(name: str, model_dir: str | Path, ov_config: dict, device: str = "CPU"):
+def load(name: str, model_dir: str | Path, ov_config: dict, device: str = "CPU", servable: str | Path | None = None,
+         max_batch: int = 8):
+    """A baseline on this model directory; `servable` (the server's settings) configures `inprocess`, `ov_config`
+    the openvino-genai ones; `max_batch`: the largest batch `inprocess` will be given."""
     if name == "inprocess":
-        return InProcess(model_dir, ov_config, device)
+        return InProcess(model_dir, servable, device, max_batch)
     if name == "genai":
         return GenAI(model_dir, device)
     if name == "genai-cb":
-        from client.genai_cb import GenAICB
+        from client.bench.genai_cb import GenAICB
 
         return GenAICB(model_dir, ov_config, device)
     raise ValueError(f"unknown baseline {name!r}; expected one of {', '.join(BASELINES)}")

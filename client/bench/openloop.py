@@ -3,7 +3,7 @@ state (as vLLM's serving benchmark does), so queueing shows up in TTFT instead o
 
 Per rate: a fixed number of requests, arrival gaps drawn from an exponential distribution (seeded), each
 request the same as in the closed loop (one prompt, `tokens` new tokens, greedy, streamed); the figures are
-bench.py's (TTFT, TPOT, ITL percentiles), plus the achieved requests/s and the most requests in flight.
+load.py's (TTFT, TPOT, ITL percentiles), plus the achieved requests/s and the most requests in flight.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import grpc
 
-from client import bench
+from client.bench import load
 from proto import llm_pb2_grpc
 
 
@@ -23,7 +23,7 @@ class RateResult:
     rate: float  # offered, requests/s
     seed: int
     peak_in_flight: int
-    level: bench.LevelResult  # its concurrency field: peak_in_flight
+    level: load.LevelResult  # its concurrency field: peak_in_flight
 
 
 def parse_rates(text: str) -> list[float]:
@@ -47,7 +47,7 @@ def arrival_offsets(rate: float, count: int, seed: int) -> list[float]:
     return offsets
 
 
-def run(cfg: bench.LoadConfig, rates: list[float], count: int, seed: int = 0, progress=print) -> list[RateResult]:
+def run(cfg: load.LoadConfig, rates: list[float], count: int, seed: int = 0, progress=print) -> list[RateResult]:
     return asyncio.run(_run(cfg, rates, count, seed, progress))
 
 
@@ -55,7 +55,7 @@ async def _run(cfg, rates, count, seed, progress) -> list[RateResult]:
     async with grpc.aio.insecure_channel(cfg.url) as channel:
         stub = llm_pb2_grpc.LLMServiceStub(channel)
         for i in range(cfg.warmup):
-            await bench._one(stub, cfg, i)
+            await load._one(stub, cfg, i)
         results = []
         for rate in rates:
             result = await _rate(stub, cfg, rate, count, seed)
@@ -65,8 +65,8 @@ async def _run(cfg, rates, count, seed, progress) -> list[RateResult]:
         return results
 
 
-async def _rate(stub, cfg: bench.LoadConfig, rate: float, count: int, seed: int) -> RateResult:
-    timings: list[bench.RequestTiming] = []
+async def _rate(stub, cfg: load.LoadConfig, rate: float, count: int, seed: int) -> RateResult:
+    timings: list[load.RequestTiming] = []
     errors: list[str] = []
     in_flight = peak = 0
     start = time.perf_counter()
@@ -77,7 +77,7 @@ async def _rate(stub, cfg: bench.LoadConfig, rate: float, count: int, seed: int)
         in_flight += 1
         peak = max(peak, in_flight)
         try:
-            timings.append(await bench._one(stub, cfg, i))
+            timings.append(await load._one(stub, cfg, i))
         except grpc.aio.AioRpcError as exc:
             errors.append(f"{exc.code().name}: {exc.details()}")
         finally:
@@ -85,18 +85,5 @@ async def _rate(stub, cfg: bench.LoadConfig, rate: float, count: int, seed: int)
 
     await asyncio.gather(*(one(i, at) for i, at in enumerate(arrival_offsets(rate, count, seed))))
     wall = time.perf_counter() - start
-    level = bench.LevelResult.of(peak, wall, sorted(timings, key=lambda t: t.prompt_index), errors)
+    level = load.LevelResult.of(peak, wall, sorted(timings, key=lambda t: t.prompt_index), errors)
     return RateResult(rate, seed, peak, level)
-
-
-def table(results: list[RateResult]) -> str:
-    n = bench._n
-    rows = [f"{'req/s':>5} {'reqs':>4} {'err':>3}  {'TTFT ms p50/p90/p99':>21}  {'TPOT ms p50/p99':>15}  "
-            f"{'ITL ms p50/p99':>14}  {'in flight':>9}  {'done/s':>6}  {'tok/s':>6}"]
-    for r in results:
-        lv = r.level
-        ttft = f"{n(lv.ttft_ms.p50, 0)}/{n(lv.ttft_ms.p90, 0)}/{n(lv.ttft_ms.p99, 0)}"
-        rows.append(f"{r.rate:>5g} {lv.requests:>4} {lv.errors:>3}  {ttft:>21}  "
-                    f"{n(lv.tpot_ms.p50) + '/' + n(lv.tpot_ms.p99):>15}  {n(lv.itl_ms.p50) + '/' + n(lv.itl_ms.p99):>14}  "
-                    f"{r.peak_in_flight:>9}  {lv.requests_per_s:>6.2f}  {lv.output_tokens_per_s:>6.1f}")
-    return "\n".join(rows)

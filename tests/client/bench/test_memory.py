@@ -1,4 +1,5 @@
-"""client/memory_benchmark.py as a user runs it: one precision measured for real, one-line errors."""
+"""The memory benchmark (`python -m client.bench.memory`) as a user runs it: one precision measured for real,
+one-line errors."""
 from __future__ import annotations
 
 import json
@@ -11,7 +12,7 @@ from tests.robustness.common import ROOT, record
 
 
 def run(*args, cwd, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "client" / "memory_benchmark.py"), *map(str, args)], cwd=cwd,
+    return subprocess.run([sys.executable, "-m", "client.bench.memory", *map(str, args)], cwd=cwd,
                           env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=timeout)
 
 
