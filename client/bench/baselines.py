@@ -37,13 +37,13 @@ class InProcess:
         import dataclasses
 
         from server.app import load_engine
-        from server.config import build
+        from server.config import load
 
-        settings = build({"model": str(model_dir), "device": device, "engine": "generate"},
-                         str(servable) if servable else None)
+        settings = load({"model": str(model_dir), "device": device, "engine": "generate",
+                         "config_path": str(servable) if servable else None})
         # One batch of N prompts must fit, whatever the servable's limit.
         limits = dataclasses.replace(settings.limits, max_batch=max(settings.limits.max_batch, max_batch))
-        self.engine = load_engine(dataclasses.replace(settings, limits=limits), None)
+        self.engine = load_engine(settings.model_copy(update={"limits": limits}), None)
 
     def batch(self, prompts: list[str], tokens: int, first_index: int = 0) -> tuple[float, list[RequestTiming]]:
         from server.engine.types import Finished, GenerationRequest, SamplingParams, TextDelta
