@@ -1,6 +1,8 @@
 """Wire messages <-> engine dataclasses. No logic beyond translation."""
 from __future__ import annotations
 
+from dataclasses import asdict
+
 from proto import llm_pb2
 from server.engine.types import (
     Completion,
@@ -32,18 +34,14 @@ def prompt_texts(msg: llm_pb2.GenerateRequest) -> list[str]:
 
 
 def to_response(completions: list[Completion]) -> llm_pb2.GenerateResponse:
+    # The proto's Completion and GenerateStreamResponse name the usage fields as Usage does.
     return llm_pb2.GenerateResponse(completions=[
-        llm_pb2.Completion(
-            index=c.index, text=c.text, prompt_tokens=c.prompt_tokens, completion_tokens=c.completion_tokens,
-            finish_reason=int(c.reason), ttft_ms=c.ttft_ms, total_ms=c.total_ms,
-        ) for c in completions
+        llm_pb2.Completion(index=c.index, text=c.text, finish_reason=int(c.reason), **asdict(c.usage))
+        for c in completions
     ])
 
 
 def to_stream_message(event: TextDelta | Finished) -> llm_pb2.GenerateStreamResponse:
     if isinstance(event, TextDelta):
         return llm_pb2.GenerateStreamResponse(index=event.index, text=event.text)
-    return llm_pb2.GenerateStreamResponse(
-        index=event.index, finish_reason=int(event.reason), prompt_tokens=event.prompt_tokens,
-        completion_tokens=event.completion_tokens, ttft_ms=event.ttft_ms, total_ms=event.total_ms,
-    )
+    return llm_pb2.GenerateStreamResponse(index=event.index, finish_reason=int(event.reason), **asdict(event.usage))

@@ -71,15 +71,22 @@ class TextDelta:
 
 
 @dataclass(frozen=True)
+class Usage:
+    """What one prompt took: its tokens, and server-side times from the request's arrival."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    ttft_ms: float  # to the first new token
+    total_ms: float  # to the last one
+
+
+@dataclass(frozen=True)
 class Finished:
     """The last event of prompt `index`."""
 
     index: int
     reason: FinishReason
-    prompt_tokens: int
-    completion_tokens: int
-    ttft_ms: float
-    total_ms: float
+    usage: Usage
 
 
 @dataclass(frozen=True)
@@ -99,10 +106,7 @@ class Completion:
     index: int
     text: str
     reason: FinishReason
-    prompt_tokens: int
-    completion_tokens: int
-    ttft_ms: float
-    total_ms: float
+    usage: Usage
 
 
 def collect(events: Iterable[Event]) -> list[Completion]:
@@ -116,7 +120,4 @@ def collect(events: Iterable[Event]) -> list[Completion]:
             done[event.index] = event
         elif isinstance(event, Failed):
             raise RuntimeError(event.message)
-    return [
-        Completion(i, "".join(texts.get(i, [])), f.reason, f.prompt_tokens, f.completion_tokens, f.ttft_ms, f.total_ms)
-        for i, f in sorted(done.items())
-    ]
+    return [Completion(i, "".join(texts.get(i, [])), f.reason, f.usage) for i, f in sorted(done.items())]

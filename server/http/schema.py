@@ -12,7 +12,7 @@ import uuid
 from dataclasses import dataclass, field, replace
 
 from server.engine.errors import ValidationError
-from server.engine.types import FinishReason, GenerationRequest, Message, SamplingParams
+from server.engine.types import FinishReason, GenerationRequest, Message, SamplingParams, Usage
 
 COMMON = {"model", "stream", "stream_options", "max_tokens", "temperature", "top_p", "stop", "seed", "n",
           "top_k", "repetition_penalty", "min_tokens", "user"}
@@ -267,10 +267,9 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict:
 @dataclass
 class Choice:
     index: int
-    text: str = ""
-    finish_reason: str | None = None
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
+    text: str
+    finish_reason: str
+    usage: Usage
 
 
 def _object(kind: str, chunk: bool) -> str:
@@ -294,8 +293,8 @@ def whole(kind: str, id_: str, created: int, model: str, choices: list[Choice], 
 
 def total_usage(choices: list[Choice], n: int) -> dict:
     # A prompt counts once however many copies were generated from it (as OpenAI counts).
-    return usage(sum(c.prompt_tokens for c in choices if c.index % n == 0),
-                 sum(c.completion_tokens for c in choices))
+    return usage(sum(c.usage.prompt_tokens for c in choices if c.index % n == 0),
+                 sum(c.usage.completion_tokens for c in choices))
 
 
 def chunk(kind: str, id_: str, created: int, model: str, index: int, text: str | None = None,

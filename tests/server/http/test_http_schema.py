@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from server.engine.errors import ValidationError
-from server.engine.types import FinishReason, Message
+from server.engine.types import FinishReason, Message, Usage
 from server.http import schema
 
 
@@ -71,6 +71,6 @@ def test_engine_field_names_become_openai_names():
 
 
 def test_usage_counts_a_prompt_once_however_many_copies():
-    choices = [schema.Choice(i, "x", "stop", prompt_tokens=10, completion_tokens=3) for i in range(4)]  # 2 prompts x 2
+    choices = [schema.Choice(i, "x", "stop", Usage(10, 3, 1.0, 2.0)) for i in range(4)]  # 2 prompts x 2
     assert schema.total_usage(choices, n=2) == {"prompt_tokens": 20, "completion_tokens": 12, "total_tokens": 32}
     assert schema.FINISH[FinishReason.STOP_SEQUENCE] == "stop" and schema.FINISH[FinishReason.LENGTH] == "length"
