@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from proto import llm_pb2
+from server.engine.params import PARAMETERS
 from server.engine.types import (
     Completion,
     Finished,
@@ -13,18 +14,16 @@ from server.engine.types import (
     TextDelta,
 )
 
-OPTIONAL_PARAMS = ("max_new_tokens", "min_new_tokens", "temperature", "top_p", "top_k", "repetition_penalty",
-                   "do_sample", "seed")
-
-
 def to_request(msg: llm_pb2.GenerateRequest) -> GenerationRequest:
-    params = {name: getattr(msg, name) for name in OPTIONAL_PARAMS if msg.HasField(name)}
+    # The message has a field for each generation parameter, of the same name: `optional` ones, listed when
+    # set, and the repeated `stop`, listed when not empty.
+    given = {f.name: tuple(v) if f.is_repeated else v for f, v in msg.ListFields() if f.name in PARAMETERS}
     return GenerationRequest(
         prompts=tuple(msg.prompts),
         conversations=tuple(tuple(Message(m.role, m.content) for m in c.messages) for c in msg.conversations),
         system_prompt=msg.system_prompt if msg.HasField("system_prompt") else None,
         raw=msg.raw,
-        params=SamplingParams(stop=tuple(msg.stop), **params),
+        params=SamplingParams(**given),
     )
 
 

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from server.engine.types import Finished, FinishReason, ResolvedParams, TextDelta, Usage
+from server.engine.params import GenerationParams
+from server.engine.types import Finished, FinishReason, TextDelta, Usage
 
 
 @dataclass(eq=False)
@@ -15,7 +16,7 @@ class Row:
     handle: object  # RequestHandle: the request this prompt belongs to
     index: int  # position of the prompt in its request
     prompt_ids: list[int]
-    params: ResolvedParams
+    params: GenerationParams  # resolved: the request's own values over the servable's defaults
     generator: torch.Generator | None = None
     token_ids: list[int] = field(default_factory=list)
     completion_tokens: int = 0

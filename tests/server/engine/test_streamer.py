@@ -5,8 +5,9 @@ from transformers import AutoTokenizer
 
 from server.engine.batch import Row
 from server.engine.engine import RequestHandle
+from server.engine.params import GenerationParams
 from server.engine.streamer import BatchTextStreamer
-from server.engine.types import Finished, FinishReason, ResolvedParams, TextDelta
+from server.engine.types import Finished, FinishReason, TextDelta
 
 EOS = 2
 
@@ -17,7 +18,7 @@ def tokenizer(fp32_model_dir):
 
 
 def resolved(max_new_tokens=100, stop=()):
-    return ResolvedParams(max_new_tokens, 0, 1.0, 1.0, 0, 1.0, False, None, tuple(stop))
+    return GenerationParams(max_new_tokens=max_new_tokens, stop=tuple(stop))
 
 
 def run(tokenizer, texts, stop=(), max_new_tokens=100, eos=True):
