@@ -1,7 +1,10 @@
 """Wire messages <-> engine dataclasses. No logic beyond translation."""
 from __future__ import annotations
 
+from dataclasses import asdict
+
 from proto import llm_pb2
+from server.engine.params import PARAMETERS
 from server.engine.types import (
     Completion,
     Finished,
@@ -11,18 +14,16 @@ from server.engine.types import (
     TextDelta,
 )
 
-OPTIONAL_PARAMS = ("max_new_tokens", "min_new_tokens", "temperature", "top_p", "top_k", "repetition_penalty",
-                   "do_sample", "seed")
-
-
 def to_request(msg: llm_pb2.GenerateRequest) -> GenerationRequest:
-    params = {name: getattr(msg, name) for name in OPTIONAL_PARAMS if msg.HasField(name)}
+    # The message has a field for each generation parameter, of the same name: `optional` ones, listed when
+    # set, and the repeated `stop`, listed when not empty.
+    given = {f.name: tuple(v) if f.is_repeated else v for f, v in msg.ListFields() if f.name in PARAMETERS}
     return GenerationRequest(
         prompts=tuple(msg.prompts),
         conversations=tuple(tuple(Message(m.role, m.content) for m in c.messages) for c in msg.conversations),
         system_prompt=msg.system_prompt if msg.HasField("system_prompt") else None,
         raw=msg.raw,
-        params=SamplingParams(stop=tuple(msg.stop), **params),
+        params=SamplingParams(**given),
     )
 
 
@@ -32,18 +33,14 @@ def prompt_texts(msg: llm_pb2.GenerateRequest) -> list[str]:
 
 
 def to_response(completions: list[Completion]) -> llm_pb2.GenerateResponse:
+    # The proto's Completion and GenerateStreamResponse name the usage fields as Usage does.
     return llm_pb2.GenerateResponse(completions=[
-        llm_pb2.Completion(
-            index=c.index, text=c.text, prompt_tokens=c.prompt_tokens, completion_tokens=c.completion_tokens,
-            finish_reason=int(c.reason), ttft_ms=c.ttft_ms, total_ms=c.total_ms,
-        ) for c in completions
+        llm_pb2.Completion(index=c.index, text=c.text, finish_reason=int(c.reason), **asdict(c.usage))
+        for c in completions
     ])
 
 
 def to_stream_message(event: TextDelta | Finished) -> llm_pb2.GenerateStreamResponse:
     if isinstance(event, TextDelta):
         return llm_pb2.GenerateStreamResponse(index=event.index, text=event.text)
-    return llm_pb2.GenerateStreamResponse(
-        index=event.index, finish_reason=int(event.reason), prompt_tokens=event.prompt_tokens,
-        completion_tokens=event.completion_tokens, ttft_ms=event.ttft_ms, total_ms=event.total_ms,
-    )
+    return llm_pb2.GenerateStreamResponse(index=event.index, finish_reason=int(event.reason), **asdict(event.usage))

@@ -14,7 +14,7 @@ from prometheus_client import (
     start_http_server,
 )
 
-from server.engine.types import Event, Finished
+from server.engine.types import Event, Finished, Usage
 
 log = logging.getLogger("server.requests")
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
@@ -74,11 +74,11 @@ class CallRecord:
     prompts: int
     prompt_text: list[str] | None
     started: float = field(default_factory=time.monotonic)
-    finals: list[Finished] = field(default_factory=list)
+    usages: list[Usage] = field(default_factory=list)  # one per finished prompt
 
     def on_event(self, event: Event) -> None:
         if isinstance(event, Finished):
-            self.finals.append(event)
+            self.usages.append(event.usage)
 
     def finish(self, code: str, detail: str = "") -> None:
         self.observer.report(self, code, detail)
@@ -95,9 +95,9 @@ class Observer:
 
     def report(self, call: CallRecord, code: str, detail: str) -> None:
         total_s = time.monotonic() - call.started
-        tokens_in = sum(f.prompt_tokens for f in call.finals)
-        tokens_out = sum(f.completion_tokens for f in call.finals)
-        ttft_ms = min((f.ttft_ms for f in call.finals), default=None)
+        tokens_in = sum(u.prompt_tokens for u in call.usages)
+        tokens_out = sum(u.completion_tokens for u in call.usages)
+        ttft_ms = min((u.ttft_ms for u in call.usages), default=None)
         fields = {"request_id": call.id, "protocol": call.protocol, "rpc": call.rpc, "prompts": call.prompts,
                   "tokens_in": tokens_in, "tokens_out": tokens_out, "ttft_ms": None if ttft_ms is None else round(ttft_ms, 1),
                   "total_ms": round(total_s * 1000, 1), "status": code}
@@ -112,9 +112,9 @@ class Observer:
             return
         m.requests.labels(call.protocol, call.rpc, code).inc()
         m.e2e.observe(total_s)
-        for f in call.finals:
-            m.ttft.observe(f.ttft_ms / 1000)
-            if f.completion_tokens > 1:
-                m.tpot.observe((f.total_ms - f.ttft_ms) / 1000 / (f.completion_tokens - 1))
-            m.prompt_tokens.inc(f.prompt_tokens)
-            m.generated_tokens.inc(f.completion_tokens)
+        for u in call.usages:
+            m.ttft.observe(u.ttft_ms / 1000)
+            if u.completion_tokens > 1:
+                m.tpot.observe((u.total_ms - u.ttft_ms) / 1000 / (u.completion_tokens - 1))
+            m.prompt_tokens.inc(u.prompt_tokens)
+            m.generated_tokens.inc(u.completion_tokens)

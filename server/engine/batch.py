@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from server.engine.types import Finished, FinishReason, ResolvedParams, TextDelta
+from server.engine.params import GenerationParams
+from server.engine.types import Finished, FinishReason, TextDelta, Usage
 
 
 @dataclass(eq=False)
@@ -15,7 +16,7 @@ class Row:
     handle: object  # RequestHandle: the request this prompt belongs to
     index: int  # position of the prompt in its request
     prompt_ids: list[int]
-    params: ResolvedParams
+    params: GenerationParams  # resolved: the request's own values over the servable's defaults
     generator: torch.Generator | None = None
     token_ids: list[int] = field(default_factory=list)
     completion_tokens: int = 0
@@ -44,11 +45,10 @@ class Row:
         self.finish_reason = reason
         self.finished_at = now = time.monotonic()
         first = self.first_token_at if self.first_token_at is not None else now
-        self.handle.emit(Finished(
-            index=self.index, reason=reason, prompt_tokens=len(self.prompt_ids),
-            completion_tokens=self.completion_tokens,
+        self.handle.emit(Finished(self.index, reason, Usage(
+            prompt_tokens=len(self.prompt_ids), completion_tokens=self.completion_tokens,
             ttft_ms=(first - self.handle.arrival) * 1000.0, total_ms=(now - self.handle.arrival) * 1000.0,
-        ))
+        )))
 
     def fail(self, exc: Exception) -> None:
         """Fail this row's whole request; its other rows stop too."""

@@ -15,7 +15,7 @@ from server.engine.model import LoadedModel
 from server.engine.core import EngineCore
 from server.engine.kv_cache import cache_blocks
 from server.engine.paged_model import PagedModel
-from server.engine.params import GenerationDefaults, KVCacheConfig, Limits, SchedulerConfig
+from server.engine.params import GenerationParams, KVCacheConfig, Limits, SchedulerConfig
 from server.engine.runner import run_batch
 from server.engine.scheduler import Scheduler
 from server.engine.types import (
@@ -104,13 +104,13 @@ class Engine:
     transformers' `generate`.
     """
 
-    def __init__(self, model: LoadedModel, defaults: GenerationDefaults | None = None,
+    def __init__(self, model: LoadedModel, defaults: GenerationParams | None = None,
                  limits: Limits | None = None, scheduler: SchedulerConfig | None = None,
                  on_batch: Callable[[int], None] | None = None,
                  kv_cache: KVCacheConfig | None = None):
         self.model = model
         self.on_batch = on_batch  # called with each batch's (or step's) number of prompts, for metrics
-        defaults = defaults or GenerationDefaults()
+        defaults = defaults or GenerationParams()
         self.defaults = dataclasses.replace(defaults, stop=tuple(dict.fromkeys((*defaults.stop, *model.info.stop))))
         self.limits = limits = limits or Limits()
         scheduler = scheduler or SchedulerConfig()

@@ -1,11 +1,18 @@
 """Servable settings the engine needs: generation defaults, limits, scheduling."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 
 @dataclass(frozen=True)
-class GenerationDefaults:
+class GenerationParams:
+    """The generation parameters, the one list of them: the servable's defaults, and a request's parameters
+    once resolved (its own values over these defaults, see validation.resolve_params).
+
+    The gRPC request (proto/llm.proto) has a field of the same name for each; the OpenAI API renames a few
+    (server/http/schema.py).
+    """
+
     max_new_tokens: int = 256
     min_new_tokens: int = 0
     temperature: float = 1.0
@@ -13,8 +20,14 @@ class GenerationDefaults:
     top_k: int = 0  # 0: no top-k filtering
     repetition_penalty: float = 1.0
     do_sample: bool = False
-    # Always applied, besides a request's own: the model's end-of-answer markers (its manifest's stop strings).
+    seed: int | None = None  # None: every sampled prompt draws its own
+    # A request's stop strings are added to these, not put in their place. The defaults hold the model's
+    # end-of-answer markers (its manifest's stop strings).
     stop: tuple[str, ...] = ()
+
+
+GenerationDefaults = GenerationParams  # the name server/config.py knows them by
+PARAMETERS = tuple(f.name for f in fields(GenerationParams))
 
 
 @dataclass(frozen=True)

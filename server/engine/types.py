@@ -2,8 +2,12 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from server.engine.params import PARAMETERS
 
 
 class FinishReason(enum.IntEnum):
@@ -21,19 +25,22 @@ class Message:
     content: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class SamplingParams:
-    """What the client asked for; None means the servable's default."""
+    """The generation parameters a client set, by name; every other one takes the servable's default.
 
-    max_new_tokens: int | None = None
-    min_new_tokens: int | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    top_k: int | None = None
-    repetition_penalty: float | None = None
-    do_sample: bool | None = None
-    seed: int | None = None
-    stop: tuple[str, ...] = ()
+    SamplingParams(temperature=0.7, seed=None).given == {"temperature": 0.7}: None means not set.
+    """
+
+    # Only the given values, rather than a copy of GenerationParams with every field optional: the list of
+    # parameters stays in GenerationParams, and resolving is `replace(defaults, **given)`.
+    given: Mapping[str, Any]  # read-only
+
+    def __init__(self, **values: Any):
+        unknown = set(values) - set(PARAMETERS)
+        if unknown:
+            raise TypeError(f"not a generation parameter: {', '.join(sorted(unknown))}")
+        object.__setattr__(self, "given", MappingProxyType({k: v for k, v in values.items() if v is not None}))
 
 
 @dataclass(frozen=True)
@@ -48,21 +55,6 @@ class GenerationRequest:
 
 
 @dataclass(frozen=True)
-class ResolvedParams:
-    """SamplingParams with the servable's defaults applied and validated."""
-
-    max_new_tokens: int
-    min_new_tokens: int
-    temperature: float
-    top_p: float
-    top_k: int
-    repetition_penalty: float
-    do_sample: bool
-    seed: int | None
-    stop: tuple[str, ...]
-
-
-@dataclass(frozen=True)
 class TextDelta:
     """New text of prompt `index` since its previous delta."""
 
@@ -71,15 +63,22 @@ class TextDelta:
 
 
 @dataclass(frozen=True)
+class Usage:
+    """What one prompt took: its tokens, and server-side times from the request's arrival."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    ttft_ms: float  # to the first new token
+    total_ms: float  # to the last one
+
+
+@dataclass(frozen=True)
 class Finished:
     """The last event of prompt `index`."""
 
     index: int
     reason: FinishReason
-    prompt_tokens: int
-    completion_tokens: int
-    ttft_ms: float
-    total_ms: float
+    usage: Usage
 
 
 @dataclass(frozen=True)
@@ -99,10 +98,7 @@ class Completion:
     index: int
     text: str
     reason: FinishReason
-    prompt_tokens: int
-    completion_tokens: int
-    ttft_ms: float
-    total_ms: float
+    usage: Usage
 
 
 def collect(events: Iterable[Event]) -> list[Completion]:
@@ -116,7 +112,4 @@ def collect(events: Iterable[Event]) -> list[Completion]:
             done[event.index] = event
         elif isinstance(event, Failed):
             raise RuntimeError(event.message)
-    return [
-        Completion(i, "".join(texts.get(i, [])), f.reason, f.prompt_tokens, f.completion_tokens, f.ttft_ms, f.total_ms)
-        for i, f in sorted(done.items())
-    ]
+    return [Completion(i, "".join(texts.get(i, [])), f.reason, f.usage) for i, f in sorted(done.items())]

@@ -1,18 +1,16 @@
 """Request checks: plain functions over plain data, run before any work starts."""
 from __future__ import annotations
 
+import dataclasses
 import math
 
 from server.engine.errors import ValidationError
-from server.engine.params import GenerationDefaults, Limits
-from server.engine.types import GenerationRequest, ResolvedParams
+from server.engine.params import GenerationParams, Limits
+from server.engine.types import GenerationRequest
 
 ROLES = ("system", "user", "assistant")
 MAX_SEED = 2**63 - 1
-
-
-def _pick(value, default):
-    return default if value is None else value
+SAMPLING = {"temperature", "top_p", "top_k", "seed"}  # setting one turns sampling on, unless do_sample says otherwise
 
 
 def check_inputs(request: GenerationRequest, limits: Limits) -> None:
@@ -41,60 +39,43 @@ def check_inputs(request: GenerationRequest, limits: Limits) -> None:
         raise ValidationError("raw", "raw applies to prompts, not to conversations")
 
 
-def resolve_params(request: GenerationRequest, defaults: GenerationDefaults, limits: Limits) -> ResolvedParams:
-    """Apply the servable's defaults and check every generation parameter."""
-    p = request.params
-    max_new = _pick(p.max_new_tokens, defaults.max_new_tokens)
-    if max_new < 1:
+def resolve_params(request: GenerationRequest, defaults: GenerationParams, limits: Limits) -> GenerationParams:
+    """The request's parameters over the servable's defaults, every one checked."""
+    given = request.params.given
+    stop = given.get("stop", ())  # the request's own; the limits apply to these, not to the defaults
+    p = dataclasses.replace(defaults, **{**given, "stop": tuple(dict.fromkeys((*stop, *defaults.stop)))})
+    if p.max_new_tokens < 1:
         raise ValidationError("max_new_tokens", "must be at least 1")
-    if max_new > limits.max_new_tokens_cap:
-        raise ValidationError("max_new_tokens", f"{max_new} is above this server's cap of {limits.max_new_tokens_cap}")
-    min_new = _pick(p.min_new_tokens, defaults.min_new_tokens)
-    if min_new > max_new:
-        raise ValidationError("min_new_tokens", f"{min_new} is above max_new_tokens ({max_new})")
+    if p.max_new_tokens > limits.max_new_tokens_cap:
+        raise ValidationError("max_new_tokens",
+                              f"{p.max_new_tokens} is above this server's cap of {limits.max_new_tokens_cap}")
+    if p.min_new_tokens > p.max_new_tokens:
+        raise ValidationError("min_new_tokens", f"{p.min_new_tokens} is above max_new_tokens ({p.max_new_tokens})")
 
-    temperature = _pick(p.temperature, defaults.temperature)
-    if not math.isfinite(temperature) or temperature < 0:
+    if not math.isfinite(p.temperature) or p.temperature < 0:
         raise ValidationError("temperature", "must be a finite number >= 0")
-    top_p = _pick(p.top_p, defaults.top_p)
-    if not math.isfinite(top_p) or not 0 < top_p <= 1:
+    if not math.isfinite(p.top_p) or not 0 < p.top_p <= 1:
         raise ValidationError("top_p", "must be in (0, 1]")
-    top_k = _pick(p.top_k, defaults.top_k)
-    repetition_penalty = _pick(p.repetition_penalty, defaults.repetition_penalty)
-    if not math.isfinite(repetition_penalty) or repetition_penalty <= 0:
+    if not math.isfinite(p.repetition_penalty) or p.repetition_penalty <= 0:
         raise ValidationError("repetition_penalty", "must be a finite number > 0")
     if p.seed is not None and not 0 <= p.seed <= MAX_SEED:
         raise ValidationError("seed", f"must be in [0, {MAX_SEED}]")
 
-    # Sampling when asked, or when a sampling parameter is set and do_sample is left unset.
-    do_sample = p.do_sample
-    if do_sample is None:
-        do_sample = defaults.do_sample or any(v is not None for v in (p.temperature, p.top_p, p.top_k, p.seed))
-    if temperature == 0:
-        do_sample = False  # temperature 0 means greedy, as in most serving APIs
-
-    if len(p.stop) > limits.max_stop_strings:
-        raise ValidationError("stop", f"{len(p.stop)} given, at most {limits.max_stop_strings}")
-    for i, s in enumerate(p.stop):
+    if len(stop) > limits.max_stop_strings:
+        raise ValidationError("stop", f"{len(stop)} given, at most {limits.max_stop_strings}")
+    for i, s in enumerate(stop):
         if not s:
             raise ValidationError(f"stop[{i}]", "must not be empty")
         if len(s) > limits.max_stop_length:
             raise ValidationError(f"stop[{i}]", f"longer than {limits.max_stop_length} characters")
 
-    return ResolvedParams(
-        max_new_tokens=max_new,
-        min_new_tokens=min_new,
-        temperature=temperature,
-        top_p=top_p,
-        top_k=top_k,
-        repetition_penalty=repetition_penalty,
-        do_sample=do_sample,
-        seed=p.seed,
-        stop=tuple(dict.fromkeys((*p.stop, *defaults.stop))),
-    )
+    # Sampling when asked, or when a sampling parameter is set and do_sample is left unset; temperature 0
+    # means greedy, as in most serving APIs.
+    do_sample = given.get("do_sample", defaults.do_sample or bool(SAMPLING & given.keys()))
+    return dataclasses.replace(p, do_sample=do_sample and p.temperature != 0)
 
 
-def check_lengths(field: str, token_counts: list[int], params: ResolvedParams, limits: Limits, context_length: int) -> None:
+def check_lengths(field: str, token_counts: list[int], params: GenerationParams, limits: Limits, context_length: int) -> None:
     """Each prompt, plus its new tokens, must fit the prompt limit and the model's context."""
     for i, n in enumerate(token_counts):
         if n > limits.max_prompt_tokens:
@@ -106,7 +87,7 @@ def check_lengths(field: str, token_counts: list[int], params: ResolvedParams, l
             )
 
 
-def check_cache(field: str, token_counts: list[int], params: ResolvedParams, num_blocks: int, block_size: int) -> None:
+def check_cache(field: str, token_counts: list[int], params: GenerationParams, num_blocks: int, block_size: int) -> None:
     """The request's prompts, each with room for max_new_tokens, must fit the whole KV cache at once."""
     need = [math.ceil((n + params.max_new_tokens) / block_size) for n in token_counts]
     if sum(need) <= num_blocks:

@@ -191,8 +191,7 @@ class Generation:
                     if isinstance(event, TextDelta):
                         texts.setdefault(i, []).append(event.text)
                     elif isinstance(event, Finished):
-                        choices[i] = schema.Choice(i, "", schema.FINISH[event.reason], event.prompt_tokens,
-                                                   event.completion_tokens)
+                        choices[i] = schema.Choice(i, "", schema.FINISH[event.reason], event.usage)
                 pending = [await anext(events)]
         except StopAsyncIteration:
             pass
@@ -226,7 +225,7 @@ class Generation:
                         await emit(schema.chunk(kind, self.id, self.created, model, i, event.text, with_usage=usage))
                 elif isinstance(event, Finished):
                     reason = schema.FINISH[event.reason]
-                    finals.append(schema.Choice(i, "", reason, event.prompt_tokens, event.completion_tokens))
+                    finals.append(schema.Choice(i, "", reason, event.usage))
                     await emit(schema.chunk(kind, self.id, self.created, model, i, None, reason, with_usage=usage))
                 event_pair = await anext(events)
         except StopAsyncIteration:

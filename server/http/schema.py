@@ -6,16 +6,26 @@ copies differ and the same request gives the same answers again.
 """
 from __future__ import annotations
 
+import functools
 import math
 import time
+import types
+import typing
 import uuid
 from dataclasses import dataclass, field, replace
 
 from server.engine.errors import ValidationError
-from server.engine.types import FinishReason, GenerationRequest, Message, SamplingParams
+from server.engine.params import PARAMETERS, GenerationParams
+from server.engine.types import FinishReason, GenerationRequest, Message, SamplingParams, Usage
 
-COMMON = {"model", "stream", "stream_options", "max_tokens", "temperature", "top_p", "stop", "seed", "n",
-          "top_k", "repetition_penalty", "min_tokens", "user"}
+# Our generation parameters by OpenAI's names, where those differ (chat also takes max_completion_tokens, the
+# newer max_tokens); do_sample has none: OpenAI samples unless temperature is 0.
+OPENAI_NAMES = {"max_new_tokens": "max_tokens", "min_new_tokens": "min_tokens", "do_sample": None}
+# OpenAI's name -> ours, for every parameter an OpenAI body may set.
+OPENAI_PARAMS = {OPENAI_NAMES.get(ours, ours): ours for ours in PARAMETERS if OPENAI_NAMES.get(ours, ours)}
+# Lower bounds checked here, so that the error names the field as the client wrote it.
+LOWEST = {"max_tokens": 1, "max_completion_tokens": 1, "min_tokens": 0, "top_k": -1, "seed": 0}
+COMMON = {"model", "stream", "stream_options", "n", "user", *OPENAI_PARAMS}
 FIELDS = {"chat": COMMON | {"messages", "max_completion_tokens"}, "completion": COMMON | {"prompt"}}
 # Fields we do not implement, accepted only at the value that changes nothing (null is always "not set").
 NEUTRAL = {"frequency_penalty": 0, "presence_penalty": 0, "logprobs": False, "echo": False, "best_of": 1}
@@ -98,42 +108,47 @@ def _refuse_unknown(body: dict, kind: str) -> None:
         raise ValidationError(name, "not supported by this server")
 
 
-def _stop(body: dict) -> tuple[str, ...]:
-    v = body.get("stop")
+def _strings(body: dict, name: str) -> tuple[str, ...] | None:
+    v = body.get(name)
     if v is None:
-        return ()
+        return None
     if isinstance(v, str):
         return (v,)
     if not isinstance(v, list):
-        raise ValidationError("stop", f"expected a string or an array of strings, got {_kind(v)}")
+        raise ValidationError(name, f"expected a string or an array of strings, got {_kind(v)}")
     for i, s in enumerate(v):
         if not isinstance(s, str):
-            raise ValidationError(f"stop[{i}]", f"expected a string, got {_kind(s)}")
+            raise ValidationError(f"{name}[{i}]", f"expected a string, got {_kind(s)}")
     return tuple(v)
 
 
+@functools.cache
+def _type(name: str) -> type:
+    """int, float, bool or tuple: the parameter's type in GenerationParams, without `| None` or item types."""
+    hint = typing.get_type_hints(GenerationParams)[name]
+    if isinstance(hint, types.UnionType):  # seed: int | None
+        (hint,) = set(hint.__args__) - {type(None)}
+    return typing.get_origin(hint) or hint  # tuple[str, ...] -> tuple
+
+
+def _read(body: dict, name: str, kind: type):
+    """A parameter as the client sent it, checked against its type (None: not set)."""
+    if kind is int:
+        return _int(body, name, LOWEST.get(name))
+    return {float: _number, bool: _bool, tuple: _strings}[kind](body, name)
+
+
 def _params(body: dict, kind: str) -> tuple[SamplingParams, str]:
-    max_tokens = _int(body, "max_tokens")
+    given = {ours: _read(body, theirs, _type(ours)) for theirs, ours in OPENAI_PARAMS.items()}
     max_field = "max_tokens"
     if kind == "chat" and body.get("max_completion_tokens") is not None:
-        newer = _int(body, "max_completion_tokens")
-        if max_tokens is not None and max_tokens != newer:
+        newer = _int(body, "max_completion_tokens", LOWEST["max_completion_tokens"])
+        if given["max_new_tokens"] not in (None, newer):
             raise ValidationError("max_completion_tokens", "differs from max_tokens; give one of the two")
-        max_tokens, max_field = newer, "max_completion_tokens"
-    if max_tokens is not None and max_tokens < 1:
-        raise ValidationError(max_field, "must be at least 1")
-    top_k = _int(body, "top_k", low=-1)
-    params = SamplingParams(
-        max_new_tokens=max_tokens,
-        min_new_tokens=_int(body, "min_tokens", low=0),
-        temperature=_number(body, "temperature"),
-        top_p=_number(body, "top_p"),
-        top_k=0 if top_k == -1 else top_k,  # vLLM's -1: no top-k filtering, our 0
-        repetition_penalty=_number(body, "repetition_penalty"),
-        seed=_int(body, "seed", low=0),
-        stop=_stop(body),
-    )
-    return params, max_field
+        given["max_new_tokens"], max_field = newer, "max_completion_tokens"
+    if given["top_k"] == -1:
+        given["top_k"] = 0  # vLLM's -1: no top-k filtering, our 0
+    return SamplingParams(**given), max_field
 
 
 def _content(value, where: str) -> str:
@@ -218,20 +233,20 @@ def parse(body, kind: str, max_choices: int) -> OpenAIRequest:
     if count * n > max_choices:
         where = "n" if n > 1 else "prompt"
         raise ValidationError(where, f"{count} prompt(s) x n={n} = {count * n} choices, at most {max_choices} per request")
+    seed = params.given.get("seed")
     copies = tuple(
-        base if params.seed is None else replace(base, params=replace(params, seed=params.seed + c))
+        base if seed is None else replace(base, params=SamplingParams(**{**params.given, "seed": seed + c}))
         for c in range(n))
     return OpenAIRequest(kind, model, stream, include_usage, n, count, is_list, max_field, copies, tuple(texts))
-
-
-# The engine names its own fields; say them the way the client wrote them.
-ENGINE_NAMES = {"max_new_tokens": None, "min_new_tokens": "min_tokens"}
 
 
 def openai_error(error: ValidationError, request: OpenAIRequest | None) -> tuple[str, str]:
     """(param, message) for an engine ValidationError, naming the OpenAI field instead of ours."""
     field, message = error.field, str(error)[len(error.field) + 2:]
-    names = dict(ENGINE_NAMES, max_new_tokens=request.max_tokens_field if request else "max_tokens")
+    # The engine names its own fields; say them the way the client wrote them.
+    names = {ours: theirs for ours, theirs in OPENAI_NAMES.items() if theirs}
+    if request is not None:
+        names["max_new_tokens"] = request.max_tokens_field
     head, _, rest = field.partition("[")
     if head in names:
         field = names[head]
@@ -267,10 +282,9 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict:
 @dataclass
 class Choice:
     index: int
-    text: str = ""
-    finish_reason: str | None = None
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
+    text: str
+    finish_reason: str
+    usage: Usage
 
 
 def _object(kind: str, chunk: bool) -> str:
@@ -294,8 +308,8 @@ def whole(kind: str, id_: str, created: int, model: str, choices: list[Choice], 
 
 def total_usage(choices: list[Choice], n: int) -> dict:
     # A prompt counts once however many copies were generated from it (as OpenAI counts).
-    return usage(sum(c.prompt_tokens for c in choices if c.index % n == 0),
-                 sum(c.completion_tokens for c in choices))
+    return usage(sum(c.usage.prompt_tokens for c in choices if c.index % n == 0),
+                 sum(c.usage.completion_tokens for c in choices))
 
 
 def chunk(kind: str, id_: str, created: int, model: str, index: int, text: str | None = None,

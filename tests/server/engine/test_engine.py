@@ -63,7 +63,7 @@ def test_cancel_stops_within_a_few_steps(model):
         next(events)
         handle.cancel()
         final = [e for e in events if isinstance(e, Finished)][-1]
-        assert final.reason == FinishReason.CANCELLED and final.completion_tokens < 10
+        assert final.reason == FinishReason.CANCELLED and final.usage.completion_tokens < 10
         assert engine.counts() == (0, 0) or wait_until(lambda: engine.counts() == (0, 0))
     finally:
         engine.close()

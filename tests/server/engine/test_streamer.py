@@ -5,8 +5,9 @@ from transformers import AutoTokenizer
 
 from server.engine.batch import Row
 from server.engine.engine import RequestHandle
+from server.engine.params import GenerationParams
 from server.engine.streamer import BatchTextStreamer
-from server.engine.types import Finished, FinishReason, ResolvedParams, TextDelta
+from server.engine.types import Finished, FinishReason, TextDelta
 
 EOS = 2
 
@@ -17,7 +18,7 @@ def tokenizer(fp32_model_dir):
 
 
 def resolved(max_new_tokens=100, stop=()):
-    return ResolvedParams(max_new_tokens, 0, 1.0, 1.0, 0, 1.0, False, None, tuple(stop))
+    return GenerationParams(max_new_tokens=max_new_tokens, stop=tuple(stop))
 
 
 def run(tokenizer, texts, stop=(), max_new_tokens=100, eos=True):
@@ -51,7 +52,7 @@ def test_rows_of_one_batch_stream_separately_and_finish_on_their_own(tokenizer):
     short, long = run(tokenizer, ["Paris.", "The theory of relativity is a theory."])
     assert "".join(e.text for e in short if isinstance(e, TextDelta)) == "Paris."
     assert "".join(e.text for e in long if isinstance(e, TextDelta)) == "The theory of relativity is a theory."
-    assert short[-1].completion_tokens < long[-1].completion_tokens
+    assert short[-1].usage.completion_tokens < long[-1].usage.completion_tokens
 
 
 def test_stop_string_is_cut_and_never_sent_in_part(tokenizer):
@@ -70,7 +71,7 @@ def test_a_held_back_prefix_is_released_when_the_stop_does_not_follow(tokenizer)
 def test_length_limit(tokenizer):
     (events,) = run(tokenizer, ["one two three four five six seven"], max_new_tokens=3, eos=False)
     final = events[-1]
-    assert isinstance(final, Finished) and final.reason == FinishReason.LENGTH and final.completion_tokens == 3
+    assert isinstance(final, Finished) and final.reason == FinishReason.LENGTH and final.usage.completion_tokens == 3
     assert "".join(e.text for e in events if isinstance(e, TextDelta)) == "one two three"
 
 

@@ -1,15 +1,16 @@
 """Request checks are plain functions: each bad field is named, good requests get the defaults."""
 import math
+from dataclasses import replace
 
 import pytest
 
 from server.engine.errors import ValidationError
-from server.engine.params import GenerationDefaults, Limits
+from server.engine.params import GenerationParams, Limits
 from server.engine.types import GenerationRequest, Message, SamplingParams
 from server.engine.validation import check_inputs, check_lengths, resolve_params
 
 LIMITS = Limits(max_batch=4, max_prompt_tokens=100, max_new_tokens_cap=50, max_stop_strings=2, max_stop_length=5)
-DEFAULTS = GenerationDefaults(max_new_tokens=20)
+DEFAULTS = GenerationParams(max_new_tokens=20)
 
 
 def params(**kw) -> GenerationRequest:
@@ -25,6 +26,18 @@ def field_of(fn, *args) -> str:
 def test_defaults_fill_unset_fields():
     p = resolve_params(params(), DEFAULTS, LIMITS)
     assert (p.max_new_tokens, p.min_new_tokens, p.do_sample, p.temperature, p.top_p) == (20, 0, False, 1.0, 1.0)
+
+
+def test_resolved_params_are_the_defaults_with_the_request_own_values():
+    # The servable's stop strings (the model's markers) are added to the request's and not held to its limits.
+    defaults = GenerationParams(max_new_tokens=20, stop=("<|im_end|>", "a", "b"))
+    p = resolve_params(params(top_k=5, stop=("x",)), defaults, LIMITS)
+    assert p == replace(defaults, top_k=5, do_sample=True, stop=("x", "<|im_end|>", "a", "b"))
+
+
+def test_a_name_that_is_no_parameter_is_refused():
+    with pytest.raises(TypeError, match="tempreature"):
+        SamplingParams(tempreature=0.5)
 
 
 def test_a_sampling_parameter_turns_sampling_on_unless_told_otherwise():

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from server.engine.errors import ValidationError
-from server.engine.types import FinishReason, Message
+from server.engine.types import FinishReason, Message, Usage
 from server.http import schema
 
 
@@ -16,9 +16,8 @@ def test_chat_becomes_one_conversation_with_our_parameter_names():
     r = chat(max_tokens=5, min_tokens=2, temperature=0.5, top_p=0.9, top_k=-1, repetition_penalty=1.1, stop="x")
     (g,) = r.requests
     assert g.conversations == ((Message("user", "hi"),),) and not g.prompts
-    p = g.params
-    assert (p.max_new_tokens, p.min_new_tokens, p.temperature, p.top_p, p.top_k, p.repetition_penalty, p.stop) == \
-        (5, 2, 0.5, 0.9, 0, 1.1, ("x",))
+    assert g.params.given == {"max_new_tokens": 5, "min_new_tokens": 2, "temperature": 0.5, "top_p": 0.9, "top_k": 0,
+                              "repetition_penalty": 1.1, "stop": ("x",)}
     assert r.rpc == "chat.completions" and not r.stream
 
 
@@ -32,14 +31,14 @@ def test_developer_role_and_text_parts():
 def test_completions_are_raw_and_copies_get_seed_plus_i():
     r = schema.parse({"prompt": ["a", "b"], "n": 3, "seed": 10, "stream": True,
                       "stream_options": {"include_usage": True}}, "completion", 8)
-    assert [g.params.seed for g in r.requests] == [10, 11, 12]
+    assert [g.params.given["seed"] for g in r.requests] == [10, 11, 12]
     assert all(g.prompts == ("a", "b") and g.raw for g in r.requests)
     assert r.choice_index(copy=2, prompt=1) == 5 and r.include_usage and r.rpc == "completions.stream"
 
 
 def test_null_means_unset_and_neutral_values_pass():
     r = chat(logprobs=False, tools=None, frequency_penalty=0, presence_penalty=0.0, max_tokens=None)
-    assert r.requests[0].params.max_new_tokens is None
+    assert r.requests[0].params.given == {}
 
 
 @pytest.mark.parametrize("fields, name", [
@@ -71,6 +70,6 @@ def test_engine_field_names_become_openai_names():
 
 
 def test_usage_counts_a_prompt_once_however_many_copies():
-    choices = [schema.Choice(i, "x", "stop", prompt_tokens=10, completion_tokens=3) for i in range(4)]  # 2 prompts x 2
+    choices = [schema.Choice(i, "x", "stop", Usage(10, 3, 1.0, 2.0)) for i in range(4)]  # 2 prompts x 2
     assert schema.total_usage(choices, n=2) == {"prompt_tokens": 20, "completion_tokens": 12, "total_tokens": 32}
     assert schema.FINISH[FinishReason.STOP_SEQUENCE] == "stop" and schema.FINISH[FinishReason.LENGTH] == "length"

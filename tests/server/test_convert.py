@@ -1,0 +1,32 @@
+"""Wire messages <-> engine data, as plain functions (no server): the proto and GenerationParams agree."""
+from proto import llm_pb2
+from server import convert
+from server.engine.params import PARAMETERS
+from server.engine.types import Completion, Finished, FinishReason, Usage
+
+
+def test_every_generation_parameter_is_a_request_field_the_server_can_tell_unset():
+    fields = llm_pb2.GenerateRequest.DESCRIPTOR.fields_by_name
+    for name in PARAMETERS:
+        assert name in fields, f"GenerationParams.{name} has no field in GenerateRequest"
+        assert fields[name].has_presence or fields[name].is_repeated, f"GenerateRequest.{name} is not optional"
+
+
+def test_set_parameters_are_given_even_at_zero_and_unset_ones_are_not():
+    msg = llm_pb2.GenerateRequest(prompts=["hi"], max_new_tokens=5, temperature=0.0, do_sample=False, seed=0,
+                                  stop=["a", "b"], system_prompt="be brief")
+    request = convert.to_request(msg)
+    assert request.params.given == {"max_new_tokens": 5, "temperature": 0.0, "do_sample": False, "seed": 0,
+                                    "stop": ("a", "b")}
+    assert request.system_prompt == "be brief" and request.prompts == ("hi",)
+    assert convert.to_request(llm_pb2.GenerateRequest(prompts=["hi"])).params.given == {}
+
+
+def test_usage_goes_out_in_both_messages():
+    usage = Usage(prompt_tokens=7, completion_tokens=3, ttft_ms=1.5, total_ms=4.0)
+    (c,) = convert.to_response([Completion(0, "hello", FinishReason.LENGTH, usage)]).completions
+    final = convert.to_stream_message(Finished(1, FinishReason.STOP, usage))
+    for msg in (c, final):
+        assert (msg.prompt_tokens, msg.completion_tokens, msg.ttft_ms, msg.total_ms) == (7, 3, 1.5, 4.0)
+    assert c.text == "hello" and c.finish_reason == llm_pb2.LENGTH
+    assert final.index == 1 and final.finish_reason == llm_pb2.STOP
