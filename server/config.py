@@ -13,7 +13,7 @@ from pydantic import Field, TypeAdapter, ValidationError, model_validator, with_
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 from typing_extensions import TypedDict
 
-from server.engine.params import GenerationDefaults, KVCacheConfig, Limits, SchedulerConfig
+from server.engine.params import GenerationParams, KVCacheConfig, Limits, SchedulerConfig
 
 
 class ConfigError(Exception):
@@ -53,7 +53,7 @@ class Settings(BaseSettings):
     served_model_name: str | None = None  # the model's name over HTTP; default: its directory's name
     cache_dir: str = str(Path.home() / ".cache" / "llm-server" / "openvino")
     ov_config: dict = Field(default_factory=dict)
-    generation: GenerationDefaults = GenerationDefaults()
+    generation: GenerationParams = GenerationParams()
     limits: Limits = Limits()
     scheduler: SchedulerConfig = SchedulerConfig()
     engine: str = "paged"  # continuous batching on paged attention; "generate": whole batches through generate()

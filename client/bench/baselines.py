@@ -59,7 +59,7 @@ class InProcess:
                 arrivals[event.index].append(now)
                 pieces[event.index].append(event.text)
             elif isinstance(event, Finished):
-                ends[event.index] = (now, event.completion_tokens)
+                ends[event.index] = (now, event.usage.completion_tokens)
             else:
                 failures.append(event.message)
 

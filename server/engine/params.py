@@ -26,7 +26,6 @@ class GenerationParams:
     stop: tuple[str, ...] = ()
 
 
-GenerationDefaults = GenerationParams  # the name server/config.py knows them by
 PARAMETERS = tuple(f.name for f in fields(GenerationParams))
 
 
