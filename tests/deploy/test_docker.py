@@ -87,8 +87,11 @@ def test_dockerfile_contract():
     assert "grpc_tools.protoc" in runs and "proto/llm.proto" in runs
     assert "intel-opencl-icd" in runs
     assert "pip install -r requirements.txt" in runs
-    # The CA reaches pip and apt only as a BuildKit secret: never COPY'd, never an ARG or ENV.
-    assert all("--mount=type=secret,id=ca" in r for r in args["RUN"] if "apt-get update" in r or "pip install" in r)
+    # The CA reaches pip and apt only as a BuildKit secret: never COPY'd, never an ARG or ENV. (Installing the
+    # project itself, with --no-deps --no-build-isolation, fetches nothing.)
+    fetching = [r for r in args["RUN"] if "apt-get update" in r or "pip install" in r and "--no-build-isolation" not in r]
+    assert len(fetching) == 3 and all("--mount=type=secret,id=ca" in r for r in fetching)
+    assert any("pip install --no-deps --no-build-isolation ." in r for r in args["RUN"]), "the project is installed"
     assert not any("ca" in a.lower().split("=")[0] for a in args.get("ENV", []) + args["ARG"] if "CERT" in a.upper())
     # Dependencies are installed before the application code is copied, so code changes keep that layer.
     order = [w + " " + a for w, a in ins]
