@@ -6,9 +6,16 @@ import logging
 import os
 import sys
 import warnings
+from pathlib import Path
 from typing import Callable
 
 from modelprep.errors import ModelPrepError
+
+
+def command_name(script: str) -> str:
+    """The name the user typed: the console command (`llm-download-model`) or the script (`download_model.py`)."""
+    typed = Path(sys.argv[0]).name
+    return typed if typed.startswith("llm-") else script
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -7,11 +7,11 @@ import time
 from pathlib import Path
 
 from modelprep import registry
-from modelprep.cli import make_parser, quiet_libraries, run
+from modelprep.cli import command_name, make_parser, quiet_libraries, run
 from modelprep.errors import ModelPrepError
 from modelprep.store import is_complete, model_dir
 
-PROG = "compress_model.py"
+PROG = command_name("compress_model.py")
 COMPRESSED = ("fp16", "int8", "int4")
 
 

@@ -5,11 +5,11 @@ import argparse
 import time
 
 from modelprep import registry
-from modelprep.cli import make_parser, quiet_libraries, run
+from modelprep.cli import command_name, make_parser, quiet_libraries, run
 from modelprep.report import human
 from modelprep.store import PRECISIONS, dir_size, is_complete, model_dir
 
-PROG = "download_model.py"
+PROG = command_name("download_model.py")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

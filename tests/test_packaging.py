@@ -27,3 +27,12 @@ def test_no_path_hacks():
                  for p in (REPO / folder).rglob("*.py") if "sys.path.insert" in p.read_text()
                  and p.name != "test_packaging.py"]
     assert not offenders
+
+
+def test_a_command_names_itself_in_its_one_line_error(tmp_path):
+    exe = Path(sys.executable).parent / "llm-download-model"
+    result = subprocess.run([str(exe), "--model", "no-such-model"], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.startswith("llm-download-model: error: unknown model 'no-such-model'")
+    assert len(result.stderr.strip().splitlines()) == 1
