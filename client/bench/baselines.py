@@ -7,7 +7,8 @@ Level 1 is one stream: the requests one after another. Level N: batches of N pro
 - `genai`: openvino-genai `LLMPipeline.generate` on the list of prompts (its continuous-batching scheduler);
   TTFT from its perf metrics, the end from the client clock.
 - `genai-cb`: openvino-genai `ContinuousBatchingPipeline` fed by N closed-loop streams (genai_cb.py).
-Prompts get the chat template as the server applies it (`render` below, for the openvino-genai baselines).
+Prompts get the chat template as the server applies it (server.engine.model.render, for the openvino-genai
+baselines).
 """
 from __future__ import annotations
 
@@ -17,11 +18,6 @@ from pathlib import Path
 from client.bench.load import LevelResult, RequestTiming
 
 BASELINES = ("inprocess", "genai", "genai-cb")
-
-
-def render(tokenizer, prompt: str) -> str:
-    return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                         tokenize=False)
 
 
 class InProcess:
@@ -99,6 +95,8 @@ class GenAI:
         cfg.min_new_tokens = tokens
         cfg.do_sample = False
         cfg.apply_chat_template = False  # rendered here, as the server renders it
+        from server.engine.model import render
+
         texts = [render(self.tokenizer, p) for p in prompts]
         start = time.perf_counter()
         result = self.pipe.generate(texts, cfg)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from client.bench.baselines import render
+from server.engine.model import render
 from client.bench.load import LevelResult, RequestTiming
 
 

@@ -108,17 +108,22 @@ class LoadedModel:
         return twin
 
     def render(self, prompt: str | tuple[Message, ...], system_prompt: str | None, raw: bool) -> str:
-        """The text the model sees: the prompt wrapped in the chat template, unless raw."""
-        if raw:
-            return prompt
-        messages = [{"role": m.role, "content": m.content} for m in prompt] if not isinstance(prompt, str) \
-            else [{"role": "user", "content": prompt}]
-        if system_prompt is not None and not any(m["role"] == "system" for m in messages):
-            messages.insert(0, {"role": "system", "content": system_prompt})
-        if self.tokenizer.chat_template:
-            return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        return "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
+        return render(self.tokenizer, prompt, system_prompt, raw)
 
     def encode(self, text: str, raw: bool) -> list[int]:
         # A chat template writes its own special tokens; raw text gets the tokenizer's usual ones.
         return self.tokenizer(text, add_special_tokens=raw)["input_ids"]
+
+
+def render(tokenizer, prompt: str | tuple[Message, ...], system_prompt: str | None = None, raw: bool = False) -> str:
+    """The text the model sees: the prompt wrapped in the chat template, unless raw. (A plain function, so the
+    benchmark's openvino-genai baselines render exactly as the server does.)"""
+    if raw:
+        return prompt
+    messages = [{"role": m.role, "content": m.content} for m in prompt] if not isinstance(prompt, str) \
+        else [{"role": "user", "content": prompt}]
+    if system_prompt is not None and not any(m["role"] == "system" for m in messages):
+        messages.insert(0, {"role": "system", "content": system_prompt})
+    if tokenizer.chat_template:
+        return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    return "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
