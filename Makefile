@@ -99,8 +99,10 @@ docker-base: docker-engine
 docker-build: docker-base
 	nice -n 10 $(DOCKER) build --build-arg BASE_IMAGE=$(BASE_IMAGE) --build-arg TORCH_INDEX_URL=$(TORCH_INDEX_URL) \
 		$(if $(DOCKER_CA),--secret id=ca$(comma)src=$(DOCKER_CA)) -t $(IMAGE) .
-	# The image this replaces, now untagged, would otherwise keep its gigabytes on disk.
+	# The image this replaces, now untagged, and build cache beyond the latest layers would otherwise keep
+	# their gigabytes on disk (each change of requirements.txt leaves a whole environment in the cache).
 	-$(DOCKER) image prune --force >/dev/null
+	-$(DOCKER) builder prune --force --keep-storage 12GB >/dev/null
 
 docker-run:
 	test -d $(MODELS_DIR)/$(MODEL) || $(MAKE) download
