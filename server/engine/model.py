@@ -94,7 +94,10 @@ class LoadedModel:
         seconds = time.perf_counter() - start
         config = model.config
         context = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", 2048)
-        info = ModelInfo(str(path), device, precision, seconds, int(context), manifest_stop(path))
+        # A stop string that is a special token (smollm2's `<|im_end|>`) never shows in the decoded text: its
+        # token already ends the answer, and checking for it would only cost time at every token.
+        stop = tuple(s for s in manifest_stop(path) if s not in tokenizer.all_special_tokens)
+        info = ModelInfo(str(path), device, precision, seconds, int(context), stop)
         if paged is not None:  # the paged engine needs nothing else of the OVModelForCausalLM: free its graph
             return cls(None, tokenizer, info, paged=paged, generation_config=model.generation_config)
         return cls(model, tokenizer, info)

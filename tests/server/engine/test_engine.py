@@ -109,7 +109,8 @@ def test_manifest_stop_strings_are_servable_defaults(fp32_model_dir, tmp_path):
         if f.name != "modelprep.json":
             (local / f.name).symlink_to(f)
     manifest = json.loads((fp32_model_dir / "modelprep.json").read_text())
-    (local / "modelprep.json").write_text(json.dumps({**manifest, "stop": ["Paris"]}))
+    # A special token among them (smollm2's own end marker) is left to its token id: it never shows as text.
+    (local / "modelprep.json").write_text(json.dumps({**manifest, "stop": ["Paris", "<|im_end|>"]}))
     model = LoadedModel.load(local, "CPU", {"PERFORMANCE_HINT": "LATENCY"})
     assert model.info.stop == ("Paris",)
     engine = Engine(model)
