@@ -82,6 +82,9 @@ RUN pip install --no-deps --no-build-isolation . \
 # --- the image: the runtime base, the environment, the application ------------------------------------------
 FROM base
 
+# `make docker-build` removes this project's superseded images by this label.
+LABEL org.opencontainers.image.title=llm-grpc-server
+
 ENV HF_HUB_OFFLINE=1 \
     MODEL_PATH=/model \
     OV_CACHE_DIR=/cache

@@ -99,10 +99,8 @@ docker-base: docker-engine
 docker-build: docker-base
 	nice -n 10 $(DOCKER) build --build-arg BASE_IMAGE=$(BASE_IMAGE) --build-arg TORCH_INDEX_URL=$(TORCH_INDEX_URL) \
 		$(if $(DOCKER_CA),--secret id=ca$(comma)src=$(DOCKER_CA)) -t $(IMAGE) .
-	# The image this replaces, now untagged, and build cache beyond the latest layers would otherwise keep
-	# their gigabytes on disk (each change of requirements.txt leaves a whole environment in the cache).
-	-$(DOCKER) image prune --force >/dev/null
-	-$(DOCKER) builder prune --force --keep-storage 12GB >/dev/null
+	# The image this build replaced, now untagged (this project's only, by its label), would keep its gigabytes.
+	-$(DOCKER) image prune --force --filter label=org.opencontainers.image.title=llm-grpc-server >/dev/null
 
 docker-run:
 	test -d $(MODELS_DIR)/$(MODEL) || $(MAKE) download
@@ -116,3 +114,6 @@ docker-run-unary: docker-run
 # The image built and run for real (tests/docker/, which `make test` skips): it fails when no engine can be had.
 docker-test: setup
 	DOCKER_TEST=1 $(PY) -m pytest tests/docker
+	# Each change of requirements.txt leaves a whole environment in Docker's build cache (all projects' cache,
+	# so only here, where builds repeat, as in CI): keep the most recently used 12 GB.
+	-$(DOCKER) builder prune --force --keep-storage 12GB >/dev/null

@@ -1,6 +1,6 @@
 """Load a running server with concurrent streams and compare it with the model run in this process.
 
-    python -m client.bench --url localhost:9000 --baseline inprocess --json bench.json --plot bench.png
+    python -m client.bench --url localhost:9000 --model models/smollm2-135m-instruct --baseline inprocess --json bench.json
     python -m client.bench --serve models/smollm2-135m-instruct_INT8_compressed_weights --baseline genai
     python -m client.bench --serve MODEL_DIR --baseline genai-cb --raw-step --rates 0.5,1,2
     python -m client.bench --serve MODEL_DIR --protocol grpc --protocol openai   # HTTP against gRPC, in turns

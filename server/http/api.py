@@ -1,6 +1,6 @@
 """The OpenAI-compatible HTTP API and the chat page: HTTP/JSON <-> engine requests and events.
 
-Like server/server.py for gRPC, this only translates; the engine (shared with gRPC) does the work.
+Like server/servicer.py for gRPC, this only translates; the engine (shared with gRPC) does the work.
 """
 from __future__ import annotations
 

