@@ -1,0 +1,123 @@
+"""Token choice for a whole step, in numpy: every rule is an array operation over the step's logits.
+
+As TGI's HeterogeneousNextTokenChooser: one step holds requests with different parameters, so each rule
+(repetition penalty, min_new_tokens, temperature, top-k, top-p) takes a column of per-row values and
+runs once over the rows that need it; only the draw is per row, from that row's own seeded generator.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+NEG_INF = np.float32(-np.inf)
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """The chosen token's log-probability under the model's own distribution, and the `top` best ones."""
+
+    token_id: int
+    logprob: float
+    top: tuple[tuple[int, float], ...] = ()
+
+
+def choose_tokens(logits: np.ndarray, rows: Sequence, eos: Sequence[int]) -> tuple[list[int], list[TokenLogprob | None]]:
+    """The next token of each row of `logits` [rows, vocab] (changed in place), and its logprob where asked.
+
+    A row is anything with `params` (resolved GenerationParams), `prompt_ids`, `output_ids`, `generator`
+    (a numpy Generator when sampling) and `logprobs` (None, or how many alternatives to report).
+    """
+    wanted = [i for i, r in enumerate(rows) if r.logprobs is not None]
+    raw = log_softmax(logits[wanted]) if wanted else None  # the model's distribution, before any rule
+    penalised = [i for i, r in enumerate(rows) if r.params.repetition_penalty != 1.0]
+    if penalised:
+        apply_repetition_penalty(logits, penalised, [rows[i] for i in penalised])
+    early = [i for i, r in enumerate(rows) if len(r.output_ids) < r.params.min_new_tokens]
+    if early and len(eos):
+        logits[np.ix_(early, list(eos))] = NEG_INF  # too early to end
+    tokens = logits.argmax(axis=1)
+    sampling = [i for i, r in enumerate(rows) if r.params.do_sample]
+    if sampling:
+        p = [rows[i].params for i in sampling]
+        tokens[sampling] = sample(
+            logits[sampling],
+            np.array([x.temperature for x in p], dtype=np.float32),
+            np.array([x.top_k for x in p], dtype=np.int64),
+            np.array([x.top_p for x in p], dtype=np.float64),
+            [rows[i].generator for i in sampling],
+        )
+    chosen = tokens.tolist()
+    logprobs: list[TokenLogprob | None] = [None] * len(rows)
+    for j, i in enumerate(wanted):
+        logprobs[i] = _logprob(raw[j], chosen[i], rows[i].logprobs)
+    return chosen, logprobs
+
+
+def apply_repetition_penalty(logits: np.ndarray, which: Sequence[int], rows: Sequence) -> None:
+    """transformers' rule (a seen token's score divided by the penalty, or multiplied when negative), for
+    every (row, seen token) pair at once; a token seen twice gets the same new value twice."""
+    seen = [np.fromiter((*r.prompt_ids, *r.output_ids), dtype=np.int64) for r in rows]
+    counts = [len(s) for s in seen]
+    at_row = np.repeat(np.asarray(which, dtype=np.int64), counts)
+    at_token = np.concatenate(seen)
+    penalty = np.repeat(np.array([r.params.repetition_penalty for r in rows], dtype=np.float32), counts)
+    picked = logits[at_row, at_token]
+    logits[at_row, at_token] = np.where(picked < 0, picked * penalty, picked / penalty)
+
+
+def sample(logits: np.ndarray, temperature: np.ndarray, top_k: np.ndarray, top_p: np.ndarray,
+           generators: Sequence[np.random.Generator]) -> np.ndarray:
+    """One token per row: temperature, then top-k, then nucleus (top-p), then one uniform draw per row from
+    that row's generator, by the inverse of the kept tokens' cumulative distribution."""
+    rows, vocab = logits.shape
+    scaled = logits / temperature[:, None]
+    k = np.where((top_k > 0) & (top_k < vocab), top_k, vocab)
+    width = int(k.max())
+    # Only the best `width` candidates matter; rank them, best first (a partial sort when every row has a top-k).
+    if width < vocab:
+        candidates = np.argpartition(-scaled, width - 1, axis=1)[:, :width]
+        values = np.take_along_axis(scaled, candidates, axis=1)
+    else:
+        candidates, values = None, scaled
+    order = np.argsort(-values, axis=1, kind="stable")
+    values = np.take_along_axis(values, order, axis=1)
+    candidates = order if candidates is None else np.take_along_axis(candidates, order, axis=1)
+    keep = np.arange(width)[None, :] < k[:, None]
+    best = values[:, :1]
+    with np.errstate(invalid="ignore", over="ignore"):
+        probs = np.where(keep, np.exp((values - best).astype(np.float64)), 0.0)
+    probs /= probs.sum(axis=1, keepdims=True)
+    cumulative = np.cumsum(probs, axis=1)
+    keep &= cumulative - probs < top_p[:, None]  # the smallest set whose mass reaches top_p
+    probs = np.where(keep, probs, 0.0)
+    cumulative = np.cumsum(probs, axis=1)
+    draws = np.array([g.random() for g in generators]) * cumulative[:, -1]
+    position = np.minimum((cumulative <= draws[:, None]).sum(axis=1), width - 1)
+    tokens = candidates[np.arange(rows), position]
+    # A tiny temperature overflowed the scores: take the limit, the most likely token.
+    broken = ~np.isfinite(best[:, 0]) | ~np.isfinite(cumulative[:, -1])
+    if broken.any():
+        tokens[broken] = logits[broken].argmax(axis=1)
+    return tokens
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    top = logits.max(axis=1, keepdims=True)
+    shifted = logits - top
+    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+
+
+def _logprob(row: np.ndarray, token: int, top: int) -> TokenLogprob:
+    best: tuple[tuple[int, float], ...] = ()
+    if top > 0:
+        ids = np.argpartition(-row, top - 1)[:top]
+        ids = ids[np.argsort(-row[ids], kind="stable")]
+        best = tuple((int(i), float(row[i])) for i in ids)
+    return TokenLogprob(token, float(row[token]), best)
+
+
+def generator(seed: int | None) -> np.random.Generator:
+    """A row's own generator: seeded, the same draws every time; unseeded, fresh entropy."""
+    return np.random.default_rng(seed)

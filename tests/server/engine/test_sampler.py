@@ -1,0 +1,86 @@
+"""Token choice for a whole step: the rules as array operations, pinned by their distributions."""
+from types import SimpleNamespace
+
+import numpy as np
+
+from server.engine.params import GenerationParams
+from server.engine.sampler import apply_repetition_penalty, choose_tokens, generator, log_softmax, sample
+
+
+def row(prompt=(5,), output=(), logprobs=None, **params):
+    p = GenerationParams(**params)
+    return SimpleNamespace(params=p, prompt_ids=list(prompt), output_ids=list(output), logprobs=logprobs,
+                           generator=generator(p.seed) if p.do_sample else None)
+
+
+def draws(logits, n, **params):
+    params = {"temperature": 1.0, "top_k": 0, "top_p": 1.0, **params}
+    logits = np.tile(np.asarray(logits, dtype=np.float32), (n, 1))
+    g = generator(params.pop("seed", 0))
+    return sample(logits, np.full(n, params["temperature"], np.float32), np.full(n, params["top_k"]),
+                  np.full(n, params["top_p"]), [g] * n).tolist()
+
+
+def test_greedy_is_the_argmax_of_every_row_at_once():
+    logits = np.array([[0, 3, 1], [2, 0, 1]], dtype=np.float32)
+    assert choose_tokens(logits, [row(), row()], eos=[2])[0] == [1, 0]
+
+
+def test_top_k_two_draws_only_the_two_best_and_both_appear():
+    logits = np.log(np.array([0.1, 0.35, 0.05, 0.3, 0.2]))
+    assert set(draws(logits, 400, top_k=2)) == {1, 3}
+
+
+def test_top_p_keeps_exactly_the_nucleus():
+    logits = np.log(np.array([0.5, 0.3, 0.15, 0.05]))
+    assert set(draws(logits, 400, top_p=0.7)) == {0, 1}  # 0.5 < 0.7 <= 0.8
+    assert set(draws(logits, 400, top_p=0.81)) == {0, 1, 2}
+    assert set(draws(logits, 50, top_p=0.01)) == {0}
+
+
+def test_frequencies_follow_the_distribution():
+    probs = np.array([0.6, 0.3, 0.1])
+    got = np.bincount(draws(np.log(probs), 4000), minlength=3) / 4000
+    assert np.abs(got - probs).max() < 0.03
+
+
+def test_a_seed_repeats_and_rows_draw_from_their_own_generators():
+    logits = np.random.default_rng(0).normal(size=(1, 1000)).astype(np.float32)
+
+    def run(seed, mates):
+        rows = [row(do_sample=True, seed=seed)] + [row(do_sample=True) for _ in range(mates)]
+        out = []
+        for _ in range(20):
+            out.append(choose_tokens(np.repeat(logits, len(rows), axis=0), rows, eos=[])[0][0])
+        return out
+
+    assert run(7, 0) == run(7, 3) != run(8, 0)
+
+
+def test_temperature_near_zero_is_greedy():
+    logits = np.array([[0.0, 2.0, 1.0]], dtype=np.float32)
+    assert choose_tokens(logits, [row(do_sample=True, temperature=1e-30, seed=1)], eos=[])[0] == [1]
+
+
+def test_min_new_tokens_forbids_the_end_until_reached():
+    logits = np.array([[0, 5, 1], [0, 5, 1]], dtype=np.float32)
+    early, late = row(min_new_tokens=2, output=[0]), row(min_new_tokens=2, output=[0, 0])
+    assert choose_tokens(logits, [early, late], eos=[1])[0] == [2, 1]
+
+
+def test_repetition_penalty_lowers_seen_tokens_either_sign_once():
+    logits = np.array([[2.0, -2.0, 1.0], [2.0, -2.0, 1.0]], dtype=np.float32)
+    apply_repetition_penalty(logits, [1], [row(prompt=[0, 1, 0], repetition_penalty=2.0)])
+    assert logits.tolist() == [[2.0, -2.0, 1.0], [1.0, -4.0, 1.0]]
+
+
+def test_logprobs_are_the_models_own_with_the_best_alternatives():
+    logits = np.array([[1.0, 3.0, 2.0, 0.0]], dtype=np.float32)
+    expected = log_softmax(logits.copy())[0]
+    # The penalty changes the choice, not the reported distribution.
+    tokens, logprobs = choose_tokens(logits, [row(prompt=[1], repetition_penalty=10.0, logprobs=2)], eos=[])
+    assert tokens == [2]
+    lp = logprobs[0]
+    assert lp.token_id == 2 and np.isclose(lp.logprob, expected[2])
+    assert [t for t, _ in lp.top] == [1, 2] and np.allclose([v for _, v in lp.top], expected[[1, 2]])
+    assert choose_tokens(np.zeros((1, 4), np.float32), [row()], eos=[])[1] == [None]
