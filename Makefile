@@ -42,13 +42,14 @@ serve-unary: SERVABLE = servable_unary
 serve-unary: serve
 
 # Load the default model (INT8) through the server (closed loop, then an open loop at 1 request/s) and in
-# this process (generate, openvino-genai's continuous batching, one raw step); the last line sums it up.
-BENCH_REQUESTS ?= 12
+# this process (OVModelForCausalLM.generate, openvino-genai's continuous batching, one raw step); the last
+# line sums it up.
+BENCH_REQUESTS ?= 16
 bench: download
 	$(PY) compress_model.py --model $(MODEL) --output-dir $(MODELS_DIR) --precisions int8
 	$(PY) -m client.bench --serve $(MODELS_DIR)/$(MODEL)_INT8_compressed_weights --servable $(SERVABLE)/config.json \
 		--baseline inprocess --baseline genai-cb --raw-step --rates 1 --open-requests 20 \
-		--levels 1,2,4,8 --requests $(BENCH_REQUESTS) --max-new-tokens 128 \
+		--levels 1,2,4,8,16 --requests $(BENCH_REQUESTS) --max-new-tokens 128 \
 		--json bench-int8.json --plot bench-int8.png
 
 # Debian's chromium and its driver, for the chat page's browser test (tests/server/http/test_http_page.py).

@@ -35,7 +35,7 @@ def load_engine(settings: Settings, metrics: Metrics | None):
     cache = Path(ov_config["CACHE_DIR"])
     warm = cache.is_dir() and any(cache.glob("*.blob"))  # compiled blobs from an earlier start
     try:
-        model = LoadedModel.load(settings.model, settings.device, ov_config, settings.trust_remote_code, settings.engine)
+        model = LoadedModel.load(settings.model, settings.device, ov_config, settings.trust_remote_code)
     except Exception as exc:
         raise RuntimeError(f"cannot load the model in {settings.model}: {type(exc).__name__}: {exc}") from exc
     info = model.info
@@ -44,7 +44,6 @@ def load_engine(settings: Settings, metrics: Metrics | None):
              "warm" if warm else "cold", cache)
     engine = Engine(model, settings.generation, settings.limits, settings.scheduler,
                     on_batch=metrics.batch_size.observe if metrics else None, kv_cache=settings.kv_cache)
-    log.info("engine: %s", engine.kind)
     if metrics:
         metrics.load_seconds.set(info.load_seconds)
         metrics.watch_engine(engine)

@@ -20,8 +20,6 @@ class ConfigError(Exception):
     """A setting is wrong; the message names the file (or variable) and the key."""
 
 
-ENGINES = ("paged", "generate")
-
 # Environment variable -> setting; a later variable wins over an earlier one for the same setting.
 ENVIRONMENT = {
     "SELECTED_MODEL": "model",  # a name under models/, as in the seed demo; MODEL_PATH wins
@@ -56,8 +54,7 @@ class Settings(BaseSettings):
     generation: GenerationParams = GenerationParams()
     limits: Limits = Limits()
     scheduler: SchedulerConfig = SchedulerConfig()
-    engine: str = "paged"  # continuous batching on paged attention; "generate": whole batches through generate()
-    kv_cache: KVCacheConfig = KVCacheConfig()  # the paged engine's cache size
+    kv_cache: KVCacheConfig = KVCacheConfig()  # the KV cache's size
     grace_seconds: float = 30.0  # how long running calls may finish on SIGTERM
     max_message_bytes: int = 4 * 1024 * 1024
     trust_remote_code: bool = False
@@ -168,8 +165,6 @@ def load(flags: dict[str, Any]) -> Settings:
 
 def check(s: Settings) -> None:
     """The rules across settings, beyond each one's type."""
-    if s.engine not in ENGINES:
-        raise ConfigError(f"engine: expected one of {', '.join(ENGINES)}, got {s.engine!r}")
     if not all(s.generation.stop):
         raise ConfigError(f"generation.stop: expected a list of non-empty strings, got {list(s.generation.stop)!r}")
     if s.kv_cache.blocks < 0 or s.kv_cache.gb < 0 or (s.kv_cache.blocks and s.kv_cache.gb):

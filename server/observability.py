@@ -29,9 +29,9 @@ class Metrics:
         self.registry = r = CollectorRegistry()
         self.requests = Counter("llm_requests", "Finished calls by protocol, RPC and status code",
                                 ["protocol", "rpc", "code"], registry=r)
-        self.running = Gauge("llm_requests_running", "Requests inside a running batch", registry=r)
-        self.waiting = Gauge("llm_requests_waiting", "Requests waiting for a batch", registry=r)
-        self.batch_size = Histogram("llm_batch_size", "Prompts per step (paged engine) or per batch (generate engine)", buckets=BATCH_BUCKETS, registry=r)
+        self.running = Gauge("llm_requests_running", "Requests generating", registry=r)
+        self.waiting = Gauge("llm_requests_waiting", "Requests waiting to start", registry=r)
+        self.batch_size = Histogram("llm_batch_size", "Sequences per engine step", buckets=BATCH_BUCKETS, registry=r)
         self.ttft = Histogram("llm_time_to_first_token_seconds", "Per prompt, arrival to first token",
                               buckets=LATENCY_BUCKETS, registry=r)
         self.tpot = Histogram("llm_time_per_output_token_seconds", "Per prompt, (total - ttft) / (tokens - 1)",
@@ -41,23 +41,22 @@ class Metrics:
         self.prompt_tokens = Counter("llm_prompt_tokens", "Prompt tokens of finished prompts", registry=r)
         self.generated_tokens = Counter("llm_generated_tokens", "Tokens generated", registry=r)
         self.load_seconds = Gauge("llm_model_load_seconds", "Time to load and compile the model", registry=r)
-        self.kv_blocks_used = Gauge("llm_kv_cache_blocks_used", "KV-cache blocks holding tokens (paged engine)",
+        self.kv_blocks_used = Gauge("llm_kv_cache_blocks_used", "KV-cache blocks holding tokens",
                                     registry=r)
         self.kv_blocks_reserved = Gauge("llm_kv_cache_blocks_reserved",
-                                        "KV-cache blocks set aside for running sequences (paged engine)", registry=r)
-        self.kv_blocks_total = Gauge("llm_kv_cache_blocks_total", "KV-cache blocks in all (paged engine)", registry=r)
-        self.kv_usage = Gauge("llm_kv_cache_usage_ratio", "Used KV-cache blocks / all blocks (paged engine)",
+                                        "KV-cache blocks set aside for running sequences", registry=r)
+        self.kv_blocks_total = Gauge("llm_kv_cache_blocks_total", "KV-cache blocks in all", registry=r)
+        self.kv_usage = Gauge("llm_kv_cache_usage_ratio", "Used KV-cache blocks / all blocks",
                               registry=r)
 
     def watch_engine(self, engine) -> None:
         self.running.set_function(lambda: engine.counts()[0])
         self.waiting.set_function(lambda: engine.counts()[1])
-        if engine.core is not None:
-            blocks = engine.core.blocks
-            self.kv_blocks_total.set(blocks.num_blocks)
-            self.kv_blocks_used.set_function(blocks.used)
-            self.kv_blocks_reserved.set_function(blocks.reserved)
-            self.kv_usage.set_function(lambda: blocks.used() / blocks.num_blocks)
+        blocks = engine.core.blocks
+        self.kv_blocks_total.set(blocks.num_blocks)
+        self.kv_blocks_used.set_function(blocks.used)
+        self.kv_blocks_reserved.set_function(blocks.reserved)
+        self.kv_usage.set_function(lambda: blocks.used() / blocks.num_blocks)
 
     def serve(self, host: str, port: int) -> None:
         start_http_server(port, addr=host, registry=self.registry)

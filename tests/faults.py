@@ -1,5 +1,5 @@
 """The test-only fault injector: a prompt whose text holds the marker fails inside its generation, after
-two tokens, while everything else runs on. It wraps the streamer both engines feed every token through,
+two tokens, while everything else runs on. It wraps the streamer the output side feeds every token through,
 so production code carries no hook.
 
 In-process: `with injected("BOOM"): ...`. A server subprocess: `python -m tests.faults MARKER <server flags>`
@@ -21,11 +21,10 @@ def install(marker: str):
     """Switch the fault on; returns a function that switches it off."""
     original = TokenStreamer.put
 
-    def put(self, token, now=None):
-        row = self.row
-        if len(row.token_ids) >= 2 and marker in self.tokenizer.decode(row.prompt_ids):
+    def put(self, token, now, last=False, logprob=None):
+        if len(self.token_ids) >= 2 and marker in self.tokenizer.decode(self.prompt_ids):
             raise InjectedFault("fault injected by the test harness")
-        return original(self, token, now)
+        return original(self, token, now, last, logprob)
 
     TokenStreamer.put = put
     return lambda: setattr(TokenStreamer, "put", original)

@@ -1,9 +1,8 @@
 """Baselines in the benchmark's own process, on the same model directory and prompts as the server.
 
 Level 1 is one stream: the requests one after another. Level N: batches of N prompts, one after another:
-- `inprocess`: the server's engine (server.engine) run with `engine: generate`: optimum-intel's
-  `OVModelForCausalLM.generate` on one left-padded batch, loaded, templated and streamed as the server does;
-  token times from its events.
+- `inprocess`: optimum-intel's `OVModelForCausalLM.generate` on one left-padded batch (the seed notebooks'
+  way), on the servable's ov_config, templated as the server does; token times from a streamer's clock.
 - `genai`: openvino-genai `LLMPipeline.generate` on the list of prompts (its continuous-batching scheduler);
   TTFT from its perf metrics, the end from the client clock.
 - `genai-cb`: openvino-genai `ContinuousBatchingPipeline` fed by N closed-loop streams (genai_cb.py).
@@ -21,57 +20,54 @@ BASELINES = ("inprocess", "genai", "genai-cb")
 
 
 class InProcess:
-    """The server's own engine in this process: server.app's load_engine on the server's settings (the servable,
-    then the environment) with `engine: generate`, so the loading, the chat template and the (absent) system
-    prompt are the server's; one request of N prompts is one batch through transformers' `generate`."""
+    """optimum-intel's `OVModelForCausalLM.generate` in this process (the seed notebooks' way), on the servable's
+    ov_config, with the server's chat template: one request of N prompts is one left-padded batch."""
 
     name = "inprocess"
-    title = "the server's generate engine (OVModelForCausalLM.generate), in process"
+    title = "optimum-intel OVModelForCausalLM.generate, in process"
     mode = "level 1: one stream; level N: batches of N prompts"
 
-    def __init__(self, model_dir: str | Path, servable: str | Path | None, device: str = "CPU", max_batch: int = 8):
-        import dataclasses
+    def __init__(self, model_dir: str | Path, servable: str | Path | None, device: str = "CPU"):
+        from optimum.intel import OVModelForCausalLM
+        from transformers import AutoTokenizer
 
-        from server.app import load_engine
         from server.config import load
 
-        settings = load({"model": str(model_dir), "device": device, "engine": "generate",
+        settings = load({"model": str(model_dir), "device": device,
                          "config_path": str(servable) if servable else None})
-        # One batch of N prompts must fit, whatever the servable's limit.
-        limits = dataclasses.replace(settings.limits, max_batch=max(settings.limits.max_batch, max_batch))
-        self.engine = load_engine(settings.model_copy(update={"limits": limits}), None)
+        self.model = OVModelForCausalLM.from_pretrained(settings.model, device=settings.device,
+                                                        ov_config={"CACHE_DIR": settings.cache_dir, **settings.ov_config})
+        self.tokenizer = AutoTokenizer.from_pretrained(settings.model)
+        self.tokenizer.padding_side = "left"
+        self.system_prompt = None  # as the server, which adds none
 
     def batch(self, prompts: list[str], tokens: int, first_index: int = 0) -> tuple[float, list[RequestTiming]]:
-        from server.engine.types import Finished, GenerationRequest, SamplingParams, TextDelta
+        from transformers.generation.streamers import BaseStreamer
 
-        arrivals: list[list[float]] = [[] for _ in prompts]  # ms from the start, per prompt
-        pieces: list[list[str]] = [[] for _ in prompts]
-        ends: dict[int, tuple[float, int]] = {}  # prompt -> (ms, tokens)
-        failures: list[str] = []
+        from server.engine.model import render
 
-        def sink(event) -> None:  # on the engine's thread, as each event happens
-            now = (time.perf_counter() - start) * 1000
-            if isinstance(event, TextDelta):
-                arrivals[event.index].append(now)
-                pieces[event.index].append(event.text)
-            elif isinstance(event, Finished):
-                ends[event.index] = (now, event.usage.completion_tokens)
-            else:
-                failures.append(event.message)
+        texts = [render(self.tokenizer, p, self.system_prompt) for p in prompts]
+        inputs = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        steps: list[float] = []  # ms from the start of each new token (all rows at once)
 
-        request = GenerationRequest(prompts=tuple(prompts), params=SamplingParams(
-            max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False))
+        class Clock(BaseStreamer):
+            def put(self, value):  # the first call carries the prompts
+                steps.append((time.perf_counter() - start) * 1000)
+
+            def end(self):
+                pass
+
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         start = time.perf_counter()
-        self.engine.submit(request, sink).done.wait()
+        out = self.model.generate(**inputs, max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False,
+                                  pad_token_id=pad, streamer=Clock())
         end = time.perf_counter()
-        if failures:
-            raise RuntimeError(f"the in-process engine failed: {failures[0]}")
-        timings = [RequestTiming.from_arrivals(first_index + i, arrivals[i], *ends[i], "".join(pieces[i]))
+        arrivals, e2e = steps[1:], (end - start) * 1000
+        width = inputs["input_ids"].shape[1]
+        timings = [RequestTiming.from_arrivals(first_index + i, arrivals, e2e, len(arrivals),
+                                               self.tokenizer.decode(out[i, width:], skip_special_tokens=True))
                    for i in range(len(prompts))]
         return end - start, timings
-
-    def close(self) -> None:
-        self.engine.close()
 
 
 class GenAI:
@@ -111,12 +107,11 @@ class GenAI:
         return end - start, timings
 
 
-def load(name: str, model_dir: str | Path, ov_config: dict, device: str = "CPU", servable: str | Path | None = None,
-         max_batch: int = 8):
+def load(name: str, model_dir: str | Path, ov_config: dict, device: str = "CPU", servable: str | Path | None = None):
     """A baseline on this model directory; `servable` (the server's settings) configures `inprocess`, `ov_config`
-    the openvino-genai ones; `max_batch`: the largest batch `inprocess` will be given."""
+    the openvino-genai ones."""
     if name == "inprocess":
-        return InProcess(model_dir, servable, device, max_batch)
+        return InProcess(model_dir, servable, device)
     if name == "genai":
         return GenAI(model_dir, device)
     if name == "genai-cb":

@@ -22,8 +22,6 @@ def measure(model_dir: str | Path, ov_config: dict, device: str = "CPU", context
     from server.engine.params import KVCacheConfig, Limits
 
     model = LoadedModel.load(model_dir, device, ov_config)
-    if model.paged is None:
-        raise RuntimeError(f"{model_dir}: the model does not go through the paged-attention rewrite")
     paged = PagedModel(model.paged)
     # The cache the server allocates by default, so the step runs on the same memory layout.
     paged.allocate(cache_blocks(KVCacheConfig(), paged.bytes_per_block, paged.block_size, Limits().max_batch,

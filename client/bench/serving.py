@@ -8,7 +8,7 @@
 Prints a table per level (TTFT p50/p90/p99, TPOT, inter-token latency, end-to-end, requests/s, tokens/s),
 the baselines beside the server with the ratio server/baseline, the open loop per rate (--rates), and last
 one line: tpot_ratio_vs_inprocess=X ttft_overhead_ms=Y speedup_8_vs_1=Z followed by client/bench/targets.py's
-figures (vs_genai_1= vs_genai_8= ttft_p90_over_p50_8= tpot_vs_raw_step_1= open_ttft_p99_ms_1= rss_peak_mb_8=).
+figures (vs_genai_1= vs_genai_8= vs_genai_16= tok_s_16_over_8= ttft_p50_vs_genai_8= ttft_p90_over_p50_8= tpot_vs_raw_step_1= open_ttft_p99_ms_1= rss_peak_mb_8=).
 """
 from __future__ import annotations
 
@@ -50,8 +50,8 @@ def parser(prog: str | None = None) -> argparse.ArgumentParser:
                    help="new tokens per request, fixed: min_new_tokens = max_new_tokens (default 128)")
     p.add_argument("--warmup", type=int, default=2, help="warm-up requests before measuring (default 2)")
     p.add_argument("--baseline", action="append", choices=("inprocess", "genai", "genai-cb"), default=[],
-                   help="also run in this process on the same model: inprocess (the server's engine with engine: "
-                        "generate, OVModelForCausalLM.generate, on the --servable settings), "
+                   help="also run in this process on the same model: inprocess (optimum-intel's "
+                        "OVModelForCausalLM.generate on the --servable's ov_config, batches of N prompts), "
                         "genai (openvino-genai LLMPipeline) or genai-cb (openvino-genai ContinuousBatchingPipeline "
                         "fed by closed-loop streams, as the server); repeatable")
     p.add_argument("--raw-step", action="store_true",
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         from server.config import ConfigError
 
         try:
-            engine = base.load(name, model_dir, ov_config, args.device, args.servable, max(levels))
+            engine = base.load(name, model_dir, ov_config, args.device, args.servable)
         except ImportError as exc:  # an optional peer `make setup` does not install
             print(f"skipping baseline {name}: {exc}", flush=True)
             continue

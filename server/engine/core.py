@@ -1,206 +1,272 @@
-"""The continuous-batching engine core: one thread runs `step()` (schedule, run the model, update) in a loop.
+"""The continuous-batching engine core (vLLM's EngineCore): `step()` is a state change that returns what happened.
 
-Each step admits waiting requests as KV-cache blocks allow, runs their prompts (in chunks of at most
-`max_step_tokens`) together with one decode token of every running sequence, and retires finished or
-cancelled sequences at once, freeing their blocks. A request that arrives while others generate joins
-at the next step; nobody waits for a whole batch.
+Each step drains the aborts that arrived since the last one, admits waiting calls as KV-cache blocks allow,
+schedules the prompts (in chunks of at most `max_step_tokens`) beside one decode token of every running
+prompt (a `ScheduledStep`, a plain value), runs the model once, chooses every sampled row's token in one
+pass, and returns a `StepOutput`: per prompt, its new tokens and the finish reason when a token rule ended
+it. No thread, no tokenizer, no text here: the engine's loop thread calls `step()` and hands the output to
+the output side (output.py), which turns tokens into text.
 """
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
-from collections.abc import Callable
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
-from server.engine.batch import Row
+from server.engine.errors import QueueFull
 from server.engine.kv_cache import BlockManager
-from server.engine.paged_model import PagedModel, StepInputs
-from server.engine.params import Limits, SchedulerConfig
-from server.engine.streamer import TokenStreamer
-from server.engine.tokens import choose, choose_greedy, needs_own_choice
+from server.engine.paged_model import StepInputs
+from server.engine.params import Limits
+from server.engine.request import FINISH_REASON, Request, RequestStatus
+from server.engine.sampler import TokenLogprob, choose_tokens
 from server.engine.types import FinishReason
-from server.engine.waiting import WaitingQueue
 
 log = logging.getLogger(__name__)
+ALL = None  # on the abort queue: every request (the engine is closing)
 
 
-@dataclass(eq=False)
-class Sequence:
-    """One prompt inside the core: its row (what the request sees), its stream and its cache blocks."""
-
-    row: Row
-    streamer: TokenStreamer
-    reserved: int  # blocks set aside for it at admission
-    blocks: list[int] = field(default_factory=list)
-    computed: int = 0  # tokens already in the KV cache
-
-    def pending(self) -> list[int]:
-        """Tokens not yet in the cache: the rest of the prompt, or the last chosen token."""
-        prompt = self.row.prompt_ids
-        if self.computed < len(prompt):
-            return prompt[self.computed:]
-        return self.row.token_ids[self.computed - len(prompt):]
+@dataclass(frozen=True)
+class ScheduledSeq:
+    request_id: int
+    token_ids: list[int]  # the tokens this step puts in its cache
+    start: int  # position of the first of them (= tokens already in its cache)
+    block_table: list[int]
+    sampled: bool  # its last token is its last known one: the step chooses the next
 
 
-class EngineCore(WaitingQueue):
-    def __init__(self, model, paged: PagedModel, limits: Limits, config: SchedulerConfig,
-                 on_batch: Callable[[int], None] | None = None):
-        super().__init__(limits.max_waiting)
-        self.model = model  # LoadedModel: tokenizer and end-of-sequence tokens
-        self.paged = paged
-        self.limits = limits
-        self.max_step_tokens = config.max_step_tokens
-        self.on_batch = on_batch
-        self.blocks = BlockManager(paged.num_blocks, paged.block_size)
-        self._eos = list(model.eos_token_ids)
-        self._running: list[Sequence] = []
-        self._thread = threading.Thread(target=self._loop, name="engine-core", daemon=True)
-        self._thread.start()
+@dataclass(frozen=True)
+class ScheduledStep:
+    """What one step runs (vLLM's SchedulerOutput)."""
 
-    # --- called from other threads (submit and discard: WaitingQueue) ---------------------------------
+    seqs: list[ScheduledSeq]
 
-    def counts(self) -> tuple[int, int]:
-        """(running, waiting) requests."""
-        with self._cond:
-            return len({id(s.row.handle) for s in self._running}), len(self._waiting)
-
-    def in_flight(self) -> list:
-        with self._cond:
-            running = list({id(s.row.handle): s.row.handle for s in self._running}.values())
-            return [*self._waiting, *running]
-
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-        self._thread.join(timeout=30)
-
-    # --- the step loop (engine-core thread) ----------------------------------------------------------
-
-    def _loop(self) -> None:
-        while True:
-            with self._cond:
-                while not self._closed and not self._waiting and not self._running:
-                    self._cond.wait()
-                if self._closed:
-                    break
-            try:
-                self.step()
-            except Exception as exc:  # a bug here must not leave requests hanging forever
-                log.exception("engine step failed")
-                for seq in self._running:
-                    seq.row.fail(exc)
-                self._retire()
-        for seq in self._running:  # closing: whatever still runs was cancelled
-            seq.streamer.finish(FinishReason.CANCELLED)
-        self._retire()
-
-    def step(self) -> None:
-        """Admit, schedule, run the model once, choose tokens, retire what finished."""
-        self._admit()
-        for seq in self._running:
-            if seq.row.handle.cancelled:
-                seq.streamer.finish(FinishReason.CANCELLED)
-        self._retire()
-        scheduled = self._schedule()
-        if not scheduled:
-            return
-        if self.on_batch:
-            self.on_batch(len(scheduled))
-        inputs, sampled = self._inputs(scheduled)
-        try:
-            logits = self.paged.forward(inputs)
-        except Exception as exc:  # the model failed: this step's requests fail, the server goes on
-            log.exception("model step over %d sequences failed", len(scheduled))
-            for seq, _ in scheduled:
-                seq.row.fail(exc)
-            self._retire()
-            return
-        for seq, n in scheduled:
-            seq.computed += n
-        self._update(sampled, logits)
-        self._retire()
-
-    def _admit(self) -> None:
-        with self._cond:
-            while self._waiting:
-                handle = self._waiting[0]
-                rows = [r for r in handle.rows if not r.finished]
-                if len(self._running) + len(rows) > self.limits.max_batch:
-                    return
-                need = [self.blocks.blocks_for(len(r.prompt_ids) + r.params.max_new_tokens) for r in rows]
-                if not self.blocks.reserve(sum(need)):
-                    return  # first come, first served: later requests wait behind it
-                self._waiting.popleft()
-                for row, n in zip(rows, need):
-                    streamer = TokenStreamer(row, self.model.tokenizer, self.model.eos_token_ids)
-                    self._running.append(Sequence(row, streamer, n))
-
-    def _schedule(self) -> list[tuple[Sequence, int]]:
-        """Every decoding sequence gets one token; prompts share `max_step_tokens`, oldest first."""
-        scheduled, budget = [], self.max_step_tokens
-        for seq in self._running:
-            left = len(seq.row.prompt_ids) - seq.computed
-            if left <= 0:
-                scheduled.append((seq, 1))
-            elif budget > 0:
-                n = min(left, budget)
-                budget -= n
-                scheduled.append((seq, n))
-        return scheduled
-
-    def _inputs(self, scheduled: list[tuple[Sequence, int]]) -> tuple[StepInputs, list[Sequence]]:
-        ids, positions, tables = [], [], []
-        begins, block_begins, past, sampled_rows, sampled = [0], [0], [], [], []
-        for seq, n in scheduled:
-            ids.extend(seq.pending()[:n])
-            positions.extend(range(seq.computed, seq.computed + n))
-            self.blocks.grow(seq.blocks, seq.computed + n)
-            tables.extend(seq.blocks)
-            past.append(seq.computed)
+    def inputs(self) -> StepInputs:
+        """The model's inputs: every sequence's tokens back to back, no padding."""
+        ids, positions, tables, sampled = [], [], [], []
+        begins, block_begins, past = [0], [0], []
+        for s in self.seqs:
+            n = len(s.token_ids)
+            ids.extend(s.token_ids)
+            positions.extend(range(s.start, s.start + n))
+            tables.extend(s.block_table)
+            past.append(s.start)
             begins.append(begins[-1] + n)
             block_begins.append(len(tables))
-            if seq.computed + n >= len(seq.row.prompt_ids):  # its last known token: a new one follows
-                sampled_rows.append(begins[-1] - 1)
-                sampled.append(seq)
-        inputs = StepInputs(
+            if s.sampled:
+                sampled.append(begins[-1] - 1)
+        return StepInputs(
             input_ids=np.array(ids, dtype=np.int64),
             position_ids=np.array(positions, dtype=np.int64),
             past_lens=np.array(past, dtype=np.int32),
             subsequence_begins=np.array(begins, dtype=np.int32),
             block_indices=np.array(tables, dtype=np.int32),
             block_indices_begins=np.array(block_begins, dtype=np.int32),
-            max_context_len=max(s.computed + n for s, n in scheduled),
-            sampled=np.array(sampled_rows, dtype=np.int64),
+            max_context_len=max(s.start + len(s.token_ids) for s in self.seqs),
+            sampled=np.array(sampled, dtype=np.int64),
         )
-        return inputs, sampled
 
-    def _update(self, sampled: list[Sequence], logits: np.ndarray) -> None:
-        """Choose each sampled sequence's next token: one vectorised argmax, per-row rules where set."""
-        rows = [seq.row for seq in sampled]
-        greedy = choose_greedy(logits, rows, self._eos) if rows else []
-        now = time.monotonic()
-        for i, seq in enumerate(sampled):
-            row = seq.row
-            if row.finished:
-                continue
-            try:
-                token = greedy[i]
-                if needs_own_choice(row):
-                    token = choose(torch.from_numpy(logits[i]), row, self._eos)
-                seq.streamer.put(token, now)
-            except Exception as exc:  # one row's failure fails its own request only
-                row.fail(exc)
 
-    def _retire(self) -> None:
-        finished = [s for s in self._running if s.row.finished]
-        if not finished:
-            return
+@dataclass(frozen=True)
+class SeqOutput:
+    """What one step did to one prompt."""
+
+    request_id: int
+    new_token_ids: tuple[int, ...] = ()
+    finish_reason: FinishReason | None = None  # set: the prompt is finished in the core
+    logprobs: tuple[TokenLogprob, ...] = ()
+    error: str | None = None  # the model step failed for it
+
+
+@dataclass(frozen=True)
+class StepOutput:
+    """What one step did (vLLM's EngineCoreOutputs)."""
+
+    outputs: list[SeqOutput] = field(default_factory=list)
+    scheduled: int = 0  # sequences the model ran
+    time: float = 0.0  # when the tokens were chosen (time.monotonic)
+
+
+class EngineCore:
+    """`model` is anything with `num_blocks`, `block_size` and `forward(StepInputs) -> logits [sampled, vocab]`."""
+
+    def __init__(self, model, eos_token_ids, limits: Limits, max_step_tokens: int):
+        self.model = model
+        self.limits = limits
+        self.max_step_tokens = max_step_tokens
+        self.blocks = BlockManager(model.num_blocks, model.block_size)
+        self._eos = tuple(eos_token_ids)
+        self._waiting: deque[list[Request]] = deque()  # calls; the prompts of one call start together
+        self._running: list[Request] = []
+        self._aborts: queue.SimpleQueue = queue.SimpleQueue()
+        self._cond = threading.Condition()  # guards _waiting; wakes the loop
+        self._closed = False
+
+    # --- any thread ----------------------------------------------------------------------------------
+
+    def add(self, requests: list[Request]) -> None:
+        """Queue one call's prompts; raises QueueFull when the waiting queue is full or the core closed."""
         with self._cond:
-            self._running = [s for s in self._running if not s.row.finished]
-        for seq in finished:
-            self.blocks.release(seq.blocks, seq.reserved)
+            if self._closed:
+                raise QueueFull("the engine is shutting down")
+            if len(self._waiting) >= self.limits.max_waiting:
+                raise QueueFull(f"the waiting queue is full ({self.limits.max_waiting} requests); retry later")
+            self._waiting.append(requests)
+            self._cond.notify()
+
+    def abort(self, request_ids) -> None:
+        """Stop these prompts at the next step (ALL: every one); each finished there comes out as CANCELLED."""
+        self._aborts.put(request_ids if request_ids is ALL else tuple(request_ids))
+        with self._cond:
+            self._cond.notify()
+
+    def counts(self) -> tuple[int, int]:
+        """(running, waiting) calls."""
+        with self._cond:
+            return len({r.call for r in self._running}), len(self._waiting)
+
+    def wait_for_work(self, timeout: float | None = None) -> bool:
+        """Block until there is something to step; False once the core is closed."""
+        with self._cond:
+            while not self._closed and not (self._waiting or self._running or not self._aborts.empty()):
+                if not self._cond.wait(timeout):
+                    break
+            return not self._closed
+
+    def close(self) -> None:
+        """Refuse new calls; the loop's next wait returns False."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    # --- the loop's thread ---------------------------------------------------------------------------
+
+    def fail_all(self) -> list[int]:
+        """After a failed step: retire every prompt, running or waiting; returns their ids."""
+        with self._cond:
+            waiting = [r for call in self._waiting for r in call]
+            self._waiting.clear()
+        failed = [*self._running, *waiting]
+        self._finish(failed, RequestStatus.FINISHED_FAILED)
+        return [r.id for r in failed]
+
+    def step(self) -> StepOutput:
+        outputs = self._drain_aborts()
+        self._admit()
+        scheduled = self._schedule()
+        if not scheduled.seqs:
+            return StepOutput(outputs, 0, time.monotonic())
+        try:
+            logits = self.model.forward(scheduled.inputs())
+        except Exception as exc:  # the model failed: this step's prompts fail, the server goes on
+            log.exception("model step over %d sequences failed", len(scheduled.seqs))
+            message = f"generation failed: {type(exc).__name__}: {exc}"
+            for s in scheduled.seqs:
+                outputs.append(SeqOutput(s.request_id, error=message))
+            self._finish([r for r in self._running if r.id in {s.request_id for s in scheduled.seqs}],
+                         RequestStatus.FINISHED_FAILED)
+            return StepOutput(outputs, len(scheduled.seqs), time.monotonic())
+        by_id = {r.id: r for r in self._running}
+        sampled = []
+        for s in scheduled.seqs:
+            request = by_id[s.request_id]
+            request.computed += len(s.token_ids)
+            if s.sampled:
+                sampled.append(request)
+        outputs.extend(self._update(sampled, logits))
+        return StepOutput(outputs, len(scheduled.seqs), time.monotonic())
+
+    def _drain_aborts(self) -> list[SeqOutput]:
+        ids: set[int] = set()
+        every = False
+        while True:
+            try:
+                item = self._aborts.get_nowait()
+            except queue.Empty:
+                break
+            if item is ALL:
+                every = True
+            else:
+                ids.update(item)
+        if not ids and not every:
+            return []
+        aborted = [r for r in self._running if every or r.id in ids]
+        with self._cond:
+            kept: deque[list[Request]] = deque()
+            for call in self._waiting:
+                gone = [r for r in call if every or r.id in ids]
+                aborted.extend(gone)
+                if len(gone) < len(call):
+                    kept.append([r for r in call if r not in gone])
+            self._waiting = kept
+        self._finish(aborted, RequestStatus.FINISHED_ABORTED)
+        return [SeqOutput(r.id, finish_reason=FinishReason.CANCELLED) for r in aborted]
+
+    def _admit(self) -> None:
+        with self._cond:
+            while self._waiting:
+                call = self._waiting[0]
+                if len(self._running) + len(call) > self.limits.max_batch:
+                    return
+                need = [self.blocks.blocks_for(len(r.prompt_ids) + r.params.max_new_tokens) for r in call]
+                if not self.blocks.reserve(sum(need)):
+                    return  # first come, first served: later calls wait behind it
+                self._waiting.popleft()
+                for request, n in zip(call, need):
+                    request.reserved = n
+                    request.status = RequestStatus.RUNNING
+                    self._running.append(request)
+
+    def _schedule(self) -> ScheduledStep:
+        """Every decoding prompt gets one token; prompts share `max_step_tokens`, oldest first."""
+        seqs, budget = [], self.max_step_tokens
+        for r in self._running:
+            left = len(r.prompt_ids) - r.computed
+            if left <= 0:
+                n = 1
+            elif budget > 0:
+                n = min(left, budget)
+                budget -= n
+            else:
+                continue
+            self.blocks.grow(r.blocks, r.computed + n)
+            seqs.append(ScheduledSeq(r.id, r.pending(n), r.computed, list(r.blocks),
+                                     r.computed + n >= len(r.prompt_ids)))
+        return ScheduledStep(seqs)
+
+    def _update(self, sampled: list[Request], logits: np.ndarray) -> list[SeqOutput]:
+        """Every sampled prompt's next token in one pass; the token rules (end of sequence, length) end prompts."""
+        if not sampled:
+            return []
+        tokens, logprobs = choose_tokens(logits, sampled, self._eos)
+        outputs, done = [], []
+        for request, token, logprob in zip(sampled, tokens, logprobs):
+            request.output_ids.append(token)
+            status = None
+            if token in self._eos:
+                status = RequestStatus.FINISHED_STOPPED
+            elif len(request.output_ids) >= request.params.max_new_tokens:
+                status = RequestStatus.FINISHED_LENGTH
+            if status is not None:
+                request.status = status
+                done.append(request)
+            outputs.append(SeqOutput(request.id, (token,), FINISH_REASON[status] if status else None,
+                                     (logprob,) if logprob is not None else ()))
+        self._finish(done, None)
+        return outputs
+
+    def _finish(self, requests: list[Request], status: RequestStatus | None) -> None:
+        """Retire prompts (setting `status`, unless None: already set) and free their blocks."""
+        if not requests:
+            return
+        for r in requests:
+            if status is not None:
+                r.status = status
+            self.blocks.release(r.blocks, r.reserved)
+            r.reserved = 0
+        with self._cond:
+            self._running = [r for r in self._running if not r.status.finished]

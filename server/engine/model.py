@@ -1,7 +1,6 @@
 """The loaded model: OpenVINO IR compiled once, its tokenizer, and prompt rendering."""
 from __future__ import annotations
 
-import copy
 import logging
 import time
 from dataclasses import dataclass
@@ -42,31 +41,21 @@ def weight_precision(ov_model) -> str:
 
 
 class LoadedModel:
-    """The model compiled once, for one of the two engines, with its tokenizer.
+    """The model compiled once for paged attention (`paged`: the continuous-batching engine's), with its tokenizer."""
 
-    `paged` is the model compiled for paged attention (the continuous-batching engine); when it is None,
-    `model` is the OVModelForCausalLM compiled as optimum-intel does it (the `generate` engine), shared by
-    every worker, each with its own infer request via `fork()`.
-    """
-
-    def __init__(self, model, tokenizer, info: ModelInfo, paged=None, generation_config=None):
-        self.model = model
+    def __init__(self, paged, tokenizer, info: ModelInfo, generation_config):
         self.paged = paged
         self.tokenizer = tokenizer
         self.info = info
-        generation_config = generation_config or model.generation_config
         eos = generation_config.eos_token_id
         if eos is None:
             eos = tokenizer.eos_token_id
         self.eos_token_ids = tuple(eos) if isinstance(eos, (list, tuple)) else (eos,)
-        pad = tokenizer.pad_token_id
-        self.pad_token_id = pad if pad is not None else self.eos_token_ids[0]
 
     @classmethod
     def load(cls, path: str | Path, device: str = "CPU", ov_config: dict | None = None,
-             trust_remote_code: bool = False, engine: str = "paged") -> LoadedModel:
-        """Load once; `engine` "paged" falls back to "generate" (one log line says why) when the model's
-        architecture does not go through the paged-attention transformation."""
+             trust_remote_code: bool = False) -> LoadedModel:
+        """Load once; a model whose architecture the paged-attention rewrite refuses stops here with one line."""
         # Imported here: these take seconds, and `--help` should not wait for them.
         from optimum.intel import OVModelForCausalLM
         from transformers import AutoTokenizer
@@ -75,22 +64,15 @@ class LoadedModel:
 
         start = time.perf_counter()
         ov_config = dict(ov_config or {})
-
-        def from_disk(compile: bool):
-            return OVModelForCausalLM.from_pretrained(str(path), device=device, ov_config=ov_config,
-                                                      compile=compile, trust_remote_code=trust_remote_code)
-
-        model = from_disk(compile=engine != "paged")
+        model = OVModelForCausalLM.from_pretrained(str(path), device=device, ov_config=ov_config,
+                                                   compile=False, trust_remote_code=trust_remote_code)
         precision = weight_precision(model.model)
-        paged = None
-        if engine == "paged":
-            try:
-                paged = compile_paged(model.model, device, ov_config)
-            except TransformationFailed as exc:
-                log.warning("paged attention is not available for this model, using the generate engine: %s", exc)
-                model = from_disk(compile=True)  # the failed rewrite may have changed the model in place
+        try:
+            paged = compile_paged(model.model, device, ov_config)
+        except TransformationFailed as exc:
+            arch = getattr(model.config, "model_type", None) or "unknown"
+            raise TransformationFailed(f"this server cannot run the {arch} architecture: {exc}") from None
         tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
-        tokenizer.padding_side = "left"
         seconds = time.perf_counter() - start
         config = model.config
         context = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", 2048)
@@ -98,17 +80,8 @@ class LoadedModel:
         # token already ends the answer, and checking for it would only cost time at every token.
         stop = tuple(s for s in manifest_stop(path) if s not in tokenizer.all_special_tokens)
         info = ModelInfo(str(path), device, precision, seconds, int(context), stop)
-        if paged is not None:  # the paged engine needs nothing else of the OVModelForCausalLM: free its graph
-            return cls(None, tokenizer, info, paged=paged, generation_config=model.generation_config)
-        return cls(model, tokenizer, info)
-
-    def fork(self):
-        """A model object sharing the compiled weights but with its own infer request (its own KV cache)."""
-        twin = copy.copy(self.model)
-        twin.request = self.model.request.get_compiled_model().create_infer_request()
-        twin.next_beam_idx = None
-        twin._past_length = 0
-        return twin
+        # Nothing else of the OVModelForCausalLM is needed: its graph is freed with it.
+        return cls(paged, tokenizer, info, model.generation_config)
 
     def render(self, prompt: str | tuple[Message, ...], system_prompt: str | None, raw: bool) -> str:
         return render(self.tokenizer, prompt, system_prompt, raw)

@@ -41,12 +41,7 @@ class Limits:
 
 @dataclass(frozen=True)
 class SchedulerConfig:
-    batch_window_ms: float = 0.0  # while requests come together, wait this long for the rest of them
-    first_window_ms: float = 0.0  # a lone request waits this long for others arriving at the same moment
-    workers: int = 1  # infer requests sharing the compiled model, each running one batch
-    # Paged engine: prompt tokens run per step (longer prompts are run in chunks beside the decodes).
-    max_step_tokens: int = 256
-
+    max_step_tokens: int = 256  # prompt tokens run per step (longer prompts run in chunks beside the decodes)
 
 
 @dataclass(frozen=True)

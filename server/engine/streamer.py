@@ -1,64 +1,70 @@
-"""Turns each prompt's new tokens into text as soon as it decodes, and decides when the prompt is done."""
+"""One prompt's text on the output side: incremental decoding and stop strings, off the core's thread."""
 from __future__ import annotations
 
-import time
-
 from transformers import TextIteratorStreamer
-from transformers.generation.streamers import BaseStreamer
 
-from server.engine.tokens import held_back, stop_position
-from server.engine.types import FinishReason
+from server.engine.types import Finished, FinishReason, TextDelta, Usage
 
 
 class TokenStreamer(TextIteratorStreamer):
-    """One prompt's text stream, pushed to its request instead of the parent's queue.
+    """One prompt's text stream, pushed to its call's collector instead of the parent's queue.
 
     Unlike its parent it flushes at every decodable token, not at word ends, and decodes incrementally:
     each token decodes only a short window (the tokens since the last flush and the ones before them, for
     context), never the whole completion again. A token that ends half-way through a multi-byte character
     is held until the character completes; text that might begin a stop string is held until it cannot.
+    It counts the prompt's completion tokens (end-of-sequence included) and sends its one Finished event.
     """
 
-    def __init__(self, row, tokenizer, eos_token_ids: tuple[int, ...]):
+    def __init__(self, tokenizer, index: int, prompt_ids: list[int], stop: tuple[str, ...], eos_token_ids,
+                 sink, arrival: float):
         super().__init__(tokenizer, skip_prompt=True, skip_special_tokens=True, clean_up_tokenization_spaces=False)
-        self.row = row
+        self.index = index
+        self.prompt_ids = prompt_ids
+        self.stop = stop
         self.eos = frozenset(eos_token_ids)
+        self.sink = sink  # takes events: the call's collector
+        self.arrival = arrival
+        self.token_ids: list[int] = []  # the completion's tokens, end-of-sequence ones left out
+        self.completion_tokens = 0
+        self.text = ""
+        self.sent = 0  # characters of `text` already sent
+        self.first_token_at: float | None = None
+        self.finish_reason: FinishReason | None = None
         self.prefix_offset = 0  # window start: context for the tokens being decoded
         self.read_offset = 0  # tokens before this are already text
+        self._logprobs: list = []  # of tokens whose text is not sent yet
 
-    def put(self, token: int, now: float | None = None) -> None:
-        """The prompt's next token; may finish the prompt (end, length, stop string, cancel)."""
-        row = self.row
-        if row.finished:
+    @property
+    def finished(self) -> bool:
+        return self.finish_reason is not None
+
+    def put(self, token: int, now: float, last: bool = False, logprob=None) -> None:
+        """The prompt's next token (`last`: the core ended the prompt with it); may finish the prompt on a
+        stop string."""
+        if self.finished:
             return
-        now = time.monotonic() if now is None else now
-        if row.first_token_at is None:
-            row.first_token_at = now
-        if row.handle.cancelled:
-            self.finish(FinishReason.CANCELLED)
-            return
-        row.completion_tokens += 1
+        if self.first_token_at is None:
+            self.first_token_at = now
+        self.completion_tokens += 1
+        if logprob is not None:
+            self._logprobs.append(logprob)
         if token in self.eos:
-            self.finish(FinishReason.STOP)
             return
-        row.token_ids.append(token)
-        at_length = len(row.token_ids) >= row.params.max_new_tokens
-        row.text += self._decode_new(force=at_length)
-        stops = row.params.stop
-        cut = stop_position(row.text, stops, row.sent)
+        self.token_ids.append(token)
+        self.text += self._decode_new(force=last)
+        cut = stop_position(self.text, self.stop, self.sent)
         if cut >= 0:
-            row.text = row.text[:cut]
-            self.finish(FinishReason.STOP_SEQUENCE)
-        elif at_length:
-            self.finish(FinishReason.LENGTH)
-        else:
-            safe = len(row.text) - held_back(row.text, stops)
-            if safe > row.sent:
-                self.on_finalized_text(row.text[row.sent:safe])
-                row.sent = safe
+            self.text = self.text[:cut]
+            self.finish(FinishReason.STOP_SEQUENCE, now)
+        elif not last:
+            safe = len(self.text) - held_back(self.text, self.stop)
+            if safe > self.sent:
+                self.on_finalized_text(self.text[self.sent:safe])
+                self.sent = safe
 
     def _decode_new(self, force: bool) -> str:
-        ids = self.row.token_ids
+        ids = self.token_ids
         decode = self.tokenizer.decode
         before = decode(ids[self.prefix_offset:self.read_offset], **self.decode_kwargs)
         after = decode(ids[self.prefix_offset:], **self.decode_kwargs)
@@ -67,45 +73,45 @@ class TokenStreamer(TextIteratorStreamer):
         self.prefix_offset, self.read_offset = self.read_offset, len(ids)
         return after[len(before):]
 
-    def finish(self, reason: FinishReason) -> None:
+    def finish(self, reason: FinishReason, now: float) -> None:
         """Send what is left (past any stop string cut) and end the prompt."""
-        row = self.row
-        if row.finished:
+        if self.finished:
             return
-        self.on_finalized_text(row.text[row.sent:], stream_end=True)
-        row.sent = len(row.text)
-        row.finish(reason)
+        self.finish_reason = reason
+        self.on_finalized_text(self.text[self.sent:], stream_end=True)
+        self.sent = len(self.text)
+        first = self.first_token_at if self.first_token_at is not None else now
+        self.sink.put(Finished(self.index, reason, Usage(
+            prompt_tokens=len(self.prompt_ids), completion_tokens=self.completion_tokens,
+            ttft_ms=(first - self.arrival) * 1000.0, total_ms=(now - self.arrival) * 1000.0)))
 
     def end(self) -> None:
-        """Generation stopped with the prompt still open: it ran into its length limit."""
-        self.finish(FinishReason.LENGTH)
+        """The parent's end of generation: the prompt ran into its length limit."""
+        import time
+
+        self.finish(FinishReason.LENGTH, time.monotonic())
 
     def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
-        self.row.send(text)
+        if text or self._logprobs:
+            self.sink.put(TextDelta(self.index, text, tuple(self._logprobs)))
+            self._logprobs.clear()
 
 
-class BatchTextStreamer(BaseStreamer):
-    """transformers' `generate` streamer for a padded batch: each row's token goes to that row's TokenStreamer.
+def stop_position(text: str, stops: tuple[str, ...], start: int) -> int:
+    """Where the earliest stop string begins in text[start - longest:], or -1."""
+    if not stops:
+        return -1
+    from_ = max(0, start - max(len(s) for s in stops) + 1)
+    hits = [p for p in (text.find(s, from_) for s in stops) if p >= 0]
+    return min(hits) if hits else -1
 
-    transformers calls `put` once with the prompts, then once per step with one new token per row,
-    before it evaluates the stopping criteria, so a finish decided here stops the row in the same step.
-    """
 
-    def __init__(self, rows, tokenizer, eos_token_ids: tuple[int, ...]):
-        self.streamers = [TokenStreamer(row, tokenizer, eos_token_ids) for row in rows]
-        self.prompt_seen = False
-
-    def put(self, value) -> None:
-        if not self.prompt_seen:  # the first call carries the prompts
-            self.prompt_seen = True
-            return
-        now = time.monotonic()
-        for streamer, token in zip(self.streamers, value.tolist()):
-            try:
-                streamer.put(token, now)
-            except Exception as exc:  # one row's failure fails its own request only
-                streamer.row.fail(exc)
-
-    def end(self) -> None:
-        for streamer in self.streamers:
-            streamer.end()
+def held_back(text: str, stops: tuple[str, ...]) -> int:
+    """How many trailing characters might begin a stop string, and so must not be sent yet."""
+    longest = 0
+    for s in stops:
+        for n in range(min(len(s) - 1, len(text)), longest, -1):
+            if text.endswith(s[:n]):
+                longest = n
+                break
+    return longest

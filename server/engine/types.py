@@ -52,14 +52,17 @@ class GenerationRequest:
     system_prompt: str | None = None
     raw: bool = False
     params: SamplingParams = field(default_factory=SamplingParams)
+    logprobs: int | None = None  # None: no logprobs; N: each token's, with the N most likely alternatives
 
 
 @dataclass(frozen=True)
 class TextDelta:
-    """New text of prompt `index` since its previous delta."""
+    """New text of prompt `index` since its previous delta (and, when the request asked, the logprobs of
+    the tokens that made it: sampler.TokenLogprob)."""
 
     index: int
     text: str
+    logprobs: tuple = ()
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,7 @@ def test_precedence_flag_over_environment_over_file_over_default(tmp_path, envir
 
 def test_defaults():
     s = load({})
-    assert (s.model, s.device, s.host, s.port, s.http_port, s.engine) == ("/model", "CPU", "127.0.0.1", 9000, 0, "paged")
+    assert (s.model, s.device, s.host, s.port, s.http_port) == ("/model", "CPU", "127.0.0.1", 9000, 0)
     assert s.limits == Limits() and s.config_path is None and s.api_key is None
 
 
@@ -65,11 +65,11 @@ def test_selected_model_is_a_name_under_models_and_model_path_wins(environ):
 
 
 def test_only_the_listed_variables_are_read_and_empty_ones_are_unset(environ):
-    environ.setenv("ENGINE", "generate")  # a setting's name, but no variable of ours
+    environ.setenv("GRACE_SECONDS", "5")  # a setting's name, but no variable of ours
     environ.setenv("MODEL", "/not/read")
     environ.setenv("DEVICE", "")
     s = load({})
-    assert (s.engine, s.model, s.device) == ("paged", "/model", "CPU")
+    assert (s.grace_seconds, s.model, s.device) == (30.0, "/model", "CPU")
 
 
 @pytest.mark.parametrize("value", ["abc", "-1", "9000.0", " 9000"])
@@ -96,12 +96,12 @@ def test_both_servables_load():
     for name in ("servable_stream", "servable_unary"):
         s = load({"config_path": str(ROOT / name / "config.json")})
         assert s.model == "/model" and s.limits.max_batch >= 8
-        assert s.engine == "paged" and s.kv_cache.gb > 0 and s.scheduler.max_step_tokens >= 256
+        assert s.kv_cache.gb > 0 and s.scheduler.max_step_tokens >= 256
         assert type(s.generation).__module__ == "server.engine.params"  # the engine's own dataclasses
 
 
 @pytest.mark.parametrize(("data", "message"), [
-    ({"engine": "vllm"}, "engine: expected one of paged, generate"),
+    ({"engine": "generate"}, "engine: unknown key"),  # the generate engine is gone
     ({"kv_cache": {"blocks": 10, "gb": 1.0}}, "kv_cache: give blocks or gb"),
     ({"kv_cache": {"gb": -1}}, "kv_cache: give blocks or gb"),
     ({"scheduler": {"max_step_tokens": 0}}, "max_step_tokens: must be at least 1"),
@@ -118,11 +118,9 @@ def test_rules_across_settings(tmp_path, data, message):
         load({"config_path": write(tmp_path, data)})
 
 
-def test_engine_settings_from_file_and_flag(tmp_path):
-    path = write(tmp_path, {"engine": "generate", "kv_cache": {"blocks": 64}})
-    s = load({"config_path": path})
-    assert (s.engine, s.kv_cache.blocks) == ("generate", 64)
-    assert load({"config_path": path, "engine": "paged"}).engine == "paged"
+def test_engine_settings_from_file(tmp_path):
+    s = load({"config_path": write(tmp_path, {"kv_cache": {"blocks": 64}, "scheduler": {"max_step_tokens": 32}})})
+    assert (s.kv_cache.blocks, s.scheduler.max_step_tokens) == (64, 32)
 
 
 def test_a_flag_can_settle_a_rule_the_file_alone_breaks(tmp_path):
@@ -142,7 +140,7 @@ def test_a_flag_can_settle_a_rule_the_file_alone_breaks(tmp_path):
     ({"device": 0}, "device: expected str, got int 0"),
     ({"limits": {"max_batch": 2.5}}, "limits.max_batch: expected int, got float 2.5"),
     ({"limits": [8]}, "limits: expected an object, got list [8]"),
-    ({"scheduler": {"batch_window_ms": "fast"}}, "scheduler.batch_window_ms: expected float"),
+    ({"scheduler": {"max_step_tokens": "many"}}, "scheduler.max_step_tokens: expected int"),
     ({"kv_cache": {"blocks": "many"}}, "kv_cache.blocks: expected int"),
     ({"generation": {"stop": "### End"}}, "generation.stop: expected a list of non-empty strings"),
     ({"generation": {"stop": ["### End", 1]}}, "generation.stop.1: expected str, got int 1"),
@@ -163,9 +161,9 @@ def test_missing_config_file_is_named(tmp_path):
 
 def test_file_numbers_as_json_has_them(tmp_path):
     """Floats accept whole numbers; everything else keeps its JSON type."""
-    s = load({"config_path": write(tmp_path, {"grace_seconds": 5, "scheduler": {"batch_window_ms": 2},
+    s = load({"config_path": write(tmp_path, {"grace_seconds": 5,
                                                "kv_cache": {"gb": 1}, "ov_config": {"NUM_STREAMS": "1"}})})
-    assert (s.grace_seconds, s.scheduler.batch_window_ms, s.kv_cache.gb) == (5.0, 2.0, 1.0)
+    assert (s.grace_seconds, s.kv_cache.gb) == (5.0, 1.0)
     assert isinstance(s.grace_seconds, float) and s.ov_config == {"NUM_STREAMS": "1"}
 
 

@@ -151,18 +151,3 @@ def test_raw_prompt_skips_the_template(stub):
     (templated,) = stub.Generate(request("Paris is", max_new_tokens=4), timeout=60).completions
     (raw,) = stub.Generate(request("Paris is", raw=True, max_new_tokens=4), timeout=60).completions
     assert raw.prompt_tokens < templated.prompt_tokens and raw.prompt_tokens <= 3
-
-
-def test_generate_engine_serves_the_same_greedy_text(stub, fp32_model_dir, tmp_path):
-    """`engine: generate` (the fallback engine) through gRPC = the paged engine of the shared server."""
-    from tests.server.harness import start_server
-
-    prompts = [f"What is the capital of {c}?" for c in ("France", "Japan")] + [QUESTION]
-    paged = stub.Generate(request(*prompts, max_new_tokens=24), timeout=60)
-    server = start_server(fp32_model_dir, tmp_path, config={"engine": "generate"})
-    try:
-        plain = server.stub.Generate(request(*prompts, max_new_tokens=24), timeout=60)
-    finally:
-        server.stop()
-    assert "engine: generate" in server.log()
-    assert [c.text for c in plain.completions] == [c.text for c in paged.completions]

@@ -29,17 +29,21 @@ def _level(concurrency: int, wall_s: float, ttfts: list[float], tpot: float = 10
 
 
 def test_targets_from_the_runs():
-    server = [_level(1, 2.0, [40.0] * 4), _level(8, 1.0, [100.0] * 9 + [300.0])]
-    genai = [_level(1, 4.0, [40.0] * 4), _level(8, 1.25, [100.0] * 10)]
+    server = [_level(1, 2.0, [40.0] * 4), _level(8, 1.0, [100.0] * 9 + [300.0]), _level(16, 1.0, [90.0] * 13)]
+    genai = [_level(1, 4.0, [40.0] * 4), _level(8, 1.25, [80.0] * 10), _level(16, 2.0, [100.0] * 13)]
     t = compute(server, genai, raw_step_ms=8.0, open_loop=None, rss_peak_mb={1: 700.0, 8: 750.0})
     assert t.vs_genai_1 == pytest.approx(2.0) and t.vs_genai_8 == pytest.approx(1.25)
+    assert t.vs_genai_16 == pytest.approx(2.0) and t.tok_s_16_over_8 == pytest.approx(1.3)
+    assert t.ttft_p50_vs_genai_8 == pytest.approx(1.25)
     assert t.ttft_p90_over_p50_8 == pytest.approx(1.2)  # p90 of nine 100s and one 300: 120
     assert t.tpot_vs_raw_step_1 == pytest.approx(1.25) and t.rss_peak_mb_8 == 750.0
     assert t.open_ttft_p99_ms_1 is None
-    assert t.line() == ("vs_genai_1=2.00 vs_genai_8=1.25 ttft_p90_over_p50_8=1.20 tpot_vs_raw_step_1=1.250 "
+    assert t.line() == ("vs_genai_1=2.00 vs_genai_8=1.25 vs_genai_16=2.00 tok_s_16_over_8=1.30 "
+                        "ttft_p50_vs_genai_8=1.25 ttft_p90_over_p50_8=1.20 tpot_vs_raw_step_1=1.250 "
                         "open_ttft_p99_ms_1=n/a rss_peak_mb_8=750")
 
 
 def test_targets_not_measured_are_na():
-    assert Targets().line() == ("vs_genai_1=n/a vs_genai_8=n/a ttft_p90_over_p50_8=n/a tpot_vs_raw_step_1=n/a "
+    assert Targets().line() == ("vs_genai_1=n/a vs_genai_8=n/a vs_genai_16=n/a tok_s_16_over_8=n/a "
+                                "ttft_p50_vs_genai_8=n/a ttft_p90_over_p50_8=n/a tpot_vs_raw_step_1=n/a "
                                 "open_ttft_p99_ms_1=n/a rss_peak_mb_8=n/a")

@@ -13,7 +13,7 @@ from client.launcher import free_port
 SERVABLE = ("--servable", REPO / "servable_stream" / "config.json")
 
 SUMMARY = re.compile(r"^tpot_ratio_vs_inprocess=([\d.]+) ttft_overhead_ms=(-?[\d.]+) speedup_2_vs_1=([\d.]+) ")
-TARGETS = ("vs_genai_1", "vs_genai_8", "ttft_p90_over_p50_8", "tpot_vs_raw_step_1", "open_ttft_p99_ms_1",
+TARGETS = ("vs_genai_1", "vs_genai_8", "vs_genai_16", "tok_s_16_over_8", "ttft_p50_vs_genai_8", "ttft_p90_over_p50_8", "tpot_vs_raw_step_1", "open_ttft_p99_ms_1",
            "rss_peak_mb_8")
 NOT_MEASURED = " ".join(f"{key}=n/a" for key in TARGETS)
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

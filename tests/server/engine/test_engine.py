@@ -1,42 +1,192 @@
-"""The engine's front door in-process, without gRPC, on the real default model, with both engines."""
+"""The engine in-process, without transport, on the real default model: parity with OVModelForCausalLM.generate,
+joining mid-generation, chunked prompts, a small KV cache under load, cancellation, faults, stop strings."""
+import threading
 
 import pytest
 import torch
 from optimum.intel import OVModelForCausalLM
 
 from server.engine.engine import Engine
-from server.engine.errors import QueueFull
+from server.engine.errors import QueueFull, ValidationError
 from server.engine.model import LoadedModel
-from server.engine.params import Limits, SchedulerConfig
-from server.engine.types import (
-    Finished,
-    FinishReason,
-    GenerationRequest,
-    SamplingParams,
-    TextDelta,
-    collect,
-)
+from server.engine.params import KVCacheConfig, Limits, SchedulerConfig
+from server.engine.types import Finished, FinishReason, GenerationRequest, SamplingParams, TextDelta, collect
 from tests.faults import injected
 from tests.server.harness import wait_until
 
-PROMPTS = ("What is the theory of relativity?", "What is the capital of Japan?")
+# Batch-invariant numerics (f32, no dynamic quantization of activations): a prompt's tokens do not depend on
+# its batch-mates, so answers compare exactly, with each other and with OVModelForCausalLM.generate.
+OV_CONFIG = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32", "DYNAMIC_QUANTIZATION_GROUP_SIZE": "0"}
+PARITY_PROMPTS = (
+    "What is the theory of relativity?",
+    "Who is Albert Einstein?",
+    "Write a short poem about the sea.",
+    "How do I make a cup of tea?",
+    "What is the capital of Japan?",
+    "Explain photosynthesis in one paragraph.",
+    "List three uses of copper.",
+    "Why is the sky blue?",
+    "Translate 'good morning' into French.",
+    "What is 12 times 12?",
+    "Give me a tip for learning to code.",
+    "Describe a cat to someone who has never seen one.",
+)
+LONG_PROMPT = "Summarise this text. " + " ".join(
+    f"Sentence {i} says that the river flows past the old mill towards the sea." for i in range(20))
 
 
-@pytest.fixture(scope="module", params=["paged", "generate"])
-def model(request, fp32_model_dir):
-    return LoadedModel.load(fp32_model_dir, "CPU", {"PERFORMANCE_HINT": "LATENCY"}, engine=request.param)
+@pytest.fixture(scope="module")
+def model(fp32_model_dir):
+    return LoadedModel.load(fp32_model_dir, "CPU", OV_CONFIG)
 
 
 def ask(prompt, **params) -> GenerationRequest:
     return GenerationRequest(prompts=(prompt,), params=SamplingParams(**params))
 
 
+def text_of(events) -> str:
+    return "".join(e.text for e in events if isinstance(e, TextDelta))
+
+
+def reference_tokens(model_dir, model, prompts, n):
+    """Greedy tokens from plain OVModelForCausalLM.generate, one prompt at a time."""
+    plain = OVModelForCausalLM.from_pretrained(str(model_dir), device="CPU", ov_config=OV_CONFIG)
+    out = []
+    for prompt in prompts:
+        ids = torch.tensor([model.encode(model.render(prompt, None, False), False)])
+        gen = plain.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, do_sample=False,
+                             min_new_tokens=n)
+        out.append(model.tokenizer.decode(gen[0, ids.shape[1]:], skip_special_tokens=True))
+    return out
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_greedy_parity_with_optimum_generate(request, precision):
+    """12 prompts x 64 tokens, all at once through the core = one by one through generate, token for token."""
+    model_dir = request.getfixturevalue(f"{precision}_model_dir")
+    model = LoadedModel.load(model_dir, "CPU", OV_CONFIG)
+    engine = Engine(model, limits=Limits(max_batch=12))
+    try:
+        handles = [engine.submit(ask(p, max_new_tokens=64, min_new_tokens=64)) for p in PARITY_PROMPTS]
+        got = [text_of(h.events(120)) for h in handles]
+    finally:
+        engine.close()
+    assert got == reference_tokens(model_dir, model, PARITY_PROMPTS, 64)
+
+
+def test_request_joining_mid_generation_gets_its_solo_answer_first(model):
+    engine = Engine(model)
+    try:
+        solo = collect(engine.stream(ask(PARITY_PROMPTS[4], max_new_tokens=12), timeout=60))[0]
+        long = [engine.submit(ask(p, max_new_tokens=96, min_new_tokens=96)) for p in PARITY_PROMPTS[:7]]
+        # Wait until all seven are decoding, then join them.
+        assert wait_until(lambda: all(h.streamers[next(iter(h.streamers))].token_ids for h in long), timeout=60)
+        late = engine.submit(ask(PARITY_PROMPTS[4], max_new_tokens=12))
+        assert engine.counts()[0] + engine.counts()[1] == 8
+        late_events = list(late.events(60))
+        assert text_of(late_events) == solo.text
+        assert not any(h.done.is_set() for h in long)  # it finished while the seven still ran
+        for h in long:
+            assert h.done.wait(120)
+    finally:
+        engine.close()
+
+
+def test_long_prompt_in_chunks_beside_short_ones(model):
+    """A prompt several times max_step_tokens runs in chunks while short prompts decode; all answers stay right."""
+    reference = Engine(model)
+    try:
+        solo = [reference.generate(ask(p, max_new_tokens=24), timeout=60)[0].text
+                for p in (LONG_PROMPT, *PARITY_PROMPTS[:3])]
+    finally:
+        reference.close()
+    engine = Engine(model, scheduler=SchedulerConfig(max_step_tokens=64))
+    try:
+        short = [engine.submit(ask(p, max_new_tokens=24)) for p in PARITY_PROMPTS[:3]]
+        long = engine.submit(ask(LONG_PROMPT, max_new_tokens=24))
+        assert len(next(iter(long.streamers.values())).prompt_ids) > 4 * 64
+        assert [text_of(h.events(60)) for h in (long, *short)] == solo
+    finally:
+        engine.close()
+
+
+def test_small_cache_many_requests_none_lost_none_mixed(model):
+    """32 concurrent requests through a cache that holds a few at a time: they wait, then all answer right."""
+    prompts = [PARITY_PROMPTS[i % 4] for i in range(32)]
+    engine = Engine(model, limits=Limits(max_batch=8, max_waiting=64), kv_cache=KVCacheConfig(blocks=6))
+    try:
+        solo = {p: engine.generate(ask(p, max_new_tokens=16), timeout=60)[0].text for p in set(prompts)}
+        results: dict[int, str] = {}
+
+        def client(i):
+            results[i] = engine.generate(ask(prompts[i], max_new_tokens=16), timeout=120)[0].text
+
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(32)]
+        for t in threads:
+            t.start()
+        assert wait_until(lambda: engine.counts()[1] > 0, timeout=10)  # the cache, not max_batch, holds them back
+        assert engine.core.blocks.reserved() <= 6
+        for t in threads:
+            t.join(180)
+        assert results == {i: solo[p] for i, p in enumerate(prompts)}
+        assert engine.core.blocks.used() == 0 and engine.core.blocks.reserved() == 0
+    finally:
+        engine.close()
+
+
+def test_cancel_returns_blocks(model):
+    engine = Engine(model)
+    try:
+        handles = [engine.submit(ask(p, max_new_tokens=300, min_new_tokens=300)) for p in PARITY_PROMPTS[:3]]
+        assert wait_until(lambda: engine.core.blocks.used() > 0, timeout=30)
+        for h in handles:
+            h.cancel()
+        finals = [[e for e in h.events(30) if isinstance(e, Finished)][-1] for h in handles]
+        assert {f.reason for f in finals} == {FinishReason.CANCELLED}
+        assert wait_until(lambda: engine.core.blocks.used() == 0 and engine.core.blocks.reserved() == 0)
+        assert engine.counts() == (0, 0)
+    finally:
+        engine.close()
+
+
+def test_request_that_can_never_fit_the_cache_is_refused(model):
+    engine = Engine(model, kv_cache=KVCacheConfig(blocks=4))
+    try:
+        with pytest.raises(ValidationError) as error:
+            engine.submit(ask(PARITY_PROMPTS[0], max_new_tokens=200))
+        assert error.value.field == "max_new_tokens" and "KV-cache blocks" in str(error.value)
+        with pytest.raises(ValidationError) as error:
+            engine.submit(ask(LONG_PROMPT * 2, max_new_tokens=1))
+        assert error.value.field == "prompts[0]"
+        assert engine.generate(ask(PARITY_PROMPTS[4], max_new_tokens=8), timeout=60)[0].text
+    finally:
+        engine.close()
+
+
+def test_sampling_with_a_seed_ignores_batch_mates(model):
+    engine = Engine(model)
+    try:
+        params = dict(max_new_tokens=24, do_sample=True, temperature=0.9, top_k=40, top_p=0.9, seed=7,
+                      repetition_penalty=1.2)
+        alone = engine.generate(ask(PARITY_PROMPTS[0], **params), timeout=60)[0].text
+        crowd = [engine.submit(ask(p, max_new_tokens=24, do_sample=True)) for p in PARITY_PROMPTS[1:6]]
+        again = engine.generate(ask(PARITY_PROMPTS[0], **params), timeout=60)[0].text
+        for h in crowd:
+            assert h.done.wait(60)
+        assert again == alone
+    finally:
+        engine.close()
+
+
 def reference(model, prompt, n):
     text = model.render(prompt, None, False)
     ids = torch.tensor([model.encode(text, False)])
-    plain = OVModelForCausalLM.from_pretrained(model.info.path, device="CPU")
+    plain = OVModelForCausalLM.from_pretrained(model.info.path, device="CPU", ov_config=OV_CONFIG)
     out = plain.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, do_sample=False)
     return model.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+
+
+SHORT = ("What is the theory of relativity?", "What is the capital of Japan?")
 
 
 def test_model_info(model):
@@ -46,9 +196,8 @@ def test_model_info(model):
 
 def test_greedy_equals_optimum_generate(model):
     engine = Engine(model)
-    assert engine.kind == ("paged" if model.paged is not None else "generate")
     try:
-        for prompt in PROMPTS:
+        for prompt in SHORT:
             (c,) = engine.generate(ask(prompt, max_new_tokens=32), timeout=60)
             assert c.text == reference(model, prompt, 32)
     finally:
@@ -58,7 +207,7 @@ def test_greedy_equals_optimum_generate(model):
 def test_cancel_stops_within_a_few_steps(model):
     engine = Engine(model)
     try:
-        handle = engine.submit(ask(PROMPTS[0], max_new_tokens=500, min_new_tokens=500))
+        handle = engine.submit(ask(SHORT[0], max_new_tokens=500, min_new_tokens=500))
         events = handle.events(60)
         next(events)
         handle.cancel()
@@ -72,14 +221,14 @@ def test_cancel_stops_within_a_few_steps(model):
 def test_full_queue_and_cancelled_waiting_request(model):
     engine = Engine(model, limits=Limits(max_batch=1, max_waiting=1))
     try:
-        running = engine.submit(ask(PROMPTS[0], max_new_tokens=200, min_new_tokens=200))
+        running = engine.submit(ask(SHORT[0], max_new_tokens=200, min_new_tokens=200))
         next(running.events(60))
-        waiting = engine.submit(ask(PROMPTS[1], max_new_tokens=8))
+        waiting = engine.submit(ask(SHORT[1], max_new_tokens=8))
         with pytest.raises(QueueFull):
-            engine.submit(ask(PROMPTS[1], max_new_tokens=8))
+            engine.submit(ask(SHORT[1], max_new_tokens=8))
         waiting.cancel()  # leaves the queue at once, freeing its place
         assert [e.reason for e in waiting.events(5) if isinstance(e, Finished)] == [FinishReason.CANCELLED]
-        again = engine.submit(ask(PROMPTS[1], max_new_tokens=8))
+        again = engine.submit(ask(SHORT[1], max_new_tokens=8))
         running.cancel()
         assert "Tokyo" in "".join(e.text for e in again.events(60) if isinstance(e, TextDelta))
     finally:
@@ -87,11 +236,11 @@ def test_full_queue_and_cancelled_waiting_request(model):
 
 
 def test_fault_in_one_request_fails_only_that_request(model):
-    engine = Engine(model, scheduler=SchedulerConfig(batch_window_ms=200))  # one batch on the generate engine
+    engine = Engine(model)
     try:
         with injected("BOOM"):
-            bad = engine.submit(ask("BOOM " + PROMPTS[0], max_new_tokens=16))
-            good = engine.submit(ask(PROMPTS[1], max_new_tokens=16))
+            bad = engine.submit(ask("BOOM " + SHORT[0], max_new_tokens=16))
+            good = engine.submit(ask(SHORT[1], max_new_tokens=16))
             with pytest.raises(RuntimeError, match="fault injected"):
                 collect(bad.events(60))
             assert "Tokyo" in collect(good.events(60))[0].text
@@ -111,7 +260,7 @@ def test_manifest_stop_strings_are_servable_defaults(fp32_model_dir, tmp_path):
     manifest = json.loads((fp32_model_dir / "modelprep.json").read_text())
     # A special token among them (smollm2's own end marker) is left to its token id: it never shows as text.
     (local / "modelprep.json").write_text(json.dumps({**manifest, "stop": ["Paris", "<|im_end|>"]}))
-    model = LoadedModel.load(local, "CPU", {"PERFORMANCE_HINT": "LATENCY"})
+    model = LoadedModel.load(local, "CPU", OV_CONFIG)
     assert model.info.stop == ("Paris",)
     engine = Engine(model)
     try:
@@ -121,3 +270,16 @@ def test_manifest_stop_strings_are_servable_defaults(fp32_model_dir, tmp_path):
         assert c.reason == FinishReason.STOP_SEQUENCE and "Tokyo" not in c.text  # the request's own stop too
     finally:
         engine.close()
+
+
+def test_a_model_the_paged_rewrite_refuses_stops_the_load_naming_its_architecture(fp32_model_dir, monkeypatch):
+    import openvino._offline_transformations as offline
+
+    from server.engine.paged_model import TransformationFailed
+
+    def unsupported(model):
+        raise RuntimeError("no pattern matched this architecture")
+
+    monkeypatch.setattr(offline, "paged_attention_transformation", unsupported)
+    with pytest.raises(TransformationFailed, match="cannot run the llama architecture: .*no pattern matched"):
+        LoadedModel.load(fp32_model_dir, "CPU", OV_CONFIG)

@@ -1,12 +1,8 @@
-"""The batch streamer with the real tokenizer: text as soon as it decodes, never half a character, stops cut."""
+"""The per-prompt streamer with the real tokenizer: text as soon as it decodes, never half a character, stops cut."""
 import pytest
-import torch
 from transformers import AutoTokenizer
 
-from server.engine.batch import Row
-from server.engine.engine import RequestHandle
-from server.engine.params import GenerationParams
-from server.engine.streamer import BatchTextStreamer
+from server.engine.streamer import TokenStreamer, held_back, stop_position
 from server.engine.types import Finished, FinishReason, TextDelta
 
 EOS = 2
@@ -17,25 +13,28 @@ def tokenizer(fp32_model_dir):
     return AutoTokenizer.from_pretrained(fp32_model_dir)
 
 
-def resolved(max_new_tokens=100, stop=()):
-    return GenerationParams(max_new_tokens=max_new_tokens, stop=tuple(stop))
+class Sink(list):
+    put = list.append
+
+
+def streamer(tokenizer, stop=(), sink=None):
+    return TokenStreamer(tokenizer, 0, [1, 2, 3], tuple(stop), (EOS,), sink if sink is not None else Sink(), 0.0)
 
 
 def run(tokenizer, texts, stop=(), max_new_tokens=100, eos=True):
-    """Feed each text's tokens one step at a time, as generate would; returns each row's events."""
-    handles, rows = [], []
-    for i, _ in enumerate(texts):
-        h = RequestHandle(resolved(max_new_tokens, stop), None, lambda h: None)
-        h.attach([Row(h, 0, [1, 2, 3], h.params)])
-        handles.append(h)
-        rows.extend(h.rows)
+    """Feed each text's tokens one step at a time, as the output side does; the core's rules end them
+    (end of sequence, length). Returns each prompt's events."""
+    streamers = [streamer(tokenizer, stop) for _ in texts]
     ids = [tokenizer(t, add_special_tokens=False)["input_ids"] + ([EOS] if eos else []) for t in texts]
-    streamer = BatchTextStreamer(rows, tokenizer, (EOS,))
-    streamer.put(torch.zeros((len(rows), 3), dtype=torch.long))
-    for step in range(max(map(len, ids))):
-        streamer.put(torch.tensor([seq[step] if step < len(seq) else EOS for seq in ids]))
-    streamer.end()
-    return [list(h.events(timeout=1)) for h in handles]
+    for s, seq in zip(streamers, ids):
+        for n, token in enumerate(seq[:max_new_tokens], 1):
+            reason = FinishReason.STOP if token == EOS else FinishReason.LENGTH if n == max_new_tokens else None
+            s.put(token, float(n), last=reason is not None)
+            if reason is not None:
+                s.finish(reason, float(n))
+            if s.finished:
+                break
+    return [list(s.sink) for s in streamers]
 
 
 def test_multibyte_characters_arrive_whole(tokenizer):
@@ -77,11 +76,7 @@ def test_length_limit(tokenizer):
 
 def test_token_streamer_flushes_every_token_and_decodes_a_short_window(tokenizer):
     """Each word arrives with its own token (not at word ends), and no decode sees the whole completion."""
-    from server.engine.streamer import TokenStreamer
-
-    h = RequestHandle(resolved(max_new_tokens=1000), None, lambda h: None)
-    h.attach([Row(h, 0, [1, 2, 3], h.params)])
-    streamer = TokenStreamer(h.rows[0], tokenizer, (EOS,))
+    stream = streamer(tokenizer)
     windows = []
     decode = tokenizer.decode
 
@@ -89,14 +84,41 @@ def test_token_streamer_flushes_every_token_and_decodes_a_short_window(tokenizer
         windows.append(len(ids))
         return decode(ids, **kwargs)
 
-    streamer.tokenizer = type("Spy", (), {"decode": staticmethod(spy)})()
+    stream.tokenizer = type("Spy", (), {"decode": staticmethod(spy)})()
     text = " ".join(f"word{i}" for i in range(60))
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     for token in ids:
-        streamer.put(token)
-    streamer.put(EOS)
-    events = list(h.events(timeout=1))
+        stream.put(token, 1.0)
+    stream.put(EOS, 2.0, last=True)
+    stream.finish(FinishReason.STOP, 2.0)
+    events = list(stream.sink)
     deltas = [e.text for e in events if isinstance(e, TextDelta)]
     assert "".join(deltas) == text
     assert len(deltas) >= len(ids) - 1  # one piece per token (a token may only complete a character)
     assert max(windows) <= 4 < len(ids)
+
+
+def test_stop_position_finds_the_earliest_stop_from_where_sending_left_off():
+    assert stop_position("Hello world. Bye.", (".", "Bye"), start=0) == 11
+    assert stop_position("Hello world", (".",), start=0) == -1
+    assert stop_position("Hello world", (), start=0) == -1
+    # A stop string straddling what was already checked is still found.
+    assert stop_position("abc<|end|>", ("<|end|>",), start=5) == 3
+
+
+def test_held_back_keeps_a_possible_stop_prefix():
+    assert held_back("The answer is <|e", ("<|end|>",)) == 3
+    assert held_back("The answer is", ("<|end|>",)) == 0
+    assert held_back("Paris. The", ("The end",)) == 3
+    assert held_back("x", ("xy", "x")) == 1
+
+
+def test_usage_counts_every_token_once_with_times_from_the_arrival():
+    stream = TokenStreamer(None, 3, [1, 2, 3, 4], (), (EOS,), Sink(), arrival=10.0)
+    stream.tokenizer = type("T", (), {"decode": staticmethod(lambda ids, **kw: "x" * len(ids))})()
+    stream.put(7, 10.5)
+    stream.put(EOS, 11.0, last=True)
+    stream.finish(FinishReason.STOP, 11.0)
+    final = stream.sink[-1]
+    assert final.index == 3 and final.usage.prompt_tokens == 4 and final.usage.completion_tokens == 2
+    assert (final.usage.ttft_ms, final.usage.total_ms) == (500.0, 1000.0)

@@ -1,0 +1,65 @@
+"""One prompt's state inside the engine core (vLLM's Request): ids, resolved parameters, cache, a status."""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from server.engine.params import GenerationParams
+from server.engine.sampler import generator
+from server.engine.types import FinishReason
+
+
+class RequestStatus(enum.Enum):
+    WAITING = enum.auto()
+    RUNNING = enum.auto()
+    FINISHED_STOPPED = enum.auto()  # an end-of-sequence token
+    FINISHED_LENGTH = enum.auto()  # max_new_tokens
+    FINISHED_ABORTED = enum.auto()  # cancelled, a stop string seen by the output side, or the engine closing
+    FINISHED_FAILED = enum.auto()  # the model step failed
+
+    @property
+    def finished(self) -> bool:
+        return self not in (RequestStatus.WAITING, RequestStatus.RUNNING)
+
+
+FINISH_REASON = {
+    RequestStatus.FINISHED_STOPPED: FinishReason.STOP,
+    RequestStatus.FINISHED_LENGTH: FinishReason.LENGTH,
+    RequestStatus.FINISHED_ABORTED: FinishReason.CANCELLED,
+    RequestStatus.FINISHED_FAILED: FinishReason.UNSPECIFIED,
+}
+
+
+@dataclass(eq=False)
+class Request:
+    """One prompt. The prompts of one call share `call` and are admitted together."""
+
+    id: int
+    call: int
+    prompt_ids: list[int]
+    params: GenerationParams
+    logprobs: int | None = None  # None: none; N: the chosen token's and the N best alternatives'
+    output_ids: list[int] = field(default_factory=list)  # every chosen token, an end-of-sequence one included
+    status: RequestStatus = RequestStatus.WAITING
+    computed: int = 0  # tokens already in the KV cache
+    blocks: list[int] = field(default_factory=list)
+    reserved: int = 0  # blocks set aside at admission
+    generator: np.random.Generator | None = None
+
+    def __post_init__(self):
+        if self.params.do_sample and self.generator is None:
+            self.generator = generator(self.params.seed)
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.prompt_ids) + len(self.output_ids)
+
+    def pending(self, n: int) -> list[int]:
+        """The next `n` tokens not yet in the cache: the rest of the prompt, or the last chosen token."""
+        prompt = self.prompt_ids
+        if self.computed < len(prompt):
+            return prompt[self.computed:self.computed + n]
+        start = self.computed - len(prompt)
+        return self.output_ids[start:start + n]
