@@ -55,6 +55,8 @@ class Settings(BaseSettings):
     limits: Limits = Limits()
     scheduler: SchedulerConfig = SchedulerConfig()
     kv_cache: KVCacheConfig = KVCacheConfig()  # the KV cache's size
+    # f32 and no dynamic quantization, over ov_config: the same prompt, the same greedy text, whatever runs beside it
+    batch_invariant: bool = False
     grace_seconds: float = 30.0  # how long running calls may finish on SIGTERM
     max_message_bytes: int = 4 * 1024 * 1024
     trust_remote_code: bool = False
