@@ -35,8 +35,12 @@ class InProcess:
 
         settings = load({"model": str(model_dir), "device": device,
                          "config_path": str(servable) if servable else None})
+        from server.engine.precision import runtime_options
+
+        # The server's numerics: its own options (f32 on CPUs) under the servable's.
+        options = runtime_options(settings.device, settings.ov_config, settings.batch_invariant)
         self.model = OVModelForCausalLM.from_pretrained(settings.model, device=settings.device,
-                                                        ov_config={"CACHE_DIR": settings.cache_dir, **settings.ov_config})
+                                                        ov_config={"CACHE_DIR": settings.cache_dir, **options})
         self.tokenizer = AutoTokenizer.from_pretrained(settings.model)
         self.tokenizer.padding_side = "left"
         self.system_prompt = None  # as the server, which adds none
