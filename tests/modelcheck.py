@@ -9,50 +9,30 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from modelprep import fidelity
+
 REPO = Path(__file__).resolve().parent.parent
 MODELS_DIR = REPO / "models"
 DEFAULT_MODEL = "smollm2-135m-instruct"
 
-QUESTION = "What is the theory of relativity?"
-# Varied prompts so the agreement figure is not one lucky answer.
-AGREEMENT_PROMPTS = (
-    QUESTION,
-    "Who is Albert Einstein?",
-    "Write a short poem about the sea.",
-    "How do I make a cup of tea?",
-)
+QUESTION = fidelity.PROMPTS[0]  # "What is the theory of relativity?"
+AGREEMENT_PROMPTS = fidelity.PROMPTS
 
 
 @lru_cache(maxsize=None)
 def load(model_dir: Path):
-    from optimum.intel import OVModelForCausalLM
     from transformers import AutoTokenizer
 
-    return OVModelForCausalLM.from_pretrained(str(model_dir)), AutoTokenizer.from_pretrained(str(model_dir))
-
-
-def chat_ids(tokenizer, prompt: str):
-    messages = [{"role": "user", "content": prompt}]
-    return tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    return fidelity.load(model_dir), AutoTokenizer.from_pretrained(str(model_dir))
 
 
 def greedy(model_dir: Path, prompt: str, max_new_tokens: int = 32) -> list[int]:
-    model, tokenizer = load(model_dir)
-    inputs = chat_ids(tokenizer, prompt)
-    out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
-    return out[0, inputs["input_ids"].shape[1]:].tolist()
+    return fidelity.greedy(*load(model_dir), prompt, max_new_tokens)
 
 
 def teacher_forced(model_dir: Path, prompt: str, reference: list[int]) -> list[int]:
     """The model's greedy choice at each step when fed the reference continuation (no compounding)."""
-    import torch
-
-    model, tokenizer = load(model_dir)
-    prompt_ids = chat_ids(tokenizer, prompt)["input_ids"]
-    ids = torch.cat([prompt_ids, torch.tensor([reference])], dim=1)
-    logits = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
-    start = prompt_ids.shape[1] - 1
-    return logits[0, start:start + len(reference)].argmax(-1).tolist()
+    return fidelity.teacher_forced(*load(model_dir), prompt, reference)
 
 
 @dataclass

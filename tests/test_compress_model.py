@@ -1,10 +1,16 @@
 """compress_model.py and the FP16 / INT8 / INT4 directories it writes."""
 from __future__ import annotations
 
+import json
+from dataclasses import asdict
+
 import pytest
 
 from modelcheck import DEFAULT_MODEL, MODELS_DIR, QUESTION, agreement, greedy, load, one_line_error, record
-from modelprep.store import is_complete, read_manifest
+from modelprep import fidelity
+from modelprep.fidelity import F32, FACTS, Fidelity, Row
+from modelprep.report import fidelity_report
+from modelprep.store import MANIFEST, Manifest, is_complete, read_manifest
 
 # Lower bounds for teacher-forced top-1 agreement with FP32 over 4 prompts x 32 tokens.
 # Measured on SmolLM2-135M: FP16 1.00, INT8 0.96, INT4 (asym, group 64) 0.68; a 135M model
@@ -55,12 +61,79 @@ def test_compress_cli_is_idempotent_and_force_rebuilds(run_cli, scratch_models):
     assert first.returncode == 0, first.stderr[-2000:]
     target = scratch_models / f"{DEFAULT_MODEL}_FP16"
     assert is_complete(target) and "0.50" in first.stdout  # the size table: weights ratio to FP32
+    # The fidelity table: one row at the CPU's default inference precision, one at f32 (one row where they are equal).
+    default = fidelity.cpu_default_precision()
+    rows = [line.split() for line in first.stdout.splitlines() if line.startswith(target.name)]
+    assert [r[1] for r in rows] == list(dict.fromkeys((default, F32))), first.stdout
+    assert all(r[-1] == "ok" for r in rows) and read_manifest(target).inference_precision is None
     stamp = (target / "openvino_model.bin").stat().st_mtime_ns
     again = run_cli(*args)
     assert "already complete" in again.stdout and (target / "openvino_model.bin").stat().st_mtime_ns == stamp
-    forced = run_cli(*args, "--force")
+    assert "CPU default" in again.stdout  # the recorded table, not checked again
+    forced = run_cli(*args, "--force", "--no-check")
     assert forced.returncode == 0 and (target / "openvino_model.bin").stat().st_mtime_ns != stamp
+    assert read_manifest(target).fidelity == {} and "not checked against FP32" in forced.stderr
     assert is_complete(target) and sorted(p.name for p in scratch_models.iterdir()) == [DEFAULT_MODEL, target.name]
+
+
+def test_a_directory_poor_even_at_f32_is_refused_and_nothing_is_left(run_cli, scratch_models):
+    # INT8 agrees with FP32 on about 96% of tokens; asking for all of them makes it a directory to refuse.
+    result = run_cli("compress_model.py", "--output-dir", scratch_models, "--precisions", "int8", "--min-agreement", "1")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    line = result.stderr.strip().splitlines()[-1]
+    assert f"refused {DEFAULT_MODEL}_INT8_compressed_weights: even at f32" in line and "(minimum 1.00)" in line, line
+    assert sorted(p.name for p in scratch_models.iterdir()) == [DEFAULT_MODEL]  # no directory, no temporary
+
+
+@pytest.mark.parametrize("precision", ["fp16", "int8", "int4"])
+def test_answers_right_at_the_precision_its_manifest_names(request, precision):
+    """On an AVX512_BF16 CPU INT8 answered "L'Étoile, la Marseillaise..." at bf16: whatever the CPU, a directory
+    run at the inference precision its manifest names (None: the default) answers the check's questions right."""
+    model_dir = request.getfixturevalue(f"{precision}_model_dir")
+    needed = read_manifest(model_dir).inference_precision
+    assert needed in (None, F32)
+    model, tokenizer = load(model_dir) if needed is None else (fidelity.load(model_dir, needed), load(model_dir)[1])
+    for question, word in FACTS:
+        assert word in fidelity.answer(model, tokenizer, question), (precision, needed, question)
+
+
+def test_required_precision_and_refusal_follow_the_rows(tmp_path):
+    """The decision and what the user is told, on the three outcomes a CPU with bf16 can give."""
+    def row(precision, agreement, wrong=()):
+        answers = {q: "The capital is Lyon." if q in wrong else f"It is {w}." for q, w in FACTS}
+        return Row(precision, agreement, answers, list(wrong), agreement >= 0.8 and not wrong)
+
+    fine = Fidelity("bf16", 0.8, [row("bf16", 0.95), row(F32, 0.96)])
+    needs_f32 = Fidelity("bf16", 0.8, [row("bf16", 0.93, wrong=[FACTS[0][0]]), row(F32, 0.96)])
+    poor = Fidelity("bf16", 0.8, [row("bf16", 0.4), row(F32, 0.5)])
+    assert (fine.required_precision, fine.refused) == (None, False)
+    assert (needs_f32.required_precision, needs_f32.refused) == (F32, False)
+    assert poor.refused
+    message = str(fidelity.refusal("m_INT4_compressed_weights", poor))
+    assert "\n" not in message and "agreement with FP32 0.50 (minimum 0.80)" in message
+
+    dirs = []
+    for name, result in (("m_FP16", fine), ("m_INT8_compressed_weights", needs_f32)):
+        (tmp_path / name).mkdir()
+        manifest = Manifest("m", "int8", "test", inference_precision=result.required_precision,
+                            fidelity=result.to_manifest())
+        (tmp_path / name / MANIFEST).write_text(json.dumps(asdict(manifest)))
+        assert Fidelity.from_manifest(read_manifest(tmp_path / name).fidelity) == result
+        dirs.append(tmp_path / name)
+    table, warnings = fidelity_report(dirs)
+    assert [line.split("  ")[-1] for line in table.splitlines()[2:]] == ["ok", "ok", "wrong answer", "ok"], table
+    (warning,) = warnings
+    assert warning.startswith("m_INT8_compressed_weights needs f32") and "INFERENCE_PRECISION_HINT" in warning
+
+
+def test_server_reads_the_recorded_precision(int8_model_dir, tmp_path):
+    from server.engine.model import manifest_precision
+
+    assert manifest_precision(int8_model_dir) == read_manifest(int8_model_dir).inference_precision
+    manifest = json.loads((int8_model_dir / MANIFEST).read_text())
+    (tmp_path / MANIFEST).write_text(json.dumps({**manifest, "inference_precision": "f32", "from_a_newer_version": 1}))
+    assert manifest_precision(tmp_path) == "f32"
+    assert manifest_precision(tmp_path / "made-elsewhere") is None
 
 
 def test_int4_overrides_are_applied(run_cli, scratch_models):

@@ -20,16 +20,29 @@ class ModelInfo:
     load_seconds: float
     context_length: int
     stop: tuple[str, ...] = ()  # the model's end-of-answer markers, from its modelprep manifest
+    required_precision: str | None = None  # CPU inference precision its manifest says it needs ("f32"), if any
+
+
+def _manifest(path: str | Path):
+    """The directory's modelprep manifest, or None for a directory made elsewhere."""
+    from modelprep.store import read_manifest
+
+    try:
+        return read_manifest(path)
+    except (OSError, ValueError, TypeError):
+        return None
 
 
 def manifest_stop(path: str | Path) -> tuple[str, ...]:
     """The stop strings `download_model.py` recorded for this model (none for a directory made elsewhere)."""
-    from modelprep.store import read_manifest
+    manifest = _manifest(path)
+    return tuple(manifest.stop) if manifest else ()
 
-    try:
-        return tuple(read_manifest(path).stop)
-    except (OSError, ValueError, TypeError):
-        return ()
+
+def manifest_precision(path: str | Path) -> str | None:
+    """The CPU inference precision `compress_model.py` found this directory needs ("f32"), or None."""
+    manifest = _manifest(path)
+    return manifest.inference_precision if manifest else None
 
 
 def weight_precision(ov_model) -> str:
@@ -97,7 +110,7 @@ class LoadedModel:
         # A stop string that is a special token (smollm2's `<|im_end|>`) never shows in the decoded text: its
         # token already ends the answer, and checking for it would only cost time at every token.
         stop = tuple(s for s in manifest_stop(path) if s not in tokenizer.all_special_tokens)
-        info = ModelInfo(str(path), device, precision, seconds, int(context), stop)
+        info = ModelInfo(str(path), device, precision, seconds, int(context), stop, manifest_precision(path))
         if paged is not None:  # the paged engine needs nothing else of the OVModelForCausalLM: free its graph
             return cls(None, tokenizer, info, paged=paged, generation_config=model.generation_config)
         return cls(model, tokenizer, info)
