@@ -62,8 +62,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--force", action="store_true", help="rebuild directories that are already complete")
     parser.add_argument("--check", action=argparse.BooleanOptionalAction, default=True,
                         help="compare each new directory with FP32 at the CPU's default inference precision and at "
-                             "f32, record the precision it needs, refuse it if poor even at f32 (default: on; "
-                             "--no-check when FP32 inference does not fit in this machine's memory)")
+                             "f32, record the precision it needs, refuse it if poor even at f32 (default: on, unless the "
+                             "FP32 model does not fit in the memory available)")
     parser.add_argument("--min-agreement", type=_agreement,
                         help="refuse a directory whose teacher-forced top-1 agreement with FP32 at f32 is below "
                              "this (default: fp16 0.9, int8 0.8, int4 0.5)")
@@ -88,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         raise ModelPrepError(f"{args.model} has not been downloaded to {args.source}: "
                              f"run `python download_model.py --model {args.source.name}{flag}` first")
     quiet_libraries()
+    from modelprep.fidelity import memory_shortfall
     from modelprep.pipeline import compress, default_int4
     from modelprep.report import fidelity_report, size_table
     from modelprep.store import read_manifest
@@ -95,6 +96,10 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {k: v for k, v in (("sym", args.sym), ("group_size", args.group_size), ("ratio", args.ratio))
                  if v is not None}
     int4 = dataclasses.replace(default_int4(read_manifest(args.source).name), **overrides)
+    check = args.check
+    if check and (shortfall := memory_shortfall(args.source)):
+        print(f"{PROG}: warning: not checking against FP32: {shortfall}", file=sys.stderr)
+        check = False
     outputs = []
     for precision in args.precisions:
         started = time.monotonic()
@@ -102,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         if is_complete(target) and not args.force:
             print(f"{target} is already complete; use --force to rebuild it")
         else:
-            compress(args.source, precision, int4=int4, force=args.force, check=args.check,
+            compress(args.source, precision, int4=int4, force=args.force, check=check,
                      min_agreement=args.min_agreement)
             print(f"wrote {target} in {time.monotonic() - started:.0f}s")
         outputs.append(target)

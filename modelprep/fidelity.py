@@ -43,6 +43,19 @@ def cpu_default_precision() -> str:
     return ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT").get_type_name()
 
 
+def memory_shortfall(fp32_dir: Path) -> str | None:
+    """Why this machine cannot run the check (FP32 inference beside a compressed copy), or None if it can."""
+    need = 1.5 * (Path(fp32_dir) / "openvino_model.bin").stat().st_size
+    try:  # MemAvailable counts the page cache the kernel would give back; Linux only
+        meminfo = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
+        free = int(meminfo["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return None
+    if need <= free:
+        return None
+    return f"running its FP32 model needs about {need / 1e9:.0f} GB and {free / 1e9:.0f} GB of memory is available"
+
+
 def load(model_dir: Path, precision: str | None = None):
     """The directory as OVModelForCausalLM loads it, at `precision` (None: the CPU's default)."""
     from optimum.intel import OVModelForCausalLM

@@ -63,6 +63,6 @@ def pytest_terminal_summary(terminalreporter):
     from modelcheck import RECORDED
 
     if RECORDED:
-        terminalreporter.section("token agreement with FP32 (first 32 greedy tokens)")
+        terminalreporter.section("compressed models against FP32 (the check compress_model.py records)")
         for line in RECORDED:
             terminalreporter.write_line(line)

@@ -5,7 +5,6 @@ Imported by name from test modules (never `from conftest import ...`: several co
 from __future__ import annotations
 
 import subprocess
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -35,41 +34,23 @@ def teacher_forced(model_dir: Path, prompt: str, reference: list[int]) -> list[i
     return fidelity.teacher_forced(*load(model_dir), prompt, reference)
 
 
-@dataclass
-class Agreement:
-    precision: str
-    teacher_forced: float  # share of the 32 steps where the compressed model picks FP32's token
-    same_prefix: float  # free-running: share of FP32's tokens matched before the first divergence
-    exact: int  # prompts whose 32 greedy tokens are identical to FP32's
+def fidelity_of(precision: str, reference_dir: Path, model_dir: Path):
+    """What compress_model.py's check recorded in the manifest (a directory cached from before the check: checked now)."""
+    from modelprep.store import read_manifest
 
-
-def agreement(precision: str, reference_dir: Path, model_dir: Path, n: int = 32) -> Agreement:
-    forced = prefix = total = exact = 0
-    for prompt in AGREEMENT_PROMPTS:
-        ref = greedy(reference_dir, prompt, n)
-        got = greedy(model_dir, prompt, n)
-        forced += sum(a == b for a, b in zip(teacher_forced(model_dir, prompt, ref), ref))
-        prefix += next((i for i, (a, b) in enumerate(zip(ref, got)) if a != b), min(len(ref), len(got)))
-        exact += ref == got
-        total += len(ref)
-    return Agreement(precision, round(forced / total, 3), round(prefix / total, 3), exact)
+    recorded = read_manifest(model_dir).fidelity
+    if recorded:
+        return fidelity.Fidelity.from_manifest(recorded)
+    return fidelity.check(model_dir, fidelity.reference(reference_dir), fidelity.MIN_AGREEMENT[precision])
 
 
 RECORDED: list[str] = []  # printed in the terminal summary by conftest
 
 
-def record(result: Agreement, path: Path) -> None:
-    """Keep the figure: terminal summary now, and a JSON file beside the models for later runs."""
-    import json
-    from dataclasses import asdict
-
-    RECORDED.append(
-        f"{result.precision}: teacher-forced {result.teacher_forced:.1%}, "
-        f"free-running prefix {result.same_prefix:.1%}, identical answers {result.exact}/{len(AGREEMENT_PROMPTS)}"
-    )
-    data = json.loads(path.read_text()) if path.is_file() else {}
-    data[result.precision] = asdict(result)
-    path.write_text(json.dumps(data, indent=2) + "\n")
+def record(precision: str, result) -> None:
+    """Keep the figures for the terminal summary."""
+    rows = ", ".join(f"{r.precision} {r.agreement:.1%}{'' if r.passed else ' (fails)'}" for r in result.rows)
+    RECORDED.append(f"{precision}: teacher-forced top-1 agreement with FP32 at {rows}")
 
 
 def one_line_error(result: subprocess.CompletedProcess) -> str:
