@@ -34,16 +34,6 @@ def teacher_forced(model_dir: Path, prompt: str, reference: list[int]) -> list[i
     return fidelity.teacher_forced(*load(model_dir), prompt, reference)
 
 
-def fidelity_of(precision: str, reference_dir: Path, model_dir: Path):
-    """What compress_model.py's check recorded in the manifest (a directory cached from before the check: checked now)."""
-    from modelprep.store import read_manifest
-
-    recorded = read_manifest(model_dir).fidelity
-    if recorded:
-        return fidelity.Fidelity.from_manifest(recorded)
-    return fidelity.check(model_dir, fidelity.reference(reference_dir), fidelity.MIN_AGREEMENT[precision])
-
-
 RECORDED: list[str] = []  # printed in the terminal summary by conftest
 
 

@@ -6,7 +6,7 @@ from dataclasses import asdict
 
 import pytest
 
-from modelcheck import DEFAULT_MODEL, QUESTION, fidelity_of, greedy, load, one_line_error, record
+from modelcheck import DEFAULT_MODEL, MODELS_DIR, QUESTION, greedy, load, one_line_error, record
 from modelprep import fidelity
 from modelprep.fidelity import F32, FACTS, Fidelity, Row
 from modelprep.report import fidelity_report
@@ -46,7 +46,7 @@ def test_int8_greedy_answer(int8_model_dir):
 @pytest.mark.parametrize("precision", ["fp16", "int8", "int4"])
 def test_token_agreement_with_fp32(request, fp32_model_dir, precision, record_property):
     model_dir = request.getfixturevalue(f"{precision}_model_dir")
-    result = fidelity_of(precision, fp32_model_dir, model_dir)
+    result = Fidelity.from_manifest(read_manifest(model_dir).fidelity)
     record(precision, result)
     record_property("token_agreement", result.row(F32).agreement)
     assert [r.precision for r in result.rows] == list(dict.fromkeys((fidelity.cpu_default_precision(), F32)))
@@ -56,24 +56,35 @@ def test_token_agreement_with_fp32(request, fp32_model_dir, precision, record_pr
     assert tokenizer.decode(greedy(model_dir, QUESTION, 8), skip_special_tokens=True).startswith("The theory of relativity")
 
 
+def test_compress_cli_prints_the_recorded_fidelity(run_cli, fp16_model_dir, int8_model_dir, int4_model_dir):
+    """Complete directories are not rebuilt nor checked again: the command prints what their manifests recorded."""
+    result = run_cli("compress_model.py", "--output-dir", MODELS_DIR)
+    assert result.returncode == 0 and result.stdout.count("already complete") == 3, result.stderr[-2000:]
+    default = fidelity.cpu_default_precision()
+    for path in (fp16_model_dir, int8_model_dir, int4_model_dir):
+        manifest = read_manifest(path)
+        lines = [line for line in result.stdout.splitlines() if line.startswith(path.name + " ")]
+        recorded = Fidelity.from_manifest(manifest.fidelity).rows
+        # One row at the CPU's default inference precision, one at f32 (one row on CPUs where they are the same).
+        assert [line.split()[1] for line in lines] == [r.precision for r in recorded] == list(dict.fromkeys((default, F32)))
+        assert all(f"  {r.agreement:.2f}  " in line for line, r in zip(lines, recorded)), result.stdout
+        needs = f"{path.name} needs f32 inference precision"
+        assert (needs in result.stderr) == (manifest.inference_precision == F32), result.stderr
+
+
 def test_compress_cli_is_idempotent_and_force_rebuilds(run_cli, scratch_models):
-    args = ("compress_model.py", "--output-dir", scratch_models, "--precisions", "fp16")
+    args = ("compress_model.py", "--output-dir", scratch_models, "--precisions", "fp16", "--no-check")
     first = run_cli(*args)
     assert first.returncode == 0, first.stderr[-2000:]
     target = scratch_models / f"{DEFAULT_MODEL}_FP16"
     assert is_complete(target) and "0.50" in first.stdout  # the size table: weights ratio to FP32
-    # The fidelity table: one row at the CPU's default inference precision, one at f32 (one row where they are equal).
-    default = fidelity.cpu_default_precision()
-    rows = [line.split() for line in first.stdout.splitlines() if line.startswith(target.name)]
-    assert [r[1] for r in rows] == list(dict.fromkeys((default, F32))), first.stdout
-    assert all(r[-1] == "ok" for r in rows) and read_manifest(target).inference_precision is None
+    # Not checked: nothing recorded, and the user is told to run it at f32.
+    assert read_manifest(target).fidelity == {} and f"{target.name} was not checked against FP32" in first.stderr
     stamp = (target / "openvino_model.bin").stat().st_mtime_ns
     again = run_cli(*args)
     assert "already complete" in again.stdout and (target / "openvino_model.bin").stat().st_mtime_ns == stamp
-    assert "CPU default" in again.stdout  # the recorded table, not checked again
-    forced = run_cli(*args, "--force", "--no-check")
+    forced = run_cli(*args, "--force")
     assert forced.returncode == 0 and (target / "openvino_model.bin").stat().st_mtime_ns != stamp
-    assert read_manifest(target).fidelity == {} and "not checked against FP32" in forced.stderr
     assert is_complete(target) and sorted(p.name for p in scratch_models.iterdir()) == [DEFAULT_MODEL, target.name]
 
 
