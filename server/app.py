@@ -17,9 +17,9 @@ from server.auth import ApiKeyInterceptor
 from server.config import Settings
 from server.engine.async_engine import AsyncEngine
 from server.http.serve import HttpServer
-from server.interceptor import ErrorInterceptor
+from server.grpc.interceptor import ErrorInterceptor
 from server.observability import Metrics, Observer
-from server.servicer import LLMServicer
+from server.grpc.servicer import LLMServicer
 
 log = logging.getLogger(__name__)
 SERVICE = llm_pb2.DESCRIPTOR.services_by_name["LLMService"].full_name

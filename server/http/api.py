@@ -1,6 +1,6 @@
 """The OpenAI-compatible HTTP API and the chat page: HTTP/JSON <-> engine requests and events.
 
-Like server/servicer.py for gRPC, this only translates; the engine (shared with gRPC) does the work.
+Like server/grpc/servicer.py for gRPC, this only translates; the engine (shared with gRPC) does the work.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from server.engine.errors import EngineError, NotReady, ValidationError
 from server.engine.types import Event, Finished, TextDelta
 from server.http import errors, schema
 from server.http.errors import HttpError
-from server.http.merge import merge
+from server.calls import merge
 from server.observability import Observer
 
 log = logging.getLogger(__name__)

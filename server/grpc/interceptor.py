@@ -6,7 +6,7 @@ import logging
 import grpc
 from google.protobuf import descriptor_pool
 
-from server.decoding import lenient_deserializer, refuse_undecodable
+from server.grpc.decoding import lenient_deserializer, refuse_undecodable
 from server.engine.errors import (
     EngineError,
     GenerationFailed,

@@ -6,10 +6,10 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 
 from proto import llm_pb2_grpc
-from server import convert
+from server.grpc import convert
 from server.engine.errors import EngineError, NotReady
 from server.engine.types import Event, collect
-from server.interceptor import status_for
+from server.grpc.interceptor import status_for
 from server.observability import Observer
 
 
