@@ -52,9 +52,16 @@ def read(result, variant: str, count: int) -> tuple[list[str] | None, int | None
     return [t.decode() for t in deserialize_bytes_tensor(raw)], None, names
 
 
+def health(client, args) -> dict:
+    """What tools and load balancers ask: liveness, readiness, the model's metadata."""
+    metadata = client.get_model_metadata(args.model, headers=args.headers, as_json=True)
+    return {"live": client.is_server_live(headers=args.headers), "ready": client.is_server_ready(headers=args.headers),
+            "model_ready": client.is_model_ready(args.model, headers=args.headers), "metadata": metadata}
+
+
 def unary(client, args) -> dict:
     result = client.infer(args.model, [prompt_input(args.prompts, args.variant)], client_timeout=600,
-                          headers=args.headers)
+                          headers=args.headers, parameters=args.parameters)
     texts, tokens, names = read(result, args.variant, len(args.prompts))
     return {"texts": texts, "token_count": tokens, "names": [names]}
 
@@ -62,7 +69,7 @@ def unary(client, args) -> dict:
 def stream(client, args) -> dict:
     answers: queue.Queue = queue.Queue()
     client.start_stream(callback=lambda result, error: answers.put((result, error)), headers=args.headers)
-    client.async_stream_infer(args.model, [prompt_input(args.prompts, args.variant)])
+    client.async_stream_infer(args.model, [prompt_input(args.prompts, args.variant)], parameters=args.parameters)
     if args.half_close_first:
         client.stop_stream()  # half-close at once: the server must still answer, then end the call
     texts = [""] * len(args.prompts)
@@ -96,12 +103,15 @@ def main() -> int:
     p.add_argument("--stream", action="store_true")
     p.add_argument("--half-close-first", action="store_true")
     p.add_argument("--api-key")
-    p.add_argument("-p", "--prompt", action="append", dest="prompts", required=True)
+    p.add_argument("--health", action="store_true", help="ask for health and metadata instead")
+    p.add_argument("--parameter", action="append", default=[], help="NAME=JSON, a request parameter")
+    p.add_argument("-p", "--prompt", action="append", dest="prompts", default=[])
     args = p.parse_args()
+    args.parameters = {k: json.loads(v) for k, _, v in (a.partition("=") for a in args.parameter)} or None
     args.headers = {"authorization": f"Bearer {args.api_key}"} if args.api_key else None
     client = grpcclient.InferenceServerClient(args.url)
     try:
-        report = stream(client, args) if args.stream else unary(client, args)
+        report = health(client, args) if args.health else stream(client, args) if args.stream else unary(client, args)
     except InferenceServerException as error:
         report = {"error": str(error), "status": error.status()}
     finally:
