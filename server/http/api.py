@@ -8,7 +8,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import aclosing
 from pathlib import Path
 
@@ -121,12 +121,7 @@ class Generation:
         self.created = schema.now()
 
     async def __call__(self, scope, receive, send) -> None:
-        work = asyncio.ensure_future(self._run(send))
-        gone = asyncio.ensure_future(disconnected(receive))
-        await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
-        work.cancel()  # a no-op when it finished; otherwise the client left
-        gone.cancel()
-        await asyncio.gather(work, gone, return_exceptions=True)
+        await until_disconnected(self._run(send), receive)
 
     async def _run(self, raw_send) -> None:
         r = self.request
@@ -257,6 +252,17 @@ async def _send_json(send, status: int, data) -> None:
 async def _send_error(send, error: HttpError, headers=()) -> None:
     await send({"type": "http.response.start", "status": error.status, "headers": JSON_HEADERS + list(headers)})
     await send({"type": "http.response.body", "body": error.body()})
+
+
+async def until_disconnected(work: Awaitable, receive) -> asyncio.Future:
+    """Run `work` while watching for the client leaving, which cancels it; the finished (or cancelled) task."""
+    task = asyncio.ensure_future(work)
+    gone = asyncio.ensure_future(disconnected(receive))
+    await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+    task.cancel()  # a no-op when it finished; otherwise the client left
+    gone.cancel()
+    await asyncio.gather(task, gone, return_exceptions=True)
+    return task
 
 
 async def disconnected(receive) -> None:

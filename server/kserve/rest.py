@@ -5,7 +5,6 @@
 """
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Sequence
 from contextlib import aclosing
@@ -18,7 +17,7 @@ from server.calls import Calls
 from server.engine.errors import EngineError, ValidationError
 from server.engine.types import collect
 from server.errors import INTERNAL, status_of
-from server.http.api import disconnected, read_json
+from server.http.api import read_json, until_disconnected
 from server.http.errors import HttpError
 from server.kserve import protocol
 from server.kserve.protocol import Prompts
@@ -102,13 +101,8 @@ class Inference:
         self.prompts, self.generation = prompts, generation
 
     async def __call__(self, scope, receive, send) -> None:
-        work = asyncio.ensure_future(self._run())
-        gone = asyncio.ensure_future(disconnected(receive))
-        await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
-        work.cancel()  # a no-op when it finished; otherwise the client left
-        gone.cancel()
-        await asyncio.gather(work, gone, return_exceptions=True)
-        if work.done() and not work.cancelled() and work.exception() is None:
+        work = await until_disconnected(self._run(), receive)
+        if not work.cancelled() and work.exception() is None:
             await work.result()(scope, receive, send)
 
     async def _run(self) -> Response:

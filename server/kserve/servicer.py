@@ -5,12 +5,13 @@ stream an error goes back as that request's `error_message` and the stream goes 
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import aclosing
 
 from proto import kserve_pb2, kserve_pb2_grpc
 from server.calls import Calls
-from server.engine.errors import EngineError
+from server.engine.errors import EngineError, ValidationError
 from server.engine.types import Finished, GenerationRequest, TextDelta, collect
 from server.errors import status_of
 from server.grpc.servicer import stop_code
@@ -18,6 +19,7 @@ from server.kserve import protocol
 from server.kserve.protocol import Output, Prompts
 
 PROTOCOL = "kserve"
+log = logging.getLogger(__name__)
 
 
 class KServeServicer(kserve_pb2_grpc.GRPCInferenceServiceServicer):
@@ -65,6 +67,9 @@ class KServeServicer(kserve_pb2_grpc.GRPCInferenceServiceServicer):
                     yield kserve_pb2.ModelStreamInferResponse(infer_response=_response(request, outputs))
             except EngineError as error:
                 yield kserve_pb2.ModelStreamInferResponse(error_message=protocol.kserve_message(error))
+            except Exception as error:  # noqa: BLE001 - that request fails, the stream goes on
+                log.exception("unexpected error in a KServe stream", exc_info=error)
+                yield kserve_pb2.ModelStreamInferResponse(error_message=f"internal error: {type(error).__name__}")
 
     async def _stream(self, prompts: Prompts, generation: GenerationRequest, context) -> AsyncIterator[list[Output]]:
         count, tokens = len(prompts.texts), 0
@@ -101,7 +106,7 @@ def read_prompts(request) -> Prompts:
     count = protocol.check_tensor(tensor.datatype, list(tensor.shape))
     if request.raw_input_contents:
         if position >= len(request.raw_input_contents):
-            raise protocol.ValidationError("raw_input_contents", f"has no entry for input {position} ({protocol.PROMPT})")
+            raise ValidationError("raw_input_contents", f"has no entry for input {position} ({protocol.PROMPT})")
         return protocol.raw_prompts(request.raw_input_contents[position], count)
     return protocol.element_prompts(list(tensor.contents.bytes_contents), count)
 
