@@ -15,17 +15,16 @@ from tests.server.harness import ROOT, start_server
 
 HERE = Path(__file__).parent
 FAULT = "FAIL-HERE"  # a prompt holding it fails mid-generation (tests/faults.py)
-# Exact comparisons across calls need numerics that do not depend on batch-mates: f32, dynamic quantization off.
-BATCH_INVARIANT = {"INFERENCE_PRECISION_HINT": "f32", "DYNAMIC_QUANTIZATION_GROUP_SIZE": "0"}
 
 
 @pytest.fixture(scope="session")
 def kserve_server(fp32_model_dir, tmp_path_factory):
-    """gRPC (LLMService and KServe) and HTTP (OpenAI and KServe REST) on one engine, batch-invariant, with
-    metrics and the fault marker; the servable's default answer is short, as the demo's calls set no length."""
+    """gRPC (LLMService and KServe) and HTTP (OpenAI and KServe REST) on one engine, batch-invariant (exact
+    comparisons across calls and batch-mates), with metrics and the fault marker; the servable's default answer is
+    short, as the demo's calls set no length."""
     metrics = free_port()
     s = start_server(fp32_model_dir, tmp_path_factory.mktemp("kserve-server"), http=True,
-                     config={"ov_config": BATCH_INVARIANT, "generation": {"max_new_tokens": 32}},
+                     config={"batch_invariant": True, "generation": {"max_new_tokens": 32}},
                      args=("--metrics-port", str(metrics)), fault_marker=FAULT)
     s.metrics_url = f"http://127.0.0.1:{metrics}/metrics"
     s.kserve = kserve_pb2_grpc.GRPCInferenceServiceStub(s.channel)
