@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from contextlib import aclosing
 
@@ -24,6 +25,7 @@ from server.kserve.protocol import Prompts
 
 PROTOCOL = "kserve"
 RPC = "infer"
+log = logging.getLogger(__name__)
 
 
 class KServeRest:
@@ -83,7 +85,8 @@ class KServeRest:
             try:
                 body = await read_json(request, self.max_body_bytes)
             except HttpError as error:  # too large, or not JSON: said in KServe's shape
-                return Response(_dumps({"error": error.message}), error.status, media_type="application/json")
+                self.calls.refused(RPC, PROTOCOL, error.log_code, error.message)
+                return _json({"error": error.message}, error.status)
             prompts, parameters, request_id = parse(body)
             generation = protocol.generation_request(prompts, parameters)
         except EngineError as error:
@@ -113,6 +116,7 @@ class Inference:
         except EngineError as error:
             return _error(error)
         except Exception as error:  # noqa: BLE001 - answered as a 500
+            log.exception("unexpected error in a KServe REST call", exc_info=error)
             return Response(_dumps({"error": f"internal error: {type(error).__name__}"}), INTERNAL.http,
                             media_type="application/json")
         texts = [c.text for c in completions]

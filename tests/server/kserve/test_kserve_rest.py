@@ -89,6 +89,15 @@ def test_bad_input_is_refused_in_kserve_s_shape(kserve_server, case):
     assert r.status_code == status and detail in r.json()["error"], r.text
 
 
+def test_a_rest_client_that_leaves_cancels_its_generation(kserve_server):
+    before = counted(kserve_server, "infer", "CANCELLED")
+    story = body("Tell me a long story.", max_new_tokens=512, min_new_tokens=512)
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{kserve_server.http_url}/v2/models/python_model/infer", json=story, timeout=1.0)
+    assert wait_until(lambda: counted(kserve_server, "infer", "CANCELLED") == before + 1)
+    assert wait_until(lambda: metrics(kserve_server)[("llm_requests_running", ())] == 0)
+
+
 def test_rest_calls_are_counted_under_kserve(kserve_server):
     httpx.post(f"{kserve_server.http_url}/v2/models/python_model/infer", json=body("hi", max_new_tokens=2), timeout=60)
     assert counted(kserve_server, "infer", "OK") >= 1
