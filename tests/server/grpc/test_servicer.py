@@ -155,3 +155,10 @@ def test_generate_engine_serves_the_same_greedy_text(stub, fp32_model_dir, tmp_p
         server.stop()
     assert "engine: generate" in server.log()
     assert [c.text for c in plain.completions] == [c.text for c in paged.completions]
+
+
+def test_the_servable_key_batch_invariant_is_in_force(server):
+    """What the parity tests above rely on, as the compiled model reports it."""
+    numerics = next(line for line in server.log().splitlines() if "numerics: " in line)
+    assert "inference_precision=f32 " in numerics and "dynamic_quantization=off" in numerics
+    assert "batch-invariant mode" in server.log()
