@@ -140,3 +140,10 @@ def test_raw_prompt_skips_the_template(stub):
     (templated,) = stub.Generate(request("Paris is", max_new_tokens=4), timeout=60).completions
     (raw,) = stub.Generate(request("Paris is", raw=True, max_new_tokens=4), timeout=60).completions
     assert raw.prompt_tokens < templated.prompt_tokens and raw.prompt_tokens <= 3
+
+
+def test_the_servable_key_batch_invariant_is_in_force(server):
+    """What the parity tests above rely on, as the compiled model reports it."""
+    numerics = next(line for line in server.log().splitlines() if "numerics: " in line)
+    assert "inference_precision=f32 " in numerics and "dynamic_quantization=off" in numerics
+    assert "batch-invariant mode" in server.log()
