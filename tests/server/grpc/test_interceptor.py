@@ -19,7 +19,7 @@ BAD = {
     "nothing": (llm_pb2.GenerateRequest(), "prompts"),
     "both": (llm_pb2.GenerateRequest(prompts=["hi"], conversations=[C(messages=[M(role="user", content="hi")])]), "prompts"),
     "empty prompt": (request("hi", "  "), "prompts[1]"),
-    "too many prompts": (request(*["hi"] * 9), "prompts"),
+    "too many prompts": (request(*["hi"] * 33), "prompts"),  # servable_stream runs 32 sequences
     "negative temperature": (request("hi", temperature=-0.5), "temperature"),
     "NaN temperature": (request("hi", temperature=math.nan), "temperature"),
     "top_p zero": (request("hi", top_p=0.0), "top_p"),
