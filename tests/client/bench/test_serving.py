@@ -71,8 +71,9 @@ def test_tiny_benchmark_with_genai_cb_raw_step_open_loop_and_rss(fp32_model_dir,
                      "--rates", "8,1", "--open-requests", "2", "--json", tmp_path / "b.json", timeout=600)
     assert out.returncode == 0, out.stderr
     last = out.stdout.strip().splitlines()[-1]
-    for key in TARGETS:
-        assert re.search(rf" {key}=\d+(\.\d+)?( |$)", last), last
+    for key in TARGETS:  # levels 1 and 8 measured; the 16-stream figures are not
+        value = "n/a" if "16" in key else r"\d+(\.\d+)?"
+        assert re.search(rf" {key}={value}( |$)", last), last
     assert "Open loop on the server" in out.stdout and "Baseline genai-cb" in out.stdout
 
     report = json.loads((tmp_path / "b.json").read_text())
@@ -94,7 +95,7 @@ def test_tiny_benchmark_with_genai_cb_raw_step_open_loop_and_rss(fp32_model_dir,
     assert set(report["server_rss_peak_mb"]) == {"1", "8"}
     assert all(mb > 100 for mb in report["server_rss_peak_mb"].values())
     assert report["raw_step_ms"] > 0
-    assert all(report["targets"][key] is not None for key in TARGETS)
+    assert all((report["targets"][key] is None) == ("16" in key) for key in TARGETS)
 
 
 @pytest.mark.parametrize("rates", ["1,fast", "0", "-2", ""])
