@@ -23,7 +23,9 @@ PER_ARCH = {"llama": {"num_key_value_heads": 2}, "mistral": {"num_key_value_head
 # At transformers' default (0.02) every layer is nearly the identity and mpt repeats one token; at 0.5
 # attention is sharp and the answers depend on the whole prompt.
 INIT_RANGE = 0.5
-SEED = 0
+# Among 49k random logits the two best are within 1e-3 standard deviations at about one step in 200; with
+# this seed every tiny model's smallest gap on the tests' prompts is 2e-3 (seeds 0, 1, 4, 5: 1e-4 to 5e-4).
+SEED = 3
 # hidden size 64: the registry's INT4 group of 128 cannot divide it.
 INT4_GROUP = 32
 
