@@ -50,6 +50,11 @@ bench: download
 		--baseline inprocess --baseline genai-cb --raw-step --rates 1 --open-requests 20 \
 		--levels 1,2,4,8 --requests $(BENCH_REQUESTS) --max-new-tokens 128 \
 		--json bench-int8.json --plot bench-int8.png
+	# The servable against variants of itself, in turns: a u8 KV cache, and bf16 inference (OpenVINO's CPU default
+	# where the CPU has bf16), each as the median of per-round ratios to the servable as shipped (f32, f16 cache).
+	$(PY) -m client.bench.variants --serve $(MODELS_DIR)/$(MODEL)_INT8_compressed_weights --servable servable_unary/config.json \
+		--variant kv_u8=KV_CACHE_PRECISION:u8 --variant bf16=INFERENCE_PRECISION_HINT:bf16 --levels 8,16 \
+		--json bench-variants.json
 
 # Debian's chromium and its driver, for the chat page's browser test (tests/server/http/test_http_page.py).
 browser:

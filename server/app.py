@@ -16,6 +16,7 @@ from proto import llm_pb2, llm_pb2_grpc
 from server.auth import ApiKeyInterceptor
 from server.config import Settings
 from server.engine.async_engine import AsyncEngine
+from server.engine.errors import one_line
 from server.http.serve import HttpServer
 from server.interceptor import ErrorInterceptor
 from server.observability import Metrics, Observer
@@ -35,13 +36,19 @@ def load_engine(settings: Settings, metrics: Metrics | None):
     cache = Path(ov_config["CACHE_DIR"])
     warm = cache.is_dir() and any(cache.glob("*.blob"))  # compiled blobs from an earlier start
     try:
-        model = LoadedModel.load(settings.model, settings.device, ov_config, settings.trust_remote_code, settings.engine)
+        model = LoadedModel.load(settings.model, settings.device, ov_config, settings.trust_remote_code, settings.engine,
+                                 settings.batch_invariant)
     except Exception as exc:
-        raise RuntimeError(f"cannot load the model in {settings.model}: {type(exc).__name__}: {exc}") from exc
+        raise RuntimeError(f"cannot load the model in {settings.model} on {settings.device} "
+                           f"(ov_config {settings.ov_config}): {one_line(exc)}") from exc
     info = model.info
-    log.info("model loaded: path=%s device=%s precision=%s context=%d load_time=%.2fs model_cache=%s (%s)",
+    log.info("model loaded: path=%s device=%s weights=%s context=%d load_time=%.2fs model_cache=%s (%s)",
              info.path, info.device, info.precision, info.context_length, info.load_seconds,
              "warm" if warm else "cold", cache)
+    log.info("numerics: %s%s%s", info.numerics,
+             f" (the model directory requires {info.required_precision})" if info.required_precision else "",
+             "; batch-invariant mode: the same prompt gives the same greedy text whatever runs beside it"
+             if settings.batch_invariant else "")
     engine = Engine(model, settings.generation, settings.limits, settings.scheduler,
                     on_batch=metrics.batch_size.observe if metrics else None, kv_cache=settings.kv_cache)
     log.info("engine: %s", engine.kind)

@@ -19,12 +19,15 @@ def parser() -> argparse.ArgumentParser:
                     "and, with --http-port, an OpenAI-compatible HTTP API.",
         epilog="Precedence: flag > environment variable > --config_path file > built-in default.",
     )
-    p.add_argument("--config_path", help="servable config.json (model_path, device, engine, ov_config, generation, limits, scheduler, kv_cache)")
+    p.add_argument("--config_path", help="servable config.json (model_path, device, engine, ov_config, batch_invariant, generation, limits, scheduler, kv_cache)")
     p.add_argument("--model", help=f"model directory (OpenVINO IR) [env {env['model']}; default /model]")
     p.add_argument("--device", help=f"OpenVINO device: CPU, GPU, GPU.1, AUTO [env {env['device']}; default CPU]")
     p.add_argument("--engine", choices=("paged", "generate"),
                    help="paged: continuous batching on paged attention (default); generate: whole batches through "
                         "transformers' generate (also the automatic fallback for models paged attention cannot run)")
+    p.add_argument("--batch-invariant", dest="batch_invariant", action="store_true", default=None,
+                   help="f32 with dynamic quantization off, whatever ov_config says: the same prompt gives the same "
+                        "greedy text whatever else runs (slower at many streams)")
     p.add_argument("--host", help=f"address to bind [env {env['host']}; default 127.0.0.1, 0.0.0.0 for all interfaces]")
     p.add_argument("--port", type=int, help=f"port [env {env['port']}; default 9000]")
     p.add_argument("--http-port", dest="http_port", type=int,

@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     scheduler: SchedulerConfig = SchedulerConfig()
     engine: str = "paged"  # continuous batching on paged attention; "generate": whole batches through generate()
     kv_cache: KVCacheConfig = KVCacheConfig()  # the paged engine's cache size
+    # f32 and no dynamic quantization, over ov_config: the same prompt, the same greedy text, whatever runs beside it
+    batch_invariant: bool = False
     grace_seconds: float = 30.0  # how long running calls may finish on SIGTERM
     max_message_bytes: int = 4 * 1024 * 1024
     trust_remote_code: bool = False

@@ -121,8 +121,8 @@ class Engine:
             paged = PagedModel(model.paged)
             paged.allocate(cache_blocks(kv_cache or KVCacheConfig(), paged.bytes_per_block, paged.block_size,
                                         limits.max_batch, model.info.context_length))
-            log.info("paged engine: KV cache of %d blocks x %d tokens (%.0f MB)", paged.num_blocks,
-                     paged.block_size, paged.num_blocks * paged.bytes_per_block / 1e6)
+            log.info("paged engine: KV cache of %d blocks x %d tokens, %s (%.0f MB)", paged.num_blocks,
+                     paged.block_size, paged.kv_precision, paged.num_blocks * paged.bytes_per_block / 1e6)
             self.core = EngineCore(model, paged, limits, scheduler, on_batch)
             self.backend = self.core
         else:

@@ -23,3 +23,11 @@ class NotReady(EngineError):
 
 class GenerationFailed(EngineError):
     """The engine failed this one request (the server goes on)."""
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one line. OpenVINO's messages are a stack of "Exception from <file>:<line>:" and
+    "Check '...' failed at <file>" lines around the sentence that says what was wrong: keep that sentence."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    said = [line for line in lines if not line.startswith(("Exception from ", "Check '"))]
+    return (said or lines or [type(exc).__name__])[-1]

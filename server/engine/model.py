@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from server.engine.precision import HINT, Numerics, numerics, runtime_options
 from server.engine.types import Message
 
 log = logging.getLogger(__name__)
@@ -20,16 +21,29 @@ class ModelInfo:
     load_seconds: float
     context_length: int
     stop: tuple[str, ...] = ()  # the model's end-of-answer markers, from its modelprep manifest
+    numerics: Numerics | None = None  # what the compiled model runs with
+    required_precision: str | None = None  # the inference precision its manifest says it needs
 
 
-def manifest_stop(path: str | Path) -> tuple[str, ...]:
-    """The stop strings `download_model.py` recorded for this model (none for a directory made elsewhere)."""
+def read_manifest(path: str | Path):
+    """The manifest `download_model.py` / `compress_model.py` wrote (None for a directory made elsewhere)."""
     from modelprep.store import read_manifest
 
     try:
-        return tuple(read_manifest(path).stop)
+        return read_manifest(path)
     except (OSError, ValueError, TypeError):
-        return ()
+        return None
+
+
+def manifest_stop(path: str | Path) -> tuple[str, ...]:
+    """The stop strings `download_model.py` recorded for this model."""
+    manifest = read_manifest(path)
+    return tuple(manifest.stop) if manifest else ()
+
+
+def manifest_precision(path: str | Path) -> str | None:
+    """The inference precision `compress_model.py` found this directory needs to answer right, if any."""
+    return getattr(read_manifest(path), "inference_precision", None)
 
 
 def weight_precision(ov_model) -> str:
@@ -64,9 +78,10 @@ class LoadedModel:
 
     @classmethod
     def load(cls, path: str | Path, device: str = "CPU", ov_config: dict | None = None,
-             trust_remote_code: bool = False, engine: str = "paged") -> LoadedModel:
+             trust_remote_code: bool = False, engine: str = "paged", batch_invariant: bool = False) -> LoadedModel:
         """Load once; `engine` "paged" falls back to "generate" (one log line says why) when the model's
-        architecture does not go through the paged-attention transformation."""
+        architecture does not go through the paged-attention transformation. `ov_config` goes over our
+        defaults (f32 on CPUs, see precision.py), `batch_invariant` over everything."""
         # Imported here: these take seconds, and `--help` should not wait for them.
         from optimum.intel import OVModelForCausalLM
         from transformers import AutoConfig, AutoTokenizer
@@ -74,7 +89,11 @@ class LoadedModel:
         from server.engine.paged_model import TransformationFailed, compile_paged
 
         start = time.perf_counter()
-        ov_config = dict(ov_config or {})
+        required = manifest_precision(path)
+        if required and (ov_config or {}).get(HINT, required) != required and not batch_invariant:
+            log.warning("%s needs %s %s to answer right (its manifest says so); the servable sets %s", path,
+                        HINT, required, ov_config[HINT])
+        ov_config = runtime_options(device, ov_config or {}, batch_invariant, required)
 
         config = AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code)
 
@@ -103,7 +122,12 @@ class LoadedModel:
         # A stop string that is a special token (smollm2's `<|im_end|>`) never shows in the decoded text: its
         # token already ends the answer, and checking for it would only cost time at every token.
         stop = tuple(s for s in manifest_stop(path) if s not in tokenizer.all_special_tokens)
-        info = ModelInfo(str(path), device, precision, seconds, int(context), stop)
+        if paged is not None:
+            report = numerics(paged, next(i.get_element_type().get_type_name() for i in paged.inputs
+                                          if i.get_any_name().startswith("key_cache.")))
+        else:
+            report = numerics(model.request.get_compiled_model())
+        info = ModelInfo(str(path), device, precision, seconds, int(context), stop, report, required)
         if paged is not None:  # the paged engine needs nothing else of the OVModelForCausalLM: free its graph
             return cls(None, tokenizer, info, paged=paged, generation_config=model.generation_config)
         return cls(model, tokenizer, info)

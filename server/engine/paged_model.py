@@ -75,11 +75,16 @@ class PagedModel:
         self.compiled = compiled
         self.request = compiled.create_infer_request()
         self._caches = [i for i in compiled.inputs if i.get_any_name().startswith(("key_cache.", "value_cache."))]
-        # Compiled for a device, each cache input is [blocks (dynamic), heads, block_size, head_size].
+        # Compiled for a device, each cache input is [blocks (dynamic), heads, rows, columns]: at f16 or bf16,
+        # rows are the block's tokens and columns the head size; a quantized cache (u8, u4) also stores its
+        # scales and zero points in the block, as extra rows of the key cache (per channel) and extra columns
+        # of the value cache (per token). So the block size is the smaller row count (a GPU key cache is
+        # [blocks, heads, head_size, tokens]: the smaller one again).
         self._block_dims = [[d.get_length() for d in list(i.get_partial_shape())[1:]] for i in self._caches]
-        self.block_size = int(self._block_dims[0][1])
-        self.bytes_per_block = sum(
-            int(np.prod(d)) * i.get_element_type().size for d, i in zip(self._block_dims, self._caches))
+        self.block_size = int(min(dims[1] for dims in self._block_dims))
+        self.bytes_per_block = sum(int(np.prod(d)) * i.get_element_type().bitwidth // 8
+                                   for d, i in zip(self._block_dims, self._caches))
+        self.kv_precision = self._caches[0].get_element_type().get_type_name()
         self.num_blocks = 0
 
     def allocate(self, num_blocks: int) -> None:

@@ -90,7 +90,7 @@ def _listening(s) -> bool:
 
 
 def test_sigterm_drains_a_running_stream_and_exits_zero(fp32_model_dir, tmp_path):
-    s = start_server(fp32_model_dir, tmp_path)
+    s = start_server(fp32_model_dir, tmp_path, args=("--grace-seconds", "300"))
     watch = s.health_stub.Watch(health_pb2.HealthCheckRequest(service=""), timeout=120)  # must not hold shutdown
     assert next(watch).status == STATUS.SERVING
     call = s.stub.GenerateStream(request("Tell me a story.", max_new_tokens=48, min_new_tokens=48), timeout=120)
@@ -104,5 +104,6 @@ def test_sigterm_drains_a_running_stream_and_exits_zero(fp32_model_dir, tmp_path
     texts, finals = stream_texts([first, *call])
     assert finals[0].completion_tokens == 48
     assert s.proc.wait(60) == 0
-    assert time.monotonic() - signalled < 15  # well inside the 30 s grace, though a Watch stream was open
+    # Done when the stream is, though a Watch stream was open: far inside the grace (a loaded machine's slack).
+    assert time.monotonic() - signalled < 120
     assert "stopped" in s.log()

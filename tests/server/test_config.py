@@ -132,7 +132,7 @@ def test_a_flag_can_settle_a_rule_the_file_alone_breaks(tmp_path):
 
 @pytest.mark.parametrize(("data", "message"), [
     ("{not json", "not valid JSON (key must be a string at line 1 column 2)"),
-    ({"modle_path": "/x"}, "modle_path: unknown key; expected one of api_key, cache_dir,"),
+    ({"modle_path": "/x"}, "modle_path: unknown key; expected one of api_key, batch_invariant, cache_dir,"),
     ({"model": "/x"}, "model: unknown key"),  # model_path in the file
     ({"config_path": "other.json"}, "config_path: unknown key"),
     ({"limits": {"max_btach": 2}}, "limits.max_btach: unknown key; expected one of max_batch, max_new_tokens_cap,"),

@@ -3,26 +3,15 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
-from optimum.intel import OVModelForCausalLM
-from transformers import AutoTokenizer
 
 from proto import llm_pb2
+from tests.reference import greedy_text
 from tests.server.harness import request, stream_texts
 
 QUESTION = "What is the theory of relativity?"
 CAPITALS = {"France": "Paris", "Japan": "Tokyo", "Germany": "Berlin", "Russia": "Moscow",
             "Egypt": "Cairo", "the United Kingdom": "London", "Italy": "Rome", "Spain": "Madrid"}
 F = llm_pb2.FinishReason
-
-
-def in_process(model_dir, prompt: str, max_new_tokens: int) -> str:
-    """The reference: optimum-intel's own generate on the same directory, greedy."""
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = OVModelForCausalLM.from_pretrained(model_dir, device="CPU")
-    text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False)
-    ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")
-    out = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False)
-    return tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
 
 
 def test_generate_one_prompt(stub):
@@ -56,7 +45,7 @@ def test_stream_equals_unary_equals_in_process(stub, fp32_model_dir):
     texts, finals = stream_texts(stub.GenerateStream(request(QUESTION, max_new_tokens=n), timeout=60))
     assert texts[0] == unary
     assert finals[0].completion_tokens == n
-    assert unary == in_process(fp32_model_dir, QUESTION, n)
+    assert unary == greedy_text(fp32_model_dir, QUESTION, n)
 
 
 def test_stream_sends_pieces_as_they_decode(stub):
@@ -159,10 +148,17 @@ def test_generate_engine_serves_the_same_greedy_text(stub, fp32_model_dir, tmp_p
 
     prompts = [f"What is the capital of {c}?" for c in ("France", "Japan")] + [QUESTION]
     paged = stub.Generate(request(*prompts, max_new_tokens=24), timeout=60)
-    server = start_server(fp32_model_dir, tmp_path, config={"engine": "generate"})
+    server = start_server(fp32_model_dir, tmp_path, config={"engine": "generate", "batch_invariant": True})
     try:
         plain = server.stub.Generate(request(*prompts, max_new_tokens=24), timeout=60)
     finally:
         server.stop()
     assert "engine: generate" in server.log()
     assert [c.text for c in plain.completions] == [c.text for c in paged.completions]
+
+
+def test_the_servable_key_batch_invariant_is_in_force(server):
+    """What the parity tests above rely on, as the compiled model reports it."""
+    numerics = next(line for line in server.log().splitlines() if "numerics: " in line)
+    assert "inference_precision=f32 " in numerics and "dynamic_quantization=off" in numerics
+    assert "batch-invariant mode" in server.log()

@@ -1,8 +1,6 @@
 """The engine's front door in-process, without gRPC, on the real default model, with both engines."""
 
 import pytest
-import torch
-from optimum.intel import OVModelForCausalLM
 
 from server.engine.engine import Engine
 from server.engine.errors import QueueFull
@@ -17,6 +15,7 @@ from server.engine.types import (
     collect,
 )
 from tests.faults import injected
+from tests.reference import greedy_text
 from tests.server.harness import wait_until
 
 PROMPTS = ("What is the theory of relativity?", "What is the capital of Japan?")
@@ -24,19 +23,12 @@ PROMPTS = ("What is the theory of relativity?", "What is the capital of Japan?")
 
 @pytest.fixture(scope="module", params=["paged", "generate"])
 def model(request, fp32_model_dir):
-    return LoadedModel.load(fp32_model_dir, "CPU", {"PERFORMANCE_HINT": "LATENCY"}, engine=request.param)
+    return LoadedModel.load(fp32_model_dir, "CPU", {"PERFORMANCE_HINT": "LATENCY"}, engine=request.param,
+                            batch_invariant=True)
 
 
 def ask(prompt, **params) -> GenerationRequest:
     return GenerationRequest(prompts=(prompt,), params=SamplingParams(**params))
-
-
-def reference(model, prompt, n):
-    text = model.render(prompt, None, False)
-    ids = torch.tensor([model.encode(text, False)])
-    plain = OVModelForCausalLM.from_pretrained(model.info.path, device="CPU")
-    out = plain.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, do_sample=False)
-    return model.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
 
 
 def test_model_info(model):
@@ -50,7 +42,7 @@ def test_greedy_equals_optimum_generate(model):
     try:
         for prompt in PROMPTS:
             (c,) = engine.generate(ask(prompt, max_new_tokens=32), timeout=60)
-            assert c.text == reference(model, prompt, 32)
+            assert c.text == greedy_text(model.info.path, prompt, 32)
     finally:
         engine.close()
 

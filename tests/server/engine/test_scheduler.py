@@ -1,6 +1,4 @@
 """The generate engine's scheduler: whole batches through transformers' generate, on N workers."""
-import time
-
 import pytest
 
 from server.engine.engine import Engine
@@ -14,7 +12,8 @@ PROMPTS = ("What is the theory of relativity?", "What is the capital of Japan?")
 
 @pytest.fixture(scope="module")
 def model(fp32_model_dir):
-    return LoadedModel.load(fp32_model_dir, "CPU", {"PERFORMANCE_HINT": "LATENCY"}, engine="generate")
+    return LoadedModel.load(fp32_model_dir, "CPU", {"PERFORMANCE_HINT": "LATENCY"}, engine="generate",
+                            batch_invariant=True)
 
 
 def ask(prompt, **params) -> GenerationRequest:
@@ -25,10 +24,9 @@ def test_two_workers_keep_their_own_kv_cache(model):
     """Two infer requests run at once on the shared compiled model; neither disturbs the other."""
     engine = Engine(model, limits=Limits(max_batch=1), scheduler=SchedulerConfig(workers=2))
     try:
-        solo = [engine.generate(ask(p, max_new_tokens=24), timeout=60)[0].text for p in PROMPTS]
-        handles = [engine.submit(ask(p, max_new_tokens=24)) for p in PROMPTS]
-        time.sleep(0.2)
-        assert engine.counts()[0] == 2  # both running, one per worker
+        solo = [engine.generate(ask(p, max_new_tokens=48, min_new_tokens=48), timeout=60)[0].text for p in PROMPTS]
+        handles = [engine.submit(ask(p, max_new_tokens=48, min_new_tokens=48)) for p in PROMPTS]
+        assert wait_until(lambda: engine.counts() == (2, 0), timeout=30)  # both running, one per worker
         texts = ["".join(e.text for e in h.events(60) if isinstance(e, TextDelta)) for h in handles]
         assert texts == solo
     finally:

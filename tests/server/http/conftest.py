@@ -13,7 +13,7 @@ def http_server(fp32_model_dir, tmp_path_factory):
     """gRPC and HTTP on one process and one engine, with metrics and the fault marker."""
     metrics = free_port()
     s = start_server(fp32_model_dir, tmp_path_factory.mktemp("http-server"), http=True,
-                     args=("--metrics-port", str(metrics)), fault_marker=FAULT)
+                     args=("--metrics-port", str(metrics), "--batch-invariant"), fault_marker=FAULT)
     s.metrics_url = f"http://127.0.0.1:{metrics}/metrics"
     yield s
     s.stop()
