@@ -7,18 +7,20 @@ import re
 import pytest
 import torch
 
-from modelcheck import one_line_error
+from modelcheck import REPO, one_line_error
 from modelprep import registry
 from modelprep.store import is_complete, read_manifest
 from proto import llm_pb2
+from server.engine.precision import BATCH_INVARIANT, KV_CACHE
 from tests.server.harness import request as ask, start_server, stream_texts
 from tinymodels import INT4_GROUP, TINY, architectures
 
-# Exact greedy parity between two attention implementations (paged vs stateful) needs numbers that do not
-# depend on the kernel: f32, no dynamic quantization of activations, and an f32 KV cache. With the default
-# f16 cache the two differ by up to 3% of a logit's spread here, more than the gap between a random model's
-# two best tokens at some step; with it in f32, by 5e-6 (measured on the tiny llama).
-EXACT = {"INFERENCE_PRECISION_HINT": "f32", "DYNAMIC_QUANTIZATION_GROUP_SIZE": "0", "KV_CACHE_PRECISION": "f32"}
+# Exact greedy parity between two attention implementations (paged vs stateful) on random weights needs, beside
+# batch-invariant mode (f32, no dynamic quantization), an f32 KV cache: with the default f16 cache the two differ
+# by up to 3% of a logit's spread here, more than the gap between a random model's two best tokens at some
+# step; with it in f32, by 5e-6 (measured on the tiny llama). A trained model's choices are far clearer.
+F32_CACHE = {KV_CACHE: "f32"}
+EXACT = {**BATCH_INVARIANT, **F32_CACHE}
 # The smallest gap between the best and the second-best logit, in standard deviations of the logits, for a
 # greedy choice to count as clear: 20 times the difference between the two implementations.
 CLEAR = 1e-4
@@ -37,6 +39,14 @@ def test_every_registry_architecture_has_a_tiny_model():
     assert all(spec.arch for spec in registry.MODELS.values())
     with_template = [name for name in TINY if registry.MODELS[name].template]
     assert {"dolly-v2-3b", "red-pajama-3b-chat"} <= set(with_template)
+
+
+def test_readme_table_names_each_models_architecture():
+    rows = {line.split("|")[1].strip().split()[0].strip("`"): line
+            for line in (REPO / "README.md").read_text().splitlines() if line.startswith("| `")}
+    for spec in registry.MODELS.values():
+        cells = [c.strip() for c in rows[spec.name].split("|")]
+        assert (cells[2], cells[3]) == (f"`{spec.hub_id}`", spec.arch), spec.name
 
 
 def rendered(spec, tokenizer, prompt: str) -> str:
@@ -77,7 +87,8 @@ def served(request, tiny_models, tmp_path_factory):
     """(registry spec, FP32 directory, server on it in exact mode) for each tiny model."""
     name = request.param
     model_dir = tiny_models.model(name)
-    server = start_server(model_dir, tmp_path_factory.mktemp(f"tiny-{name}"), config={"ov_config": EXACT})
+    server = start_server(model_dir, tmp_path_factory.mktemp(f"tiny-{name}"), config={"ov_config": F32_CACHE},
+                          args=("--batch-invariant",))
     yield registry.MODELS[name], model_dir, server
     server.stop()
 
@@ -122,6 +133,7 @@ def test_server_start_prints_only_our_own_lines(served):
     _, _, server = served
     lines = [line for line in server.log_path.read_text().splitlines() if line.strip()]
     assert any("serving llm.LLMService" in line for line in lines)
+    assert any("numerics: inference_precision=f32 kv_cache=f32 dynamic_quantization=off" in line for line in lines)
     assert [line for line in lines if not OUR_LINE.match(line)] == []
 
 
@@ -129,7 +141,7 @@ def test_registry_stop_strings_are_the_servers_defaults(served):
     spec, model_dir, _ = served
     from server.engine.model import LoadedModel
 
-    model = LoadedModel.load(model_dir, "CPU", EXACT)
+    model = LoadedModel.load(model_dir, "CPU", F32_CACHE, batch_invariant=True)
     special = set(model.tokenizer.all_special_tokens)
     assert model.info.stop == tuple(s for s in spec.stop if s not in special)
 
@@ -152,7 +164,7 @@ def test_compressed_models_answer_as_generate_does(request, tiny_models, name):
     for precision, label in (("fp16", "FP16"), ("int8", "INT8"), ("int4", "INT4")):
         model_dir = compress(fp32, precision, int4=int4, progress=False)
         assert is_complete(model_dir) and read_manifest(model_dir).stop == list(spec.stop)
-        model = LoadedModel.load(model_dir, "CPU", EXACT)
+        model = LoadedModel.load(model_dir, "CPU", F32_CACHE, batch_invariant=True)
         assert model.info.precision == label and model.paged is not None
         engine = Engine(model)
         try:
