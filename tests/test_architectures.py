@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 import pytest
 import torch
@@ -62,14 +63,19 @@ def rendered(spec, tokenizer, prompt: str) -> str:
     return texts[0]
 
 
-def reference(model_dir, spec, prompt: str) -> tuple[str, int, float]:
-    """OVModelForCausalLM.generate, greedy, N tokens: the text, the prompt's length in tokens, and the
-    smallest gap between the two best logits over the steps (in standard deviations)."""
+@lru_cache(maxsize=None)
+def optimum(model_dir):
     from optimum.intel import OVModelForCausalLM
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = OVModelForCausalLM.from_pretrained(str(model_dir), device="CPU", ov_config=EXACT)
+    return OVModelForCausalLM.from_pretrained(str(model_dir), device="CPU", ov_config=EXACT), \
+        AutoTokenizer.from_pretrained(model_dir)
+
+
+def reference(model_dir, spec, prompt: str) -> tuple[str, int, float]:
+    """OVModelForCausalLM.generate, greedy, N tokens: the text, the prompt's length in tokens, and the
+    smallest gap between the two best logits over the steps (in standard deviations)."""
+    model, tokenizer = optimum(model_dir)
     ids = tokenizer(rendered(spec, tokenizer, prompt), add_special_tokens=False, return_tensors="pt")
     out = model.generate(**ids, max_new_tokens=N, min_new_tokens=N, do_sample=False, output_scores=True,
                          return_dict_in_generate=True)
