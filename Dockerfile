@@ -68,10 +68,10 @@ RUN --mount=type=secret,id=ca \
  && pip install -r requirements.txt \
  && python slim_venv.py
 
-# The gRPC stubs are generated from the contract at build time (`make proto`), never copied in; then the
+# The gRPC stubs are generated from the contracts at build time (`make proto`), never copied in; then the
 # project is installed into the environment (its dependencies are already there), with its llm-* commands.
 COPY proto/ proto/
-RUN python -m grpc_tools.protoc -I. --python_out=. --pyi_out=. --grpc_python_out=. proto/llm.proto
+RUN python -m grpc_tools.protoc -I. --python_out=. --pyi_out=. --grpc_python_out=. proto/llm.proto proto/kserve.proto
 COPY pyproject.toml ./
 COPY server/ server/
 COPY client/ client/

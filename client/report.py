@@ -41,8 +41,10 @@ def report_lines(fig: Figures, streamed: bool) -> list[str]:
     return lines
 
 
-def print_report(results: list[PromptResult], wall_ms: float, streamed: bool, out=sys.stdout) -> None:
-    """Figures after the text: per prompt, and in aggregate when there are several."""
+def print_report(results: list[PromptResult], wall_ms: float, streamed: bool, out=sys.stdout,
+                 tokens: int | None = None) -> None:
+    """Figures after the text: per prompt, and in aggregate when there are several (`tokens`: the server's
+    count for the whole call, where it gives only that)."""
     if len(results) == 1:
         print("\n".join(report_lines(prompt_figures(results[0], streamed), streamed)), file=out)
         return
@@ -50,16 +52,17 @@ def print_report(results: list[PromptResult], wall_ms: float, streamed: bool, ou
         note = "" if r.finish_reason else " (unfinished)"
         print(f"-- Prompt {r.index}{note}: " + "; ".join(report_lines(prompt_figures(r, streamed), streamed)), file=out)
     print("-- All prompts (tokens/s: all tokens over the call's time; time per token: mean of the prompts):", file=out)
-    print("\n".join(report_lines(aggregate_figures(results, wall_ms, streamed), streamed)), file=out)
+    print("\n".join(report_lines(aggregate_figures(results, wall_ms, streamed, tokens), streamed)), file=out)
 
 
-def json_report(url: str, results: list[PromptResult], wall_ms: float, streamed: bool, interrupted: bool = False) -> str:
+def json_report(url: str, results: list[PromptResult], wall_ms: float, streamed: bool, interrupted: bool = False,
+                rpc: str | None = None, tokens: int | None = None) -> str:
     prompts = []
     for r in results:
         entry = asdict(r)
         entry.pop("arrivals_ms")
         entry["figures"] = asdict(prompt_figures(r, streamed))
         prompts.append(entry)
-    report = {"url": url, "rpc": "GenerateStream" if streamed else "Generate", "interrupted": interrupted,
-              "prompts": prompts, "aggregate": asdict(aggregate_figures(results, wall_ms, streamed))}
+    report = {"url": url, "rpc": rpc or ("GenerateStream" if streamed else "Generate"), "interrupted": interrupted,
+              "prompts": prompts, "aggregate": asdict(aggregate_figures(results, wall_ms, streamed, tokens))}
     return json.dumps(report, indent=2)

@@ -5,7 +5,10 @@ import argparse
 
 from google.protobuf.descriptor import FieldDescriptor
 
-from client.connection import add_connection_flags
+from client.connection import ClientError, add_connection_flags
+from client.kserve import DEFAULT_MODEL
+from client.kserve import infer_request as kserve_infer_request
+from client.kserve import parameters as kserve_parameters
 from proto import llm_pb2
 
 # Better help than the field name for the parameters a user reaches for; any other field gets a plain line.
@@ -44,6 +47,11 @@ def add_generation_flags(p: argparse.ArgumentParser) -> None:
 def client_parser(description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
     add_connection_flags(p)
+    p.add_argument("--api", choices=("llm", "kserve"), default="llm",
+                   help="llm: this server's LLMService; kserve: KServe v2 (ModelInfer / ModelStreamInfer), as the "
+                        "OpenVINO Model Server demo's clients call it, against this server or OVMS (default llm)")
+    p.add_argument("--model-name", default=DEFAULT_MODEL,
+                   help=f"--api kserve: the model's name (default {DEFAULT_MODEL}, the demo's)")
     p.add_argument("-p", "--prompt", action="append", required=True, dest="prompts",
                    help="a prompt (repeatable); all prompts go in one call, as one batch")
     add_generation_flags(p)
@@ -55,3 +63,14 @@ def build_request(args: argparse.Namespace, prompts: list[str] | None = None) ->
     fields = {f.name: getattr(args, f.name) for f in optional_fields() if getattr(args, f.name, None) is not None}
     return llm_pb2.GenerateRequest(prompts=prompts if prompts is not None else args.prompts,
                                    stop=getattr(args, "stop", []), **fields)
+
+
+def build_kserve_request(args: argparse.Namespace):
+    """The KServe call for the same flags: the prompts in `pre_prompt`, the generation flags as parameters."""
+    if args.system_prompt is not None:
+        raise ClientError("--system-prompt: KServe calls carry prompts and generation parameters only")
+    try:
+        given = kserve_parameters(args, [f.name for f in optional_fields() if f.name != "system_prompt"])
+    except ValueError as exc:
+        raise ClientError(str(exc)) from None
+    return kserve_infer_request(args, given)

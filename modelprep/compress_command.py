@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 import time
 from pathlib import Path
 
@@ -37,6 +38,13 @@ def _ratio(text: str) -> float:
     return value
 
 
+def _agreement(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text}: a share of tokens, in [0, 1]")
+    return value
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = make_parser(
         PROG,
@@ -52,6 +60,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sym", action=argparse.BooleanOptionalAction, default=None,
                         help="symmetric INT4 quantization (default: per model)")
     parser.add_argument("--force", action="store_true", help="rebuild directories that are already complete")
+    parser.add_argument("--check", action=argparse.BooleanOptionalAction, default=True,
+                        help="compare each new directory with FP32 at the CPU's default inference precision and at "
+                             "f32, record the precision it needs, refuse it if poor even at f32 (default: on, unless the "
+                             "FP32 model does not fit in the memory available)")
+    parser.add_argument("--min-agreement", type=_agreement,
+                        help="refuse a directory whose teacher-forced top-1 agreement with FP32 at f32 is below "
+                             "this (default: fp16 0.9, int8 0.8, int4 0.5)")
     args = parser.parse_args(argv)
 
     as_dir = Path(args.model)
@@ -73,13 +88,18 @@ def main(argv: list[str] | None = None) -> int:
         raise ModelPrepError(f"{args.model} has not been downloaded to {args.source}: "
                              f"run `python download_model.py --model {args.source.name}{flag}` first")
     quiet_libraries()
+    from modelprep.fidelity import memory_shortfall
     from modelprep.pipeline import compress, default_int4
-    from modelprep.report import size_table
+    from modelprep.report import fidelity_report, size_table
     from modelprep.store import read_manifest
 
     overrides = {k: v for k, v in (("sym", args.sym), ("group_size", args.group_size), ("ratio", args.ratio))
                  if v is not None}
     int4 = dataclasses.replace(default_int4(read_manifest(args.source).name), **overrides)
+    check = args.check
+    if check and (shortfall := memory_shortfall(args.source)):
+        print(f"{PROG}: warning: not checking against FP32: {shortfall}", file=sys.stderr)
+        check = False
     outputs = []
     for precision in args.precisions:
         started = time.monotonic()
@@ -87,10 +107,16 @@ def main(argv: list[str] | None = None) -> int:
         if is_complete(target) and not args.force:
             print(f"{target} is already complete; use --force to rebuild it")
         else:
-            compress(args.source, precision, int4=int4, force=args.force)
+            compress(args.source, precision, int4=int4, force=args.force, check=check,
+                     min_agreement=args.min_agreement)
             print(f"wrote {target} in {time.monotonic() - started:.0f}s")
         outputs.append(target)
     print(size_table(args.source, outputs))
+    table, warnings = fidelity_report(outputs)
+    if table:
+        print(table)
+    for line in warnings:
+        print(f"{PROG}: warning: {line}", file=sys.stderr)
     return 0
 
 

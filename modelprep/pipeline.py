@@ -99,8 +99,16 @@ def compress(
     int4: Int4Params | None = None,
     force: bool = False,
     progress: bool = True,
+    check: bool = True,
+    min_agreement: float | None = None,
 ) -> Path:
-    """Write the `precision` sibling of a complete FP32 directory (e.g. NAME_INT8_compressed_weights)."""
+    """Write the `precision` sibling of a complete FP32 directory (e.g. NAME_INT8_compressed_weights).
+
+    With `check`, the new directory is compared with FP32 before it is published (modelprep/fidelity.py):
+    its manifest records the inference precision it needs, and one that is poor even at f32 is refused
+    (ModelPrepError) with nothing written.
+    """
+    from modelprep import fidelity
     from modelprep.compress import compress_ir
 
     source_dir = Path(source_dir)
@@ -114,10 +122,19 @@ def compress(
         return target
     int4 = int4 or default_int4(source.name)
     manifest = store.Manifest(name=source.name, precision=precision, source=str(source_dir), stop=source.stop)
+    names = ["compress"] + (["check against FP32"] if check else [])
     started = time.monotonic()
-    with store.atomic_dir(target, manifest) as tmp, steps(f"{source.name} -> {precision}", ["compress"], progress) as step:
+    with store.atomic_dir(target, manifest) as tmp, steps(f"{source.name} -> {precision}", names, progress) as step:
         step(f"NNCF {precision}")
         manifest.compression = compress_ir(source_dir, tmp, precision, int4)
+        if check:
+            step("check against FP32")
+            bar = fidelity.MIN_AGREEMENT[precision] if min_agreement is None else min_agreement
+            result = fidelity.check(tmp, fidelity.reference(source_dir), bar)
+            if result.refused:
+                raise fidelity.refusal(target.name, result)
+            manifest.fidelity = result.to_manifest()
+            manifest.inference_precision = result.required_precision
         manifest.seconds = round(time.monotonic() - started, 1)
     return target
 

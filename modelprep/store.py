@@ -11,7 +11,7 @@ import os
 import shutil
 import tempfile
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Iterator
 
@@ -42,6 +42,10 @@ class Manifest:
     stop: list[str] = field(default_factory=list)
     compression: dict = field(default_factory=dict)  # NNCF / export parameters actually used
     seconds: float = 0.0  # time to build this directory
+    # The CPU inference precision this directory needs ("f32"), or None when the CPU's default is fine (or it
+    # was not checked). OpenVINO ignores a hint stored in the IR, so loaders must apply it themselves.
+    inference_precision: str | None = None
+    fidelity: dict = field(default_factory=dict)  # the check against FP32 (modelprep/fidelity.py); {}: not checked
     files: dict[str, int] = field(default_factory=dict)  # relative path -> size in bytes
 
 
@@ -52,7 +56,12 @@ def model_dir(name: str, precision: str = "fp32", models_dir: str | Path = "mode
 
 
 def read_manifest(path: str | Path) -> Manifest:
-    return Manifest(**json.loads((Path(path) / MANIFEST).read_text()))
+    """The manifest; keys this version does not know (written by a newer one) are ignored."""
+    data = json.loads((Path(path) / MANIFEST).read_text())
+    if not isinstance(data, dict):
+        raise ValueError(f"{MANIFEST} is not a JSON object")
+    known = {f.name for f in fields(Manifest)}
+    return Manifest(**{k: v for k, v in data.items() if k in known})
 
 
 def is_complete(path: str | Path) -> bool:

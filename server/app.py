@@ -1,5 +1,5 @@
-"""The server's life: listen, load the model, serve LLMService + health + reflection (and the OpenAI HTTP API),
-drain on SIGTERM."""
+"""The server's life: listen, load the model, serve LLMService, KServe's GRPCInferenceService, health and reflection
+(and the OpenAI and KServe REST APIs over HTTP), drain on SIGTERM."""
 from __future__ import annotations
 
 import asyncio
@@ -12,18 +12,21 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
-from proto import llm_pb2, llm_pb2_grpc
+from proto import kserve_pb2, kserve_pb2_grpc, llm_pb2, llm_pb2_grpc
 from server.auth import ApiKeyInterceptor
+from server.calls import Calls
 from server.config import Settings
 from server.engine.async_engine import AsyncEngine
 from server.engine.errors import one_line
-from server.http.serve import HttpServer
-from server.interceptor import ErrorInterceptor
+from server.grpc.interceptor import ErrorInterceptor
+from server.grpc.servicer import LLMServicer
+from server.http.serve import HttpServer, model_names
+from server.kserve.servicer import KServeServicer
 from server.observability import Metrics, Observer
-from server.servicer import LLMServicer
 
 log = logging.getLogger(__name__)
 SERVICE = llm_pb2.DESCRIPTOR.services_by_name["LLMService"].full_name
+KSERVE = kserve_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -83,24 +86,23 @@ async def stop_servers(server, http, grace: float) -> None:
     await asyncio.gather(server.stop(grace), *([http.stop()] if http is not None else []))
 
 
-async def drain(server, servicer: LLMServicer, health, grace: float, http=None) -> None:
+async def drain(server, calls: Calls, health, grace: float, http=None) -> None:
     """Stop taking calls, let running ones finish within `grace` seconds, then stop everything."""
     log.info("shutting down: refusing new calls, letting running ones finish (grace %.0fs)", grace)
     await set_health(health, NOT_SERVING)
-    if http is not None:
-        http.start_draining()
-    if servicer.engine is not None:
-        servicer.engine.stop_accepting()  # new calls now get UNAVAILABLE
+    calls.draining = True  # HTTP's /health and KServe's readiness say so
+    if calls.engine is not None:
+        calls.engine.stop_accepting()  # new calls now get UNAVAILABLE
     # Keep the port open while calls drain: health checks answer NOT_SERVING and new calls get a clear
     # UNAVAILABLE (gRPC itself would cancel calls that arrive after stop()).
     loop = asyncio.get_running_loop()
     deadline = loop.time() + grace
-    while servicer.engine is not None and servicer.engine.active and loop.time() < deadline:
+    while calls.engine is not None and calls.engine.active and loop.time() < deadline:
         await asyncio.sleep(0.05)
     # What is left are health Watch streams and the last bytes of finished calls: a short grace, not the rest.
     await stop_servers(server, http, 1.0)
-    if servicer.engine is not None:
-        servicer.engine.close()  # cancels whatever outlived the grace period
+    if calls.engine is not None:
+        calls.engine.close()  # cancels whatever outlived the grace period
 
 
 async def serve(settings: Settings) -> int:
@@ -108,19 +110,20 @@ async def serve(settings: Settings) -> int:
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_send_message_length", settings.max_message_bytes),
     ]
-    interceptors = [ErrorInterceptor(SERVICE)]
+    interceptors = [ErrorInterceptor(SERVICE), ErrorInterceptor(KSERVE)]
     if settings.api_key:
         interceptors.insert(0, ApiKeyInterceptor(settings.api_key))
     server = grpc.aio.server(interceptors=interceptors, options=options)
     metrics = Metrics() if settings.metrics_port else None
     observer = Observer(metrics, settings.log_prompts)
-    servicer = LLMServicer(observer)
-    http = HttpServer(settings, observer) if settings.http_port else None  # the OpenAI-compatible front door
+    calls = Calls(observer)  # what the front doors share: the engine, the drain state, call accounting
+    http = HttpServer(settings, calls) if settings.http_port else None  # the OpenAI and KServe REST front doors
     health = health_aio.HealthServicer()
-    llm_pb2_grpc.add_LLMServiceServicer_to_server(servicer, server)
+    llm_pb2_grpc.add_LLMServiceServicer_to_server(LLMServicer(calls), server)
+    kserve_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(KServeServicer(calls, model_names(settings)), server)
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(
-        (SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server)
+        (SERVICE, KSERVE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server)
     address = listen(server, settings)
     await set_health(health, NOT_SERVING)
     await server.start()
@@ -131,7 +134,8 @@ async def serve(settings: Settings) -> int:
         except BaseException:
             await server.stop(0)
             raise
-        log.info("OpenAI-compatible HTTP API on %s/v1, chat page on %s/ (503 until the model is loaded)", url, url)
+        log.info("OpenAI-compatible HTTP API on %s/v1, KServe v2 REST on %s/v2, chat page on %s/ "
+                 "(503 until the model is loaded)", url, url, url)
     if metrics:
         metrics.serve(settings.host, settings.metrics_port)
         log.info("metrics on http://%s:%d/metrics", settings.host, settings.metrics_port)
@@ -148,15 +152,14 @@ async def serve(settings: Settings) -> int:
         if loading.exception() is not None:
             await stop_servers(server, http, 0)
             raise loading.exception()
-        servicer.engine = AsyncEngine(loading.result())  # one engine, both protocols
-        if http is not None:
-            http.set_engine(servicer.engine)
+        calls.engine = AsyncEngine(loading.result())  # one engine, every front door
         await set_health(health, SERVING)
         log.info("serving %s on %s", SERVICE, address)
+        log.info("serving %s on %s: model %s", KSERVE, address, " or ".join(model_names(settings)))
         await stopping
 
-    await drain(server, servicer, health, settings.grace_seconds, http)
-    if servicer.engine is None and not loading.done():
+    await drain(server, calls, health, settings.grace_seconds, http)
+    if calls.engine is None and not loading.done():
         loading.cancel()
     log.info("stopped")
     return 0

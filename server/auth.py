@@ -1,4 +1,4 @@
-"""Optional API key: `authorization: Bearer KEY` on every call but health checks (gRPC and HTTP)."""
+"""Optional API key: `authorization: Bearer KEY` on every call but health checks (gRPC and HTTP, KServe's too)."""
 from __future__ import annotations
 
 import hmac
@@ -6,6 +6,8 @@ import hmac
 import grpc
 
 HEALTH_PREFIX = "/grpc.health.v1.Health/"
+# KServe's liveness and readiness, which probes and load balancers call without credentials.
+OPEN_METHODS = ("/inference.GRPCInferenceService/ServerLive", "/inference.GRPCInferenceService/ServerReady")
 MESSAGE = "missing or wrong API key: send metadata 'authorization: Bearer <key>'"
 
 
@@ -35,7 +37,8 @@ class ApiKeyInterceptor(grpc.aio.ServerInterceptor):
         self._key = key
 
     async def intercept_service(self, continuation, details):
-        if details.method.startswith(HEALTH_PREFIX) or authorized(details.invocation_metadata, self._key):
+        if details.method.startswith(HEALTH_PREFIX) or details.method in OPEN_METHODS \
+                or authorized(details.invocation_metadata, self._key):
             return await continuation(details)
         handler = await continuation(details)
         if handler is None:

@@ -34,6 +34,9 @@ def parser() -> argparse.ArgumentParser:
                    help=f"OpenAI-compatible HTTP API and chat page on this port, 0 for none [env {env['http_port']}; default 0]")
     p.add_argument("--served-model-name", dest="served_model_name",
                    help="the model's name in the HTTP API (default: the model directory's name)")
+    p.add_argument("--kserve-model-name", dest="kserve_model_name",
+                   help="the model's name in KServe v2 calls, beside the served name (default python_model, "
+                        "the OpenVINO Model Server demo's)")
     p.add_argument("--cache-dir", dest="cache_dir", help=f"OpenVINO model cache, for fast restarts [env {env['cache_dir']}]")
     p.add_argument("--grace-seconds", dest="grace_seconds", type=float, help="time running calls get on SIGTERM (default 30)")
     p.add_argument("--trust-remote-code", dest="trust_remote_code", action="store_true", default=None,

@@ -51,6 +51,7 @@ class Settings(BaseSettings):
     port: int = 9000
     http_port: int = 0  # the OpenAI-compatible HTTP API and chat page; 0 turns it off
     served_model_name: str | None = None  # the model's name over HTTP; default: its directory's name
+    kserve_model_name: str = "python_model"  # KServe calls' model name (the OVMS demo's); the served name works too
     cache_dir: str = str(Path.home() / ".cache" / "llm-server" / "openvino")
     ov_config: dict = Field(default_factory=dict)
     generation: GenerationParams = GenerationParams()
@@ -190,5 +191,7 @@ def check(s: Settings) -> None:
             raise ConfigError(f"{name}: no such file {path}")
     if s.http_port and s.http_port in (s.port, s.metrics_port):
         raise ConfigError(f"http_port: {s.http_port} is already taken by the gRPC or metrics port")
+    if not s.kserve_model_name.strip():
+        raise ConfigError("kserve_model_name: must not be empty")
     if s.api_key is not None and not s.api_key.strip():
         raise ConfigError("api_key: must not be empty")

@@ -168,7 +168,8 @@ def test_compressed_models_answer_as_generate_does(request, tiny_models, name):
     fp32 = tiny_models.model(name)
     int4 = dataclasses.replace(default_int4(name), group_size=INT4_GROUP)
     for precision, label in (("fp16", "FP16"), ("int8", "INT8"), ("int4", "INT4")):
-        model_dir = compress(fp32, precision, int4=int4, progress=False)
+        # No fidelity check against FP32: random weights are not a model whose 4-bit copy could be judged.
+        model_dir = compress(fp32, precision, int4=int4, progress=False, check=False)
         assert is_complete(model_dir) and read_manifest(model_dir).stop == list(spec.stop)
         model = LoadedModel.load(model_dir, "CPU", F32_CACHE, batch_invariant=True)
         assert model.info.precision == label and model.paged is not None

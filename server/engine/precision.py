@@ -20,9 +20,10 @@ BATCH_INVARIANT = {HINT: "f32", DYNAMIC_QUANTIZATION: "0"}
 def runtime_options(device: str, ov_config: dict, batch_invariant: bool = False,
                     required: str | None = None) -> dict:
     """The options to compile with, lowest first: f32 on CPUs, then the precision the model directory's manifest
-    requires, then the servable's own `ov_config`, then batch-invariant mode over everything."""
-    options = {HINT: "f32"} if device.upper().startswith("CPU") else {}
-    if required:
+    requires (found on a CPU, so for CPUs), then the servable's own `ov_config`, then batch-invariant mode."""
+    cpu = device.upper().startswith("CPU")
+    options = {HINT: "f32"} if cpu else {}
+    if required and cpu:
         options[HINT] = required
     options.update(ov_config)
     if batch_invariant:

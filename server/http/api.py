@@ -1,6 +1,6 @@
 """The OpenAI-compatible HTTP API and the chat page: HTTP/JSON <-> engine requests and events.
 
-Like server/servicer.py for gRPC, this only translates; the engine (shared with gRPC) does the work.
+Like server/grpc/servicer.py for gRPC, this only translates; the engine (shared with gRPC) does the work.
 """
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import aclosing
 from pathlib import Path
 
@@ -20,12 +20,11 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from server.auth import bearer_matches
-from server.engine.errors import EngineError, NotReady, ValidationError
+from server.calls import Calls
+from server.engine.errors import EngineError, ValidationError
 from server.engine.types import Event, Finished, TextDelta
 from server.http import errors, schema
 from server.http.errors import HttpError
-from server.http.merge import merge
-from server.observability import Observer
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).with_name("static")
@@ -35,21 +34,20 @@ JSON_HEADERS = [(b"content-type", b"application/json")]
 
 
 class OpenAIApi:
-    """The HTTP front door's state. app.py sets `engine` once the model is loaded and `draining` on SIGTERM."""
+    """The HTTP front door; `calls` (shared with the other front doors) holds the engine and the drain state."""
 
-    def __init__(self, observer: Observer, model_name: str, api_key: str | None, max_choices: int,
+    def __init__(self, calls: Calls, model_name: str, api_key: str | None, max_choices: int,
                  max_body_bytes: int):
-        self.engine = None  # the AsyncEngine shared with gRPC
-        self.draining = False
-        self.observer = observer
+        self.calls = calls
         self.model_name = model_name
         self.api_key = api_key
         self.max_choices = max_choices
         self.max_body_bytes = max_body_bytes
         self.created = int(time.time())
 
-    def app(self) -> Starlette:
-        routes = [
+    def app(self, more_routes: list | None = None) -> Starlette:
+        """The app: this API's routes, `more_routes` (KServe's REST API), the chat page."""
+        routes = [*(more_routes or []),
             Route("/health", self.health, methods=["GET"]),
             Route("/v1/models", self.models, methods=["GET"]),
             Route("/v1/models/{name:path}", self.model, methods=["GET"]),
@@ -64,8 +62,8 @@ class OpenAIApi:
     # ------------------------------------------------------------ plain endpoints
 
     async def health(self, request: Request) -> Response:
-        if self.engine is None or self.draining:
-            status = "draining" if self.draining else "loading"
+        if not self.calls.ready:
+            status = "draining" if self.calls.draining else "loading"
             return _json({"status": status}, 503)
         return _json({"status": "serving"})
 
@@ -95,7 +93,7 @@ class OpenAIApi:
     async def _generate(self, request: Request, kind: str):
         body = None
         try:
-            body = await _read_json(request, self.max_body_bytes)
+            body = await read_json(request, self.max_body_bytes)
             parsed = schema.parse(body, kind, self.max_choices)
             if parsed.model is not None and parsed.model != self.model_name:
                 raise errors.model_not_found(parsed.model, self.model_name)
@@ -103,33 +101,14 @@ class OpenAIApi:
             refused = errors.from_engine(error) if isinstance(error, ValidationError) else error
             stream = isinstance(body, dict) and body.get("stream") is True
             rpc = ("chat.completions" if kind == "chat" else "completions") + (".stream" if stream else "")
-            self.observer.start(rpc, [], "http").finish(refused.log_code, refused.message)
+            self.calls.refused(rpc, "http", refused.log_code, refused.message)
             return _error(refused)
         return Generation(self, parsed)
 
-    async def events(self, request: schema.OpenAIRequest) -> AsyncIterator[tuple[int, Event]]:
+    def events(self, request: schema.OpenAIRequest) -> AsyncIterator[tuple[int, Event]]:
         """(copy, event) for every engine request of this call, logged and counted like a gRPC call."""
-        call = self.observer.start(request.rpc, list(request.texts), "http")
-        code, detail = "OK", ""
-        try:
-            if self.engine is None:
-                raise NotReady("the model is still loading")
-            async with aclosing(merge([self.engine.generate(r) for r in request.requests])) as merged:
-                async for copy, event in merged:
-                    call.on_event(event)
-                    yield copy, event
-        except EngineError as error:
-            refused = errors.from_engine(error, request)
-            code, detail = refused.log_code, refused.message
-            raise
-        except (asyncio.CancelledError, GeneratorExit):
-            code = "CANCELLED"
-            raise
-        except Exception:
-            code = "INTERNAL"
-            raise
-        finally:
-            call.finish(code, detail)
+        call = self.calls.observer.start(request.rpc, list(request.texts), "http")
+        return self.calls.generate(request.requests, call, lambda error: errors.from_engine(error, request).message)
 
 
 class Generation:
@@ -142,12 +121,7 @@ class Generation:
         self.created = schema.now()
 
     async def __call__(self, scope, receive, send) -> None:
-        work = asyncio.ensure_future(self._run(send))
-        gone = asyncio.ensure_future(_disconnected(receive))
-        await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
-        work.cancel()  # a no-op when it finished; otherwise the client left
-        gone.cancel()
-        await asyncio.gather(work, gone, return_exceptions=True)
+        await until_disconnected(self._run(send), receive)
 
     async def _run(self, raw_send) -> None:
         r = self.request
@@ -238,10 +212,10 @@ class Generation:
 
 
 class ApiKeyCheck:
-    """ASGI middleware: with an API key configured, every path needs it except health and the page itself
+    """ASGI middleware: with an API key configured, every path needs it except health (KServe's too) and the page itself
     (the page holds no data; it asks for the key and sends it with its API calls)."""
 
-    OPEN = ("/health", "/", "/favicon.ico")
+    OPEN = ("/health", "/", "/favicon.ico", "/v2/health/live", "/v2/health/ready")
 
     def __init__(self, app, key: str | None):
         self.app, self.key = app, key
@@ -280,12 +254,23 @@ async def _send_error(send, error: HttpError, headers=()) -> None:
     await send({"type": "http.response.body", "body": error.body()})
 
 
-async def _disconnected(receive) -> None:
+async def until_disconnected(work: Awaitable, receive) -> asyncio.Future:
+    """Run `work` while watching for the client leaving, which cancels it; the finished (or cancelled) task."""
+    task = asyncio.ensure_future(work)
+    gone = asyncio.ensure_future(disconnected(receive))
+    await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+    task.cancel()  # a no-op when it finished; otherwise the client left
+    gone.cancel()
+    await asyncio.gather(task, gone, return_exceptions=True)
+    return task
+
+
+async def disconnected(receive) -> None:
     while (await receive())["type"] != "http.disconnect":
         pass
 
 
-async def _read_json(request: Request, limit: int):
+async def read_json(request: Request, limit: int):
     size = request.headers.get("content-length", "")
     if size.isdigit() and int(size) > limit:
         raise errors.for_status(413, f"body: {size} bytes, above this server's limit of {limit}")

@@ -1,9 +1,11 @@
-"""Errors in OpenAI's shape, in one place: {"error": {"message", "type", "param", "code"}} and the status."""
+"""Errors in OpenAI's shape: {"error": {"message", "type", "param", "code"}} and the status (server/errors.py's
+table says which)."""
 from __future__ import annotations
 
 import json
 
-from server.engine.errors import EngineError, GenerationFailed, NotReady, QueueFull, ValidationError
+from server.engine.errors import EngineError, ValidationError
+from server.errors import INTERNAL, STATUS, ModelNotFound, Status, Unauthenticated, status_of
 from server.http.schema import OpenAIRequest, openai_error
 
 
@@ -21,36 +23,27 @@ class HttpError(Exception):
                                      "code": self.code}}).encode()
 
 
-# Engine error -> (HTTP status, OpenAI type, OpenAI code, the gRPC status name).
-ENGINE = {
-    ValidationError: (400, "invalid_request_error", None, "INVALID_ARGUMENT"),
-    QueueFull: (429, "rate_limit_error", "queue_full", "RESOURCE_EXHAUSTED"),
-    NotReady: (503, "service_unavailable_error", "unavailable", "UNAVAILABLE"),
-    GenerationFailed: (500, "server_error", "internal_error", "INTERNAL"),
-}
+def _from(status: Status, message: str, param: str | None = None) -> HttpError:
+    return HttpError(status.http, message, status.openai_type, param, status.openai_code, status.name)
 
 
 def from_engine(error: EngineError, request: OpenAIRequest | None = None) -> HttpError:
-    status, type_, code, log_code = next((v for kind, v in ENGINE.items() if isinstance(error, kind)),
-                                         (500, "server_error", "internal_error", "INTERNAL"))
     if isinstance(error, ValidationError):
         param, message = openai_error(error, request)
-        return HttpError(status, message, type_, param, code, log_code)
-    return HttpError(status, str(error), type_, None, code, log_code)
+        return _from(status_of(error), message, param)
+    return _from(status_of(error), str(error), "model" if isinstance(error, ModelNotFound) else None)
 
 
 def internal(error: Exception) -> HttpError:
-    return HttpError(500, f"internal error: {type(error).__name__}", "server_error", None, "internal_error", "INTERNAL")
+    return _from(INTERNAL, f"internal error: {type(error).__name__}")
 
 
 def unauthorized() -> HttpError:
-    return HttpError(401, "missing or wrong API key: send the header 'Authorization: Bearer <key>'",
-                     "authentication_error", None, "invalid_api_key", "UNAUTHENTICATED")
+    return _from(STATUS[Unauthenticated], "missing or wrong API key: send the header 'Authorization: Bearer <key>'")
 
 
 def model_not_found(name: str, served: str) -> HttpError:
-    return HttpError(404, f"model: {name[:100]!r} is not served here; this server serves {served!r}",
-                     "invalid_request_error", "model", "model_not_found", "NOT_FOUND")
+    return from_engine(ModelNotFound(f"model: {name[:100]!r} is not served here; this server serves {served!r}"))
 
 
 def for_status(status: int, detail: str = "") -> HttpError:

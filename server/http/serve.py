@@ -10,9 +10,10 @@ from pathlib import Path
 
 import uvicorn
 
+from server.calls import Calls
 from server.config import Settings
 from server.http.api import OpenAIApi
-from server.observability import Observer
+from server.kserve.rest import KServeRest
 
 log = logging.getLogger(__name__)
 
@@ -27,11 +28,17 @@ def model_name(settings: Settings) -> str:
     return settings.served_model_name or Path(settings.model).name or "model"
 
 
+def model_names(settings: Settings) -> tuple[str, ...]:
+    """The names KServe calls may use: the OVMS demo's (`kserve_model_name`), then the served model name."""
+    return tuple(dict.fromkeys((settings.kserve_model_name, model_name(settings))))
+
+
 class HttpServer:
-    def __init__(self, settings: Settings, observer: Observer):
+    def __init__(self, settings: Settings, calls: Calls):
         self.settings = settings
-        self.api = OpenAIApi(observer, model_name(settings), settings.api_key, settings.limits.max_batch,
+        self.api = OpenAIApi(calls, model_name(settings), settings.api_key, settings.limits.max_batch,
                              settings.max_message_bytes)
+        self.kserve = KServeRest(calls, model_names(settings), settings.max_message_bytes)
         self._server: _Uvicorn | None = None
         self._task: asyncio.Task | None = None
         self.url = ""
@@ -45,7 +52,7 @@ class HttpServer:
             tls = {"ssl_certfile": s.tls_cert, "ssl_keyfile": s.tls_key}
             if s.tls_client_ca:
                 tls |= {"ssl_ca_certs": s.tls_client_ca, "ssl_cert_reqs": ssl.CERT_REQUIRED}
-        config = uvicorn.Config(self.api.app(), log_config=None, access_log=False, lifespan="off",
+        config = uvicorn.Config(self.api.app(self.kserve.routes()), log_config=None, access_log=False, lifespan="off",
                                 timeout_graceful_shutdown=5, server_header=False, **tls)
         for name in ("uvicorn", "uvicorn.error"):  # its start/stop chatter; our own lines say what matters
             logging.getLogger(name).setLevel(logging.WARNING)
@@ -59,12 +66,6 @@ class HttpServer:
         host = f"[{s.host}]" if ":" in s.host else s.host
         self.url = f"{'https' if s.tls_cert else 'http'}://{host}:{s.http_port}"
         return self.url
-
-    def set_engine(self, engine) -> None:
-        self.api.engine = engine
-
-    def start_draining(self) -> None:
-        self.api.draining = True  # /health answers 503; the engine refuses new calls
 
     async def stop(self) -> None:
         """Close the port, let finished responses flush (uvicorn's short grace), then end."""

@@ -164,3 +164,39 @@ def test_ctrl_c_cancels_the_stream_and_prints_what_arrived(live_server, prompts)
     from tests.server.harness import request
     done = live_server.stub.Generate(request(Q2, max_new_tokens=4), timeout=30)
     assert done.completions[0].completion_tokens == 4
+
+
+# ---------------------------------------------------------------- --api kserve: the OVMS demo's calls, our figures
+
+@pytest.mark.parametrize("script", CLIENTS)
+@pytest.mark.parametrize("prompts", [[Q1], [Q1, Q2]], ids=["1-prompt", "2-prompts"])
+def test_kserve_api_gives_the_same_text_and_the_call_s_token_count(live_server, run_script, script, prompts):
+    args = [a for p in prompts for a in ("-p", p)]
+    ours = json.loads(run_script(script, "--url", live_server.address, *args, "--max-new-tokens", "12", "--json").stdout)
+    out = run_script(script, "--url", live_server.address, "--api", "kserve", *args, "--max-new-tokens", "12", "--json")
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    streamed = script == "client_stream.py"
+    assert report["rpc"] == ("ModelStreamInfer" if streamed else "ModelInfer")
+    assert [p["text"] for p in report["prompts"]] == [p["text"] for p in ours["prompts"]]
+    assert report["aggregate"]["tokens"] == ours["aggregate"]["tokens"]  # token_count: the whole call's
+    assert all(p["finish_reason"] == "DONE" for p in report["prompts"])
+    if len(prompts) == 1:
+        fig = report["prompts"][0]["figures"]
+        if streamed:
+            check_coherent(fig, streamed, report["prompts"][0]["first_response_ms"])
+        else:  # no first-token time in a unary KServe reply: the whole time over the tokens, as the demo counts
+            assert fig["tokens_per_second"] == pytest.approx(fig["tokens"] / fig["total_ms"] * 1000)
+
+
+@pytest.mark.parametrize("script", CLIENTS)
+def test_kserve_api_prints_the_report_and_refusals_in_one_line(live_server, run_script, script):
+    out = run_script(script, "--url", live_server.address, "--api", "kserve", "-p", Q1, "--max-new-tokens", "16")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith(f"Question:\n{Q1}\n") and "The theory of relativity" in out.stdout
+    assert figures(out.stdout)["Number of tokens"] == 16
+    for flags, message in ((["--model-name", "other"], "model 'other' is not served here"),
+                           (["--max-new-tokens", "0"], "parameters.max_new_tokens")):
+        out = run_script(script, "--url", live_server.address, "--api", "kserve", "-p", Q1, *flags)
+        lines = out.stderr.strip().splitlines()
+        assert out.returncode == 1 and len(lines) == 1 and message in lines[0], out.stderr

@@ -84,7 +84,8 @@ def test_dockerfile_contract():
     assert json.loads(args["ENTRYPOINT"][0]) == ["/app/docker/entrypoint.sh"]
     assert "/app/docker/healthcheck.py" in args["HEALTHCHECK"][0]
     runs = " ".join(args["RUN"])
-    assert "grpc_tools.protoc" in runs and "proto/llm.proto" in runs
+    protoc = next(r for r in args["RUN"] if "grpc_tools.protoc" in r)
+    assert all(f"proto/{p.name}" in protoc for p in DOCKERFILE.parent.glob("proto/*.proto")), "every contract's stubs"
     assert "intel-opencl-icd" in runs
     assert "pip install -r requirements.txt" in runs
     # The CA reaches pip and apt only as a BuildKit secret: never COPY'd, never an ARG or ENV. (Installing the

@@ -1,4 +1,4 @@
-"""Engine errors become gRPC statuses here, in one place."""
+"""Errors end gRPC calls with their status (server/errors.py's table), here, in one place."""
 from __future__ import annotations
 
 import logging
@@ -6,27 +6,15 @@ import logging
 import grpc
 from google.protobuf import descriptor_pool
 
-from server.decoding import lenient_deserializer, refuse_undecodable
-from server.engine.errors import (
-    EngineError,
-    GenerationFailed,
-    NotReady,
-    QueueFull,
-    ValidationError,
-)
+from server.engine.errors import EngineError
+from server.errors import status_of
+from server.grpc.decoding import lenient_deserializer, refuse_undecodable
 
 log = logging.getLogger(__name__)
 
-STATUS = {
-    ValidationError: grpc.StatusCode.INVALID_ARGUMENT,
-    QueueFull: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    NotReady: grpc.StatusCode.UNAVAILABLE,
-    GenerationFailed: grpc.StatusCode.INTERNAL,
-}
-
 
 def status_for(error: EngineError) -> grpc.StatusCode:
-    return next((code for kind, code in STATUS.items() if isinstance(error, kind)), grpc.StatusCode.INTERNAL)
+    return status_of(error).grpc
 
 
 async def _abort(context, error: Exception):

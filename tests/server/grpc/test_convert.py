@@ -1,6 +1,6 @@
 """Wire messages <-> engine data, as plain functions (no server): the proto and GenerationParams agree."""
 from proto import llm_pb2
-from server import convert
+from server.grpc import convert
 from server.engine.params import PARAMETERS
 from server.engine.types import Completion, Finished, FinishReason, Usage
 

@@ -1,0 +1,1 @@
+"""The gRPC front door (llm.LLMService): wire messages <-> engine requests and events, errors -> statuses."""
