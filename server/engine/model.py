@@ -84,7 +84,7 @@ class LoadedModel:
         defaults (f32 on CPUs, see precision.py), `batch_invariant` over everything."""
         # Imported here: these take seconds, and `--help` should not wait for them.
         from optimum.intel import OVModelForCausalLM
-        from transformers import AutoTokenizer
+        from transformers import AutoConfig, AutoTokenizer
 
         from server.engine.paged_model import TransformationFailed, compile_paged
 
@@ -95,9 +95,15 @@ class LoadedModel:
                         HINT, required, ov_config[HINT])
         ov_config = runtime_options(device, ov_config or {}, batch_invariant, required)
 
+        config = AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+
         def from_disk(compile: bool):
-            return OVModelForCausalLM.from_pretrained(str(path), device=device, ov_config=ov_config,
-                                                      compile=compile, trust_remote_code=trust_remote_code)
+            # Straight to the loader of an IR directory: `from_pretrained` first guesses whether to export,
+            # and offline it looks the path up in the hub cache as if it were a hub id, printing a
+            # "Could not infer whether the model was already converted" warning with an Errno 2 line.
+            return OVModelForCausalLM._from_pretrained(str(path), config, device=device, ov_config=ov_config,
+                                                       compile=compile, local_files_only=True,
+                                                       trust_remote_code=trust_remote_code)
 
         model = from_disk(compile=engine != "paged")
         precision = weight_precision(model.model)
