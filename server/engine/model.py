@@ -110,7 +110,7 @@ class LoadedModel:
         paged = None
         if engine == "paged":
             try:
-                paged = compile_paged(model.model, device, ov_config)
+                paged = compile_paged(model.model, device, ov_config, model.config)
             except TransformationFailed as exc:
                 log.warning("paged attention is not available for this model, using the generate engine: %s", exc)
                 model = from_disk(compile=True)  # the failed rewrite may have changed the model in place
