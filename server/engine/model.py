@@ -43,7 +43,8 @@ def manifest_stop(path: str | Path) -> tuple[str, ...]:
 
 def manifest_precision(path: str | Path) -> str | None:
     """The inference precision `compress_model.py` found this directory needs to answer right, if any."""
-    return getattr(read_manifest(path), "inference_precision", None)
+    manifest = read_manifest(path)
+    return manifest.inference_precision if manifest else None
 
 
 def weight_precision(ov_model) -> str:
@@ -89,7 +90,8 @@ class LoadedModel:
         from server.engine.paged_model import TransformationFailed, compile_paged
 
         start = time.perf_counter()
-        required = manifest_precision(path)
+        manifest = read_manifest(path)  # once: its stop strings and the precision it needs
+        required = manifest.inference_precision if manifest else None
         if required and (ov_config or {}).get(HINT, required) != required and not batch_invariant:
             log.warning("%s needs %s %s to answer right (its manifest says so); the servable sets %s", path,
                         HINT, required, ov_config[HINT])
@@ -117,11 +119,10 @@ class LoadedModel:
         tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
         tokenizer.padding_side = "left"
         seconds = time.perf_counter() - start
-        config = model.config
         context = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", 2048)
         # A stop string that is a special token (smollm2's `<|im_end|>`) never shows in the decoded text: its
         # token already ends the answer, and checking for it would only cost time at every token.
-        stop = tuple(s for s in manifest_stop(path) if s not in tokenizer.all_special_tokens)
+        stop = tuple(s for s in (manifest.stop if manifest else ()) if s not in tokenizer.all_special_tokens)
         if paged is not None:
             report = numerics(paged, next(i.get_element_type().get_type_name() for i in paged.inputs
                                           if i.get_any_name().startswith("key_cache.")))
