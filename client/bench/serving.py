@@ -91,9 +91,14 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     ov_config = {}
     if args.serve or args.baseline or args.raw_step:  # what reads the servable
         try:
-            ov_config = json.loads(Path(args.servable).read_text()).get("ov_config", {})
+            servable = json.loads(Path(args.servable).read_text())
         except (OSError, ValueError) as exc:
             return fail(f"--servable: {exc}")
+        from server.engine.precision import runtime_options
+
+        # The options the server compiles with (f32 on CPUs under the servable's): the openvino-genai baselines
+        # would otherwise run OpenVINO's bf16 default on CPUs that have it, other numerics than the server's.
+        ov_config = runtime_options(args.device, servable.get("ov_config", {}), servable.get("batch_invariant", False))
     raw_step_ms = None
     if args.raw_step:  # first, right before the server's one-stream level: less drift between the two
         from client.bench import raw_step
