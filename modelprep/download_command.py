@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 from modelprep import registry
 from modelprep.cli import command_name, make_parser, quiet_libraries, run
@@ -24,11 +25,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="weights of the written directory (default: fp32, named NAME); "
                         "others are compressed from NAME, which is kept")
     parser.add_argument("--force", action="store_true", help="rebuild even if a complete directory exists")
+    parser.add_argument("--source", metavar="DIR",
+                        help="convert the model from this local Hugging Face checkpoint instead of the hub "
+                        "(a registry model keeps its prompt template, stop strings and INT4 defaults)")
     parser.add_argument("--trust-remote-code", action="store_true",
                         help="allow a hub model's own Python code to run (off by default)")
     args = parser.parse_args(argv)
+    if args.source is not None and not Path(args.source).expanduser().is_dir():
+        parser.error(f"--source {args.source!r} is not a directory")
     try:
-        args.spec = registry.resolve(args.model)
+        args.spec = registry.resolve(args.model, args.source)
     except registry.UnknownModel:
         parser.error(f"unknown model {args.model!r}; choose from: {registry.choices_text()}; "
                      "or a hub id (owner/name) or a local directory")
@@ -47,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     # Non-FP32 formats are compressed from the FP32 directory, which is kept (and reused if present).
     path = ensure_model(args.model, args.weight_format, args.output_dir, force=args.force,
-                        trust_remote_code=args.trust_remote_code, progress=True)
+                        trust_remote_code=args.trust_remote_code, progress=True, source=args.source)
     print(f"wrote {path} ({human(dir_size(path))}) in {time.monotonic() - started:.0f}s")
     return 0
 

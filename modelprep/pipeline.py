@@ -35,13 +35,15 @@ def download(
     force: bool = False,
     trust_remote_code: bool = False,
     progress: bool = True,
+    source: str | Path | None = None,
 ) -> Path:
-    """Get `model` (registry name, hub id or local dir) and write its FP32 OpenVINO directory; return it.
+    """Get `model` (registry name, hub id or local dir; its files from the local directory `source` if given)
+    and write its FP32 OpenVINO directory; return it.
 
     Other precisions are compressed from this directory (see `ensure_model`), so there is one
     compression code path and the FP32 reference stays available for comparisons.
     """
-    spec = registry.resolve(model)
+    spec = registry.resolve(model, source)
     target = store.model_dir(spec.name, "fp32", models_dir)
     if store.is_complete(target) and not force:
         return target
@@ -145,6 +147,7 @@ def ensure_model(
     force: bool = False,
     trust_remote_code: bool = False,
     progress: bool = False,
+    source: str | Path | None = None,
 ) -> Path:
     """A complete model directory for (name, precision), downloading and/or compressing it if missing.
 
@@ -155,7 +158,7 @@ def ensure_model(
     if store.is_complete(target) and not force:
         return target
     fp32 = download(name, models_dir, force=force and precision == "fp32",
-                    trust_remote_code=trust_remote_code, progress=progress)
+                    trust_remote_code=trust_remote_code, progress=progress, source=source)
     if precision == "fp32":
         return fp32
     return compress(fp32, precision, force=force, progress=progress)

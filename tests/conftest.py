@@ -44,6 +44,15 @@ def int4_model_dir(fp32_model_dir) -> Path:
     return _model("int4")
 
 
+@pytest.fixture(scope="session")
+def tiny_models(fp32_model_dir, tmp_path_factory):
+    """Tiny random-weight models of every registry architecture (tests/tinymodels.py), built on demand, once
+    per session: `tiny_models.model(name)` is registry model NAME's FP32 directory."""
+    from tinymodels import TinyModels
+
+    return TinyModels(tmp_path_factory.mktemp("tiny"), fp32_model_dir)
+
+
 @pytest.fixture
 def scratch_models(tmp_path, fp32_model_dir) -> Path:
     """A models dir holding (a link to) the cached FP32 model, so CLI outputs land in tmp_path."""

@@ -96,7 +96,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
             return fail(f"--servable: {exc}")
         from server.engine.precision import runtime_options
 
-        # The options the server compiles with (f32 on CPUs, then the servable's): every engine, the same numerics.
+        # The options the server compiles with (f32 on CPUs under the servable's): the openvino-genai baselines
+        # would otherwise run OpenVINO's bf16 default on CPUs that have it, other numerics than the server's.
         ov_config = runtime_options(args.device, servable.get("ov_config", {}), servable.get("batch_invariant", False))
     raw_step_ms = None
     if args.raw_step:  # first, right before the server's one-stream level: less drift between the two

@@ -42,7 +42,8 @@ def manifest_stop(path: str | Path) -> tuple[str, ...]:
 
 def manifest_precision(path: str | Path) -> str | None:
     """The inference precision `compress_model.py` found this directory needs to answer right, if any."""
-    return getattr(read_manifest(path), "inference_precision", None)
+    manifest = read_manifest(path)
+    return manifest.inference_precision if manifest else None
 
 
 def weight_precision(ov_model) -> str:
@@ -73,31 +74,36 @@ class LoadedModel:
         `ov_config` goes over our defaults (f32 on CPUs, see precision.py), `batch_invariant` over everything."""
         # Imported here: these take seconds, and `--help` should not wait for them.
         from optimum.intel import OVModelForCausalLM
-        from transformers import AutoTokenizer
+        from transformers import AutoConfig, AutoTokenizer
 
         from server.engine.paged_model import TransformationFailed, compile_paged
 
         start = time.perf_counter()
-        required = manifest_precision(path)
+        manifest = read_manifest(path)  # once: its stop strings and the precision it needs
+        required = manifest.inference_precision if manifest else None
         if required and (ov_config or {}).get(HINT, required) != required and not batch_invariant:
             log.warning("%s needs %s %s to answer right (its manifest says so); the servable sets %s", path,
                         HINT, required, ov_config[HINT])
         ov_config = runtime_options(device, ov_config or {}, batch_invariant, required)
-        model = OVModelForCausalLM.from_pretrained(str(path), device=device, ov_config=ov_config,
-                                                   compile=False, trust_remote_code=trust_remote_code)
+        config = AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+        # Straight to the loader of an IR directory: `from_pretrained` first guesses whether to export, and
+        # offline it looks the path up in the hub cache as if it were a hub id, printing a "Could not infer
+        # whether the model was already converted" warning with an Errno 2 line.
+        model = OVModelForCausalLM._from_pretrained(str(path), config, device=device, ov_config=ov_config,
+                                                    compile=False, local_files_only=True,
+                                                    trust_remote_code=trust_remote_code)
         precision = weight_precision(model.model)
         try:
-            paged = compile_paged(model.model, device, ov_config)
+            paged = compile_paged(model.model, device, ov_config, model.config)
         except TransformationFailed as exc:
-            arch = getattr(model.config, "model_type", None) or "unknown"
+            arch = getattr(config, "model_type", None) or "unknown"
             raise TransformationFailed(f"this server cannot run the {arch} architecture: {exc}") from None
         tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
         seconds = time.perf_counter() - start
-        config = model.config
         context = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", 2048)
         # A stop string that is a special token (smollm2's `<|im_end|>`) never shows in the decoded text: its
         # token already ends the answer, and checking for it would only cost time at every token.
-        stop = tuple(s for s in manifest_stop(path) if s not in tokenizer.all_special_tokens)
+        stop = tuple(s for s in (manifest.stop if manifest else ()) if s not in tokenizer.all_special_tokens)
         report = numerics(paged, next(i.get_element_type().get_type_name() for i in paged.inputs
                                       if i.get_any_name().startswith("key_cache.")))
         info = ModelInfo(str(path), device, precision, seconds, int(context), stop, report, required)

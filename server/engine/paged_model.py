@@ -8,6 +8,7 @@ per sequence instead of one per prompt token.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,7 +46,33 @@ def _lm_head(ov_model):
     return node
 
 
-def transform(ov_model) -> None:
+def alibi_slopes(n_heads: int, alibi_bias_max: float = 8.0) -> np.ndarray:
+    """MPT's ALiBi slopes, by its own rule: for a head count that is not a power of 2, the odd then the even
+    heads of the next power of 2."""
+    p2 = 2 ** math.ceil(math.log2(n_heads))
+    slopes = 1.0 / np.power(2.0, np.arange(1, p2 + 1, dtype=np.float64) * (alibi_bias_max / p2))
+    if p2 != n_heads:
+        slopes = np.concatenate([slopes[1::2], slopes[::2]])[:n_heads]
+    return slopes.astype(np.float32)
+
+
+def _set_alibi(ov_model, config) -> None:
+    """OpenVINO's rewrite leaves PagedAttention's alibi_slopes input (11) empty for optimum-intel's MPT export, so
+    attention would ignore positions: give it MPT's slopes."""
+    import openvino as ov
+
+    if getattr(config, "model_type", None) != "mpt":
+        return
+    attn = getattr(config, "attn_config", None) or {}
+    bias_max = attn.get("alibi_bias_max", 8) if isinstance(attn, dict) else getattr(attn, "alibi_bias_max", 8)
+    slopes = ov.op.Constant(alibi_slopes(config.n_heads, bias_max))
+    for op in ov_model.get_ordered_ops():
+        if op.get_type_name() == "PagedAttentionExtension" and op.input(11).get_partial_shape().is_static \
+                and op.input(11).get_shape() in ([0], [config.n_heads]):
+            op.input(11).replace_source_output(slopes.output(0))
+
+
+def transform(ov_model, config=None) -> None:
     """Rewrite `ov_model` in place for paged attention with a gather before the vocabulary MatMul."""
     import openvino as ov
     from openvino._offline_transformations import paged_attention_transformation
@@ -57,6 +84,7 @@ def transform(ov_model) -> None:
     names = {n for i in ov_model.inputs for n in i.get_names()}
     if not {"past_lens", "block_indices", "key_cache.0"} <= names:
         raise TransformationFailed("the transformation left no paged-attention inputs (unsupported architecture)")
+    _set_alibi(ov_model, config)
     matmul = _lm_head(ov_model)
     # After the transformation the hidden states are [tokens, 1, hidden]: gather token rows on axis 0.
     indices = ov.op.Parameter(ov.Type.i64, ov.PartialShape([-1]))
@@ -112,8 +140,8 @@ class PagedModel:
         return np.array(logits.reshape(len(step.sampled), logits.shape[-1]), dtype=np.float32)
 
 
-def compile_paged(ov_model, device: str, ov_config: dict):
+def compile_paged(ov_model, device: str, ov_config: dict, config=None):
     import openvino as ov
 
-    transform(ov_model)
+    transform(ov_model, config)
     return ov.Core().compile_model(ov_model, device, ov_config)

@@ -130,6 +130,10 @@ def test_build_context_holds_what_the_dockerfile_copies_and_nothing_heavy():
                 src = src.rstrip("/")
                 assert any(f == src or f.startswith(src + "/") for f in context), f"COPY {src}: not in build context"
     assert "server/__main__.py" in context and "docker/entrypoint.sh" in context
+    # Every contract the image's protoc step compiles reaches the build (kserve.proto once did not).
+    contracts = [w for word, rest in instructions() if word == "RUN" and "protoc" in rest
+                 for w in rest.split() if w.endswith(".proto")]
+    assert contracts and all(c in context for c in contracts), contracts
     for heavy in (".venv/bin/python", "models/x/openvino_model.bin", "proto/llm_pb2.py", ".git/HEAD",
                   "server/__pycache__/app.cpython-311.pyc", "tests/deploy/test_docker.py"):
         assert not dockerignore_allows(heavy, patterns), f"{heavy} would be sent to the build"

@@ -1,0 +1,77 @@
+"""Tiny random-weight models of every registry architecture, made offline in seconds.
+
+A transformers config with tiny sizes and random weights, saved with `save_pretrained`, is a real model of
+its architecture: it goes through the same conversion, compression and serving as the 7B one. The tokenizer
+is the default model's (SmolLM2's byte-level BPE); for a registry model that relies on a prompt template,
+its chat template is removed, as the real model's tokenizer has none, so the registry's template applies.
+
+Imported by name from test modules (never `from conftest import ...`: several conftests exist).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from modelprep import registry
+
+# One registry model per architecture (the first seed model of each), plus red-pajama: its prompt
+# template and stop strings differ from dolly's on the same architecture (gpt_neox).
+TINY = ("tiny-llama-1b-chat", "mistral-7b", "phi-2", "dolly-v2-3b", "red-pajama-3b-chat", "mpt-7b-chat")
+SIZES = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+         "max_position_embeddings": 2048}
+# Grouped-query attention where the real models have it (llama-3, mistral: fewer KV heads than heads).
+PER_ARCH = {"llama": {"num_key_value_heads": 2}, "mistral": {"num_key_value_heads": 2}}
+# At transformers' default (0.02) every layer is nearly the identity and mpt repeats one token; at 0.5
+# attention is sharp and the answers depend on the whole prompt.
+INIT_RANGE = 0.5
+# Among 49k random logits the two best are within 1e-3 standard deviations at about one step in 200; with
+# this seed every tiny model's smallest gap on the tests' prompts is 2e-3 (seeds 0, 1, 4, 5: 1e-4 to 5e-4).
+SEED = 3
+# hidden size 64: the registry's INT4 group of 128 cannot divide it.
+INT4_GROUP = 32
+
+
+def checkpoint(arch: str, tokenizer_dir: Path, out_dir: Path, with_chat_template: bool) -> Path:
+    """Save a 2-layer, hidden-64 model of `arch` with random weights and the tokenizer of `tokenizer_dir`."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    if not with_chat_template:
+        tokenizer.chat_template = None
+    ids = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
+           "pad_token_id": tokenizer.pad_token_id}
+    config = AutoConfig.for_model(arch, vocab_size=len(tokenizer), initializer_range=INIT_RANGE, **ids,
+                                  **SIZES, **PER_ARCH.get(arch, {}))
+    torch.manual_seed(SEED)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir
+
+
+class TinyModels:
+    """Checkpoints under `root`/checkpoints (one per architecture, with or without a chat template) and their
+    conversions under `root`/models, each made once, as `download_model.py --model NAME --source DIR` does."""
+
+    def __init__(self, root: Path, tokenizer_dir: Path):
+        self.root, self.tokenizer_dir = root, tokenizer_dir
+        self._models: dict[str, Path] = {}
+
+    def checkpoint(self, name: str) -> Path:
+        spec = registry.MODELS[name]
+        path = self.root / "checkpoints" / (spec.arch + ("-no-chat-template" if spec.template else ""))
+        if not path.is_dir():
+            checkpoint(spec.arch, self.tokenizer_dir, path, with_chat_template=spec.template is None)
+        return path
+
+    def model(self, name: str) -> Path:
+        """The FP32 directory of registry model `name`, made from the tiny checkpoint of its architecture."""
+        from modelprep.pipeline import download
+
+        if name not in self._models:
+            self._models[name] = download(name, self.root / "models", source=self.checkpoint(name), progress=False)
+        return self._models[name]
+
+
+def architectures() -> set[str]:
+    return {spec.arch for spec in registry.MODELS.values()}
