@@ -117,6 +117,11 @@ class LoadConfig:
     http_url: str = ""  # the HTTP API's base URL, for "openai"
 
 
+def requests_at(level: int, requests: int) -> int:
+    """A level's request count: `requests` rounded up so that every stream sends as many."""
+    return -(-max(requests, 1) // level) * level
+
+
 # ---------------------------------------------------------------- load on the server
 
 def run_protocols(cfgs: list[LoadConfig], progress=print) -> list[list[LevelResult]]:
@@ -133,7 +138,7 @@ async def _run_levels(cfgs: list[LoadConfig], progress) -> list[list[LevelResult
                 await send(i)
         results: list[list[LevelResult]] = [[] for _ in cfgs]
         for level in cfgs[0].levels:
-            count = -(-max(cfgs[0].requests, 1) // level) * level  # every stream sends as many requests
+            count = requests_at(level, cfgs[0].requests)
             rounds = [range(count)] if len(cfgs) == 1 else [range(i, i + level) for i in range(0, count, level)]
             parts: list[list] = [[] for _ in cfgs]
             for indices in rounds:
@@ -162,6 +167,8 @@ async def _sender(cfg: LoadConfig):
             yield lambda i: _one_openai(client, cfg, i)
     else:
         async with grpc.aio.insecure_channel(cfg.url) as channel:
+            # Connected before the clock starts: a benchmark in rounds opens a channel per level and round.
+            await asyncio.wait_for(channel.channel_ready(), cfg.timeout)
             stub = llm_pb2_grpc.LLMServiceStub(channel)
             yield lambda i: _one(stub, cfg, i)
 
