@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
 from contextlib import ExitStack
@@ -20,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from client.bench import load
+from client.bench.rounds import alternate, median
 from client.connection import fail
 from client.launcher import LaunchedServer, ServerFailed
 
@@ -92,20 +92,22 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
 
 def measure(servers, variants, levels, rounds, prompts, tokens) -> dict:
     """Per variant and level: tokens/s per round, and the median of per-round ratios to the base server."""
+    def step(server, name):
+        def run(level: int, r: int) -> dict:
+            cfg = load.LoadConfig(url=server.address, prompts=prompts, tokens=tokens, levels=[level], requests=level,
+                                  warmup=1 if r == 0 else 0, timeout=600)
+            return {name: load.run_protocols([cfg], progress=lambda line: None)[0][0]}
+        return run
+
+    results = alternate(levels, rounds, [step(s, v.name) for s, v in zip(servers, variants)],
+                        progress=lambda line: print(line, file=sys.stderr, flush=True))
     figures: dict = {v.name: {} for v in variants}
     for level in levels:
-        per_round: list[list[float]] = []
-        for r in range(rounds):
-            cfgs = [load.LoadConfig(url=s.address, prompts=prompts, tokens=tokens, levels=[level],
-                                    requests=level, warmup=1 if r == 0 else 0, timeout=600) for s in servers]
-            results = load.run_protocols(cfgs, progress=lambda line: None)
-            per_round.append([res[0].output_tokens_per_s for res in results])
-            print(f"level {level} round {r + 1}/{rounds}: " + " ".join(
-                f"{v.name}={tps:.0f}" for v, tps in zip(variants, per_round[-1])) + " tok/s", file=sys.stderr, flush=True)
+        per_round = [[got[v.name].output_tokens_per_s for v in variants] for got in results[level]]
         for i, v in enumerate(variants):
             figures[v.name][level] = {
-                "tokens_per_s": statistics.median(row[i] for row in per_round),
-                "vs_base": statistics.median(row[i] / row[0] for row in per_round if row[0]),
+                "tokens_per_s": median(row[i] for row in per_round),
+                "vs_base": median(row[i] / row[0] if row[0] else None for row in per_round),
                 "rounds": [row[i] for row in per_round],
             }
     return figures
