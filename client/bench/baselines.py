@@ -5,7 +5,8 @@ Level 1 is one stream: the requests one after another. Level N: batches of N pro
   way), on the servable's ov_config, templated as the server does; token times from a streamer's clock.
 - `genai`: openvino-genai `LLMPipeline.generate` on the list of prompts (its continuous-batching scheduler);
   TTFT from its perf metrics, the end from the client clock.
-- `genai-cb`: openvino-genai `ContinuousBatchingPipeline` fed by N closed-loop streams (genai_cb.py).
+- `genai-cb`: openvino-genai `ContinuousBatchingPipeline` fed by N closed-loop streams (genai_cb.py); the
+  serving benchmark runs its levels in turns with the server's (rounds.py), the others' here, once.
 Prompts get the chat template as the server applies it (server.engine.model.render, for the openvino-genai
 baselines).
 """
@@ -14,7 +15,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from client.bench.load import LevelResult, RequestTiming
+from client.bench.load import LevelResult, RequestTiming, requests_at
 
 BASELINES = ("inprocess", "genai", "genai-cb")
 
@@ -128,14 +129,12 @@ def load(name: str, model_dir: str | Path, ov_config: dict, device: str = "CPU",
 def run_levels(engine, prompts: list[str], tokens: int, levels: list[int], requests: int, warmup: int,
                progress=print) -> list[LevelResult]:
     """Level N: batches of N prompts one after another (N = 1: one stream), as many requests as the server got."""
-    if hasattr(engine, "run_levels"):  # engines fed by closed-loop streams (genai-cb) run their own levels
-        return engine.run_levels(prompts, tokens, levels, requests, warmup, progress)
     for i in range(max(warmup, 1)):
         engine.batch([prompts[i % len(prompts)]], tokens)
     results = []
     for level in levels:
         walls, timings = 0.0, []
-        for first in range(0, -(-max(requests, 1) // level) * level, level):
+        for first in range(0, requests_at(level, requests), level):
             wall, got = engine.batch([prompts[(first + i) % len(prompts)] for i in range(level)], tokens, first)
             walls += wall
             timings += got

@@ -106,15 +106,3 @@ class GenAICB:
         for t in timings:  # outside the clock: the server streams text, but its decoding is not what we time
             t.text = self.tokenizer.decode(ids_of[t.prompt_index], skip_special_tokens=True)
         return LevelResult.of(concurrency, wall, sorted(timings, key=lambda t: t.prompt_index), errors)
-
-    def run_levels(self, prompts: list[str], tokens: int, levels: list[int], requests: int, warmup: int,
-                   progress=print) -> list[LevelResult]:
-        """As the server's levels: each stream sends as many requests (the count rounded up to the level)."""
-        self.closed_loop(prompts, tokens, 1, max(warmup, 1))
-        results = []
-        for level in levels:
-            result = self.closed_loop(prompts, tokens, level, -(-max(requests, 1) // level) * level)
-            progress(f"{self.name:<9} concurrency {level}: {result.requests} requests, {result.errors} errors, "
-                     f"{result.wall_s:.1f} s")
-            results.append(result)
-        return results

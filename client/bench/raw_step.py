@@ -13,24 +13,29 @@ from pathlib import Path
 import numpy as np
 
 
-def measure(model_dir: str | Path, ov_config: dict, device: str = "CPU", context: int = 68, warmup: int = 4,
-            steps: int = 64) -> float:
-    """Median ms of `steps` decode steps at contexts context + warmup .. + steps (~100 by default)."""
-    from server.engine.kv_cache import cache_blocks
-    from server.engine.model import LoadedModel
-    from server.engine.paged_model import PagedModel, StepInputs
-    from server.engine.params import KVCacheConfig, Limits
+class RawStep:
+    """The server's compiled paged model on the server's default cache, loaded once and timed as often as asked
+    (once per round of the serving benchmark)."""
 
-    model = LoadedModel.load(model_dir, device, ov_config)
-    paged = PagedModel(model.paged)
-    # The cache the server allocates by default, so the step runs on the same memory layout.
-    paged.allocate(cache_blocks(KVCacheConfig(), paged.bytes_per_block, paged.block_size, Limits().max_batch,
-                                model.info.context_length))
+    def __init__(self, model_dir: str | Path, ov_config: dict, device: str = "CPU", context: int = 68):
+        from server.engine.kv_cache import cache_blocks
+        from server.engine.model import LoadedModel
+        from server.engine.paged_model import PagedModel
+        from server.engine.params import KVCacheConfig, Limits
 
-    def step(ids: list[int], past: int) -> np.ndarray:
+        model = LoadedModel.load(model_dir, device, ov_config)
+        self.paged = PagedModel(model.paged)
+        # The cache the server allocates by default, so the step runs on the same memory layout.
+        self.paged.allocate(cache_blocks(KVCacheConfig(), self.paged.bytes_per_block, self.paged.block_size,
+                                         Limits().max_batch, model.info.context_length))
+        self.context = context
+
+    def _step(self, ids: list[int], past: int) -> np.ndarray:
+        from server.engine.paged_model import StepInputs
+
         n = len(ids)
-        blocks = math.ceil((past + n) / paged.block_size)
-        return paged.forward(StepInputs(
+        blocks = math.ceil((past + n) / self.paged.block_size)
+        return self.paged.forward(StepInputs(
             input_ids=np.array(ids, dtype=np.int64),
             position_ids=np.arange(past, past + n, dtype=np.int64),
             past_lens=np.array([past], dtype=np.int32),
@@ -41,11 +46,13 @@ def measure(model_dir: str | Path, ov_config: dict, device: str = "CPU", context
             sampled=np.array([n - 1], dtype=np.int64),
         ))
 
-    # Which tokens fill the context does not change the work of a step.
-    token = int(step(list(range(1000, 1000 + context)), 0).argmax())
-    times = []
-    for i in range(warmup + steps):
-        start = time.perf_counter()
-        token = int(step([token], context + i).argmax())
-        times.append((time.perf_counter() - start) * 1000)
-    return float(np.median(times[warmup:]))
+    def measure(self, warmup: int = 4, steps: int = 64) -> float:
+        """Median ms of `steps` decode steps at contexts context + warmup .. + steps (~100 by default)."""
+        # Which tokens fill the context does not change the work of a step; each call fills it again.
+        token = int(self._step(list(range(1000, 1000 + self.context)), 0).argmax())
+        times = []
+        for i in range(warmup + steps):
+            start = time.perf_counter()
+            token = int(self._step([token], self.context + i).argmax())
+            times.append((time.perf_counter() - start) * 1000)
+        return float(np.median(times[warmup:]))

@@ -114,8 +114,9 @@ def print_report(args, by_protocol, baselines, titles, matches, matches_cb, rss_
     for protocol, results in by_protocol.items():
         how = (f"{args.url}: GenerateStream" if protocol == "grpc"
                else f"{args.http_url}: streamed /v1/chat/completions (OpenAI, HTTP)")
+        rounds = f", {args.rounds} rounds pooled" if args.rounds > 1 else ""
         print(f"\nServer {how}, one prompt per request, {args.max_new_tokens} new tokens "
-              f"(min = max), greedy; closed loop, {args.requests} requests per level")
+              f"(min = max), greedy; closed loop, {args.requests} requests per level{rounds}")
         print(server_table(results))
         for r in results:
             for message in r.error_messages:

@@ -2,8 +2,16 @@
 
     python -m client.bench --url localhost:9000 --model models/smollm2-135m-instruct --baseline inprocess --json bench.json
     python -m client.bench --serve models/smollm2-135m-instruct_INT8_compressed_weights --baseline genai
-    python -m client.bench --serve MODEL_DIR --baseline genai-cb --raw-step --rates 0.5,1,2
+    python -m client.bench --serve MODEL_DIR --baseline genai-cb --raw-step --rates 0.5,1,2 --rounds 3
     python -m client.bench --serve MODEL_DIR --protocol grpc --protocol openai   # HTTP against gRPC, in turns
+
+Rounds (--rounds N, default 1; `make bench` runs 3): at each level, round after round, the raw step (before the
+lowest level only), the server's level, then genai-cb's (rounds.py): the same prompts, request count and new tokens,
+genai-cb and the raw step loaded once up front, the server kept running. The other baselines (inprocess, genai) run
+once, after. Every ratio of the last line is the median of its per-round ratios (tpot_ratio_vs_inprocess: of the
+per-round server against the one in-process run), the server-only figures the median of their per-round values; the
+per-level tables, the plot and the JSON's `server`/`baselines` pool the rounds (every request's timings, tokens over
+the summed wall time); the JSON's `rounds` keeps each round's figures.
 
 Prints a table per level (TTFT p50/p90/p99, TPOT, inter-token latency, end-to-end, requests/s, tokens/s),
 the baselines beside the server with the ratio server/baseline, the open loop per rate (--rates), and last
@@ -18,10 +26,12 @@ import json
 import sys
 import tempfile
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from client.bench import load, openloop, plot, report, targets
+from client.bench.load import LevelResult
+from client.bench.rounds import Results, alternate, median_fields, pool, series
 from client.connection import ClientError, add_connection_flags, connect, fail
 from client.launcher import LaunchedServer, ServerFailed
 
@@ -49,6 +59,9 @@ def parser(prog: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int, default=128,
                    help="new tokens per request, fixed: min_new_tokens = max_new_tokens (default 128)")
     p.add_argument("--warmup", type=int, default=2, help="warm-up requests before measuring (default 2)")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="rounds per level, each the server's level then genai-cb's (the raw step first): the ratios "
+                        "are medians of per-round ratios (default 1)")
     p.add_argument("--baseline", action="append", choices=("inprocess", "genai", "genai-cb"), default=[],
                    help="also run in this process on the same model: inprocess (optimum-intel's "
                         "OVModelForCausalLM.generate on the --servable's ov_config, batches of N prompts), "
@@ -80,6 +93,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         rates = openloop.parse_rates(args.rates) if args.rates is not None else []
     except ValueError as exc:
         return fail(f"--rates: {exc}")
+    if args.rounds < 1:
+        return fail(f"--rounds: expected a positive integer, got {args.rounds}")
     protocols = list(dict.fromkeys(args.protocol or ["grpc"]))
     model_dir = args.model or args.serve
     if (args.baseline or args.raw_step) and not model_dir:
@@ -99,26 +114,43 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         # The options the server compiles with (f32 on CPUs under the servable's): the openvino-genai baselines
         # would otherwise run OpenVINO's bf16 default on CPUs that have it, other numerics than the server's.
         ov_config = runtime_options(args.device, servable.get("ov_config", {}), servable.get("batch_invariant", False))
-    raw_step_ms = None
-    if args.raw_step:  # first, right before the server's one-stream level: less drift between the two
-        from client.bench import raw_step
+    raw = None
+    if args.raw_step:
+        from client.bench.raw_step import RawStep
 
         try:
-            raw_step_ms = raw_step.measure(model_dir, ov_config, args.device)
+            raw = RawStep(model_dir, ov_config, args.device)
         except RuntimeError as exc:
             return fail(f"--raw-step: {exc}")
-        _progress(f"raw step: {raw_step_ms:.2f} ms (1 sequence, ~100 tokens of context)")
+    names = list(dict.fromkeys(args.baseline))
+    baselines: dict[str, list[LevelResult]] = {}
+    titles: dict[str, str] = {}
     try:
+        # Up front and kept through the rounds: it takes turns with the server.
+        cb = _baseline("genai-cb", model_dir, ov_config, args) if "genai-cb" in names else None
         if args.serve:
             log = args.server_log or tempfile.NamedTemporaryFile(prefix="bench-server-", suffix=".log", delete=False).name
             print(f"starting the server on {args.serve} (log: {log})", file=sys.stderr)
             with LaunchedServer(["--config_path", args.servable, "--model", args.serve], log,
                                 http="openai" in protocols) as server:
                 args.url, args.http_url = server.address, server.http_url or args.http_url
-                by_protocol, rss_peak_mb, open_results = measure(args, prompts, levels, rates, protocols,
-                                                                 server.proc.pid)
+                run = measure(args, prompts, levels, rates, protocols, raw, cb, server.proc.pid)
         else:
-            by_protocol, rss_peak_mb, open_results = measure(args, prompts, levels, rates, protocols)
+            run = measure(args, prompts, levels, rates, protocols, raw, cb)
+        if cb:
+            titles["genai-cb"], baselines["genai-cb"] = f"{cb.title} ({cb.mode})", pooled(run.results, "genai-cb")
+        raw = cb = None  # their memory back before the other baselines load
+        for name in names:
+            engine = None if name == "genai-cb" else _baseline(name, model_dir, ov_config, args)
+            if engine is None:
+                continue
+            titles[name] = f"{engine.title} ({engine.mode})"
+            from client.bench.baselines import run_levels
+
+            baselines[name] = run_levels(engine, prompts, args.max_new_tokens, levels, max(args.requests, 1),
+                                         args.warmup, progress=_progress)
+            del engine
+        baselines = {name: baselines[name] for name in names if name in baselines}  # in the order asked
     except ServerFailed as exc:
         return fail(exc.summary)
     except (ClientError, RuntimeError) as exc:
@@ -126,50 +158,38 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     except KeyboardInterrupt:
         return fail("interrupted")
 
-    baselines: dict[str, list[load.LevelResult]] = {}
-    titles: dict[str, str] = {}
-    for name in dict.fromkeys(args.baseline):
-        from client.bench import baselines as base
-        from server.config import ConfigError
-
-        try:
-            engine = base.load(name, model_dir, ov_config, args.device, args.servable)
-        except ImportError as exc:  # an optional peer `make setup` does not install
-            print(f"skipping baseline {name}: {exc}", flush=True)
-            continue
-        except ConfigError as exc:
-            return fail(f"--servable: {exc}")
-        titles[name] = f"{engine.title} ({engine.mode})"
-        baselines[name] = base.run_levels(engine, prompts, args.max_new_tokens, levels,
-                                          max(args.requests, 1), args.warmup, progress=_progress)
-        if hasattr(engine, "close"):
-            engine.close()
-        del engine
-
+    by_protocol = {protocol: pooled(run.results, name) for protocol, name in zip(protocols, run.names)}
     server_results = by_protocol[protocols[0]]
-    summary = report.summarize(server_results, baselines.get("inprocess"))
-    goals = targets.compute(server_results, baselines.get("genai-cb"), raw_step_ms, open_results, rss_peak_mb)
+    server_rounds = series(run.results, run.names[0])
+    summary, goals, per_round = figures(server_rounds, series(run.results, "genai-cb"),
+                                        [r[0] if r else None for r in series(run.results, "raw_step")],
+                                        baselines.get("inprocess"), run.open_results, run.rss_peak_mb)
     matches = report.same_texts(server_results, baselines.get("inprocess"))
     matches_cb = report.same_texts(server_results, baselines.get("genai-cb"))
-    report.print_report(args, by_protocol, baselines, titles, matches, matches_cb, rss_peak_mb, open_results, raw_step_ms)
+    report.print_report(args, by_protocol, baselines, titles, matches, matches_cb, run.rss_peak_mb, run.open_results,
+                        goals.raw_step_ms)
     if args.json:
+        engines = dict.fromkeys(name for per_round in run.results.values() for got in per_round for name in got)
         Path(args.json).write_text(json.dumps({
             "config": {"url": args.url, "protocols": protocols,
                        "http_url": args.http_url if "openai" in protocols else None, "served_model": args.serve, "baseline_model": model_dir, "levels": levels,
                        "requests_per_level": args.requests, "max_new_tokens": args.max_new_tokens,
-                       "min_new_tokens": args.max_new_tokens, "warmup": args.warmup, "prompts": prompts},
+                       "min_new_tokens": args.max_new_tokens, "warmup": args.warmup, "rounds": args.rounds,
+                       "prompts": prompts},
             "server": [asdict(r) for r in server_results],  # the first protocol's
             "protocols": {name: [asdict(r) for r in res] for name, res in by_protocol.items()},
             "openai_vs_grpc": report.protocol_ratios(by_protocol),
             "baselines": {name: [asdict(r) for r in res] for name, res in baselines.items()},
             "greedy_text_matches_inprocess_at_1": matches,
             "greedy_text_matches_genai_cb_at_1": matches_cb,
-            "server_rss_peak_mb": rss_peak_mb,
+            "server_rss_peak_mb": run.rss_peak_mb,
             "open_loop": {"requests_per_rate": args.open_requests, "seed": args.seed,
-                          "rates": [asdict(r) for r in open_results]},
-            "raw_step_ms": raw_step_ms,
+                          "rates": [asdict(r) for r in run.open_results]},
+            "raw_step_ms": goals.raw_step_ms,
             "summary": asdict(summary),
             "targets": asdict(goals),
+            "rounds": [{**{name: [_without_timings(f) for f in series(run.results, name)[r]] for name in engines},
+                        "summary": asdict(s), "targets": asdict(t)} for r, (s, t) in enumerate(per_round)],
         }, indent=1))
     if args.plot:
         plot.plot(args.plot, server_results, baselines,
@@ -182,54 +202,104 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     return 0
 
 
+def figures(server: list[list[LevelResult]], genai_cb: list[list[LevelResult]] | None,
+            raw_steps: list[float | None] | None, inprocess: list[LevelResult] | None, open_results: list,
+            rss_peak_mb: dict[int, float | None]):
+    """The summary and the targets from the rounds (per round: the server's levels, genai-cb's, the raw step), each
+    figure the median of its per-round values, a ratio taken within a round where the engines ran side by side;
+    the open loop and the RSS peaks were measured once. Also the per-round (summary, targets), for the JSON."""
+    genai_cb = genai_cb or [None] * len(server)
+    raw_steps = raw_steps or [None] * len(server)
+    per_round = [(report.summarize(s, inprocess), targets.compute(s, cb, raw, None, {}))
+                 for s, cb, raw in zip(server, genai_cb, raw_steps)]
+    summary = median_fields([s for s, _ in per_round], keep=("top_level",))
+    once = targets.compute([], None, None, open_results, rss_peak_mb)
+    goals = replace(median_fields([t for _, t in per_round]), open_ttft_p99_ms_1=once.open_ttft_p99_ms_1,
+                    rss_peak_mb_8=once.rss_peak_mb_8)
+    return summary, goals, per_round
+
+
+def pooled(results: Results, name: str) -> list[LevelResult]:
+    """`name`'s figures per level, its rounds pooled."""
+    return [pool(list(rounds)) for rounds in zip(*series(results, name))]
+
+
+def _without_timings(figure):
+    """A round's figure for the JSON: the pooled levels already hold every request."""
+    return figure if not isinstance(figure, LevelResult) else {
+        k: v for k, v in asdict(figure).items() if k != "timings"}
+
+
+def _baseline(name: str, model_dir: str, ov_config: dict, args):
+    """A baseline loaded, or None (one line saying so) where its package (an optional peer) is not installed."""
+    from client.bench import baselines as base
+    from server.config import ConfigError
+
+    try:
+        return base.load(name, model_dir, ov_config, args.device, args.servable)
+    except ImportError as exc:
+        print(f"skipping baseline {name}: {exc}", flush=True)
+        return None
+    except ConfigError as exc:
+        raise ClientError(f"--servable: {exc}") from None
+
+
 def _progress(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def measure(args, prompts: list[str], levels: list[int], rates: list[float], protocols: list[str],
-            pid: int | None = None):
-    """The closed-loop levels per protocol (with the server's RSS peak per level when `pid` is ours), then the
-    open loop over gRPC."""
+@dataclass
+class Measured:
+    results: Results  # level -> round -> engine name (server or the protocols, genai-cb, raw_step) -> its figure
+    names: list[str]  # the server's, one per protocol
+    rss_peak_mb: dict[int, float | None]
+    open_results: list
+
+
+def measure(args, prompts: list[str], levels: list[int], rates: list[float], protocols: list[str], raw=None,
+            cb=None, pid: int | None = None) -> Measured:
+    """The closed-loop levels in rounds (the server's RSS peak per level when `pid` is ours), then the open loop over
+    gRPC."""
     from client.bench.rss import RssSampler
 
-    ends: dict[int, float] = {}  # when each level's last progress line came
-
-    def progress(line: str) -> None:
-        level = int(line.split("concurrency ")[1].split(":")[0])
-        ends[level] = time.perf_counter()
-        _progress(line)
-
-    with RssSampler(pid) if pid else contextlib.nullcontext() as rss:
-        by_protocol = measure_server(args, prompts, levels, protocols, progress)
-        walls = {level: sum(r.wall_s for res in by_protocol.values() for r in res if r.concurrency == level)
-                 for level in levels}
-        peaks = {level: rss.peak_mb(ends[level] - walls[level], ends[level]) for level in levels} if rss else {}
-    opened = []
-    if rates:
-        conn = connect(args.url, args.api_key)
-        conn.close()
-        cfg = load.LoadConfig(url=args.url, prompts=prompts, tokens=args.max_new_tokens, levels=[], requests=0,
-                               warmup=0, timeout=args.timeout, metadata=conn.metadata)  # the levels warmed it up
-        opened = openloop.run(cfg, rates, max(args.open_requests, 1), args.seed, progress=_progress)
-    return by_protocol, peaks, opened
-
-
-def measure_server(args, prompts: list[str], levels: list[int], protocols: list[str],
-                   progress=_progress) -> dict[str, list[load.LevelResult]]:
     metadata = (("authorization", f"Bearer {args.api_key}"),) if args.api_key else ()
     if "grpc" in protocols:
         connect(args.url, args.api_key).close()  # fails with one line naming the URL
     if "openai" in protocols:
         check_http(args.http_url, metadata)
-    cfgs = [load.LoadConfig(url=args.url, prompts=prompts, tokens=args.max_new_tokens, levels=levels,
-                             requests=args.requests, warmup=args.warmup, timeout=args.timeout, metadata=metadata,
-                             protocol=protocol, http_url=args.http_url) for protocol in protocols]
-    by_protocol = dict(zip(protocols, load.run_protocols(cfgs, progress=progress)))
-    for results in by_protocol.values():
-        failed = [r for r in results if r.errors]
-        if failed and all(r.requests == 0 for r in results):
-            raise ClientError(f"every request failed: {failed[0].error_messages[0]}")
-    return by_protocol
+    names = ["server"] if len(protocols) == 1 else protocols
+    windows: dict[int, list[tuple[float, float]]] = {}  # when the server ran each level
+
+    def server(level: int, r: int) -> dict:
+        cfgs = [load.LoadConfig(url=args.url, prompts=prompts, tokens=args.max_new_tokens, levels=[level],
+                                requests=args.requests, warmup=0 if windows else args.warmup, timeout=args.timeout,
+                                metadata=metadata, protocol=protocol, http_url=args.http_url) for protocol in protocols]
+        start = time.perf_counter()
+        results = load.run_protocols(cfgs, progress=lambda line: None)  # protocols in turns within the level
+        if not windows:  # the first level: a server that answers nothing stops the run there
+            for res in results:
+                if res[0].requests == 0 and res[0].errors:
+                    raise ClientError(f"every request failed: {res[0].error_messages[0]}")
+        windows.setdefault(level, []).append((start, time.perf_counter()))
+        return {name: res[0] for name, res in zip(names, results)}
+
+    steps = [server]
+    if raw:  # right before the server's lowest level (one stream): less drift between the two
+        steps.insert(0, lambda level, r: {"raw_step": raw.measure()} if level == levels[0] else {})
+    if cb:
+        cb.closed_loop(prompts, args.max_new_tokens, 1, max(args.warmup, 1))  # its warm-up
+        steps.append(lambda level, r: {"genai-cb": cb.closed_loop(prompts, args.max_new_tokens, level,
+                                                                  load.requests_at(level, args.requests))})
+    with RssSampler(pid) if pid else contextlib.nullcontext() as rss:
+        results = alternate(levels, args.rounds, steps, progress=_progress)
+    peaks = {level: max((mb for start, end in windows[level] if (mb := rss.peak_mb(start, end)) is not None),
+                        default=None) for level in levels} if rss else {}
+    opened = []
+    if rates:
+        cfg = load.LoadConfig(url=args.url, prompts=prompts, tokens=args.max_new_tokens, levels=[], requests=0,
+                              warmup=0, timeout=args.timeout, metadata=metadata)  # the levels warmed it up
+        opened = openloop.run(cfg, rates, max(args.open_requests, 1), args.seed, progress=_progress)
+    return Measured(results, names, peaks, opened)
 
 
 def check_http(url: str, metadata) -> None:
