@@ -43,13 +43,15 @@ serve-unary: serve
 
 # Load the default model (INT8) through the server (closed loop, then an open loop at 1 request/s) and in
 # this process (OVModelForCausalLM.generate, openvino-genai's continuous batching, one raw step); the last
-# line sums it up.
+# line sums it up. The server and genai-cb (and the raw step) take turns in BENCH_ROUNDS rounds per level:
+# the ratios are medians of per-round ratios, so a shared machine's drift touches both alike.
 BENCH_REQUESTS ?= 16
+BENCH_ROUNDS ?= 3
 bench: download
 	$(PY) compress_model.py --model $(MODEL) --output-dir $(MODELS_DIR) --precisions int8
 	$(PY) -m client.bench --serve $(MODELS_DIR)/$(MODEL)_INT8_compressed_weights --servable $(SERVABLE)/config.json \
 		--baseline inprocess --baseline genai-cb --raw-step --rates 1 --open-requests 20 \
-		--levels 1,2,4,8,16 --requests $(BENCH_REQUESTS) --max-new-tokens 128 \
+		--levels 1,2,4,8,16 --requests $(BENCH_REQUESTS) --max-new-tokens 128 --rounds $(BENCH_ROUNDS) \
 		--json bench-int8.json --plot bench-int8.png
 	# The servable against variants of itself, in turns: a u8 KV cache, and bf16 inference (OpenVINO's CPU default
 	# where the CPU has bf16), each as the median of per-round ratios to the servable as shipped (f32, f16 cache).
