@@ -1,4 +1,4 @@
-"""Memory over time: 500 short calls after a warm-up; resident memory and thread count grow by under 5%."""
+"""Memory over time: 200 short calls after a warm-up; resident memory and thread count grow by under 5%."""
 from __future__ import annotations
 
 import time
@@ -8,7 +8,7 @@ import pytest
 from tests.robustness.common import CAPITAL_PROMPTS, call, gauges, proc_status, record, run_all, start_metered, wait_until
 from tests.server.harness import request
 
-WARM_UP, SOAK, CONCURRENCY = 60, 500, 4
+WARM_UP, SOAK, CONCURRENCY = 30, 200, 4
 GROWTH = 0.05
 
 
