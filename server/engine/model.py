@@ -34,12 +34,6 @@ def read_manifest(path: str | Path):
         return None
 
 
-def manifest_stop(path: str | Path) -> tuple[str, ...]:
-    """The stop strings `download_model.py` recorded for this model."""
-    manifest = read_manifest(path)
-    return tuple(manifest.stop) if manifest else ()
-
-
 def manifest_precision(path: str | Path) -> str | None:
     """The inference precision `compress_model.py` found this directory needs to answer right, if any."""
     manifest = read_manifest(path)
