@@ -52,11 +52,10 @@ def weight_precision(ov_model) -> str:
 class LoadedModel:
     """The model compiled once for paged attention (`paged`: the continuous-batching engine's), with its tokenizer."""
 
-    def __init__(self, paged, tokenizer, info: ModelInfo, generation_config):
+    def __init__(self, paged, tokenizer, info: ModelInfo, eos):
         self.paged = paged
         self.tokenizer = tokenizer
         self.info = info
-        eos = generation_config.eos_token_id
         if eos is None:
             eos = tokenizer.eos_token_id
         self.eos_token_ids = tuple(eos) if isinstance(eos, (list, tuple)) else (eos,)
@@ -66,9 +65,7 @@ class LoadedModel:
              trust_remote_code: bool = False, batch_invariant: bool = False) -> LoadedModel:
         """Load once; a model whose architecture the paged-attention rewrite refuses stops here with one line.
         `ov_config` goes over our defaults (f32 on CPUs, see precision.py), `batch_invariant` over everything."""
-        # Imported here: these take seconds, and `--help` should not wait for them.
-        from optimum.intel import OVModelForCausalLM
-        from transformers import AutoConfig, AutoTokenizer
+        import openvino as ov
 
         from server.engine.paged_model import TransformationFailed, compile_paged
 
@@ -79,20 +76,14 @@ class LoadedModel:
             log.warning("%s needs %s %s to answer right (its manifest says so); the servable sets %s", path,
                         HINT, required, ov_config[HINT])
         ov_config = runtime_options(device, ov_config or {}, batch_invariant, required)
-        config = AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code)
-        # Straight to the loader of an IR directory: `from_pretrained` first guesses whether to export, and
-        # offline it looks the path up in the hub cache as if it were a hub id, printing a "Could not infer
-        # whether the model was already converted" warning with an Errno 2 line.
-        model = OVModelForCausalLM._from_pretrained(str(path), config, device=device, ov_config=ov_config,
-                                                    compile=False, local_files_only=True,
-                                                    trust_remote_code=trust_remote_code)
-        precision = weight_precision(model.model)
+        config, generation, tokenizer = _configs(Path(path), trust_remote_code)
+        ov_model = ov.Core().read_model(Path(path) / "openvino_model.xml")
+        precision = weight_precision(ov_model)
         try:
-            paged = compile_paged(model.model, device, ov_config, model.config)
+            paged = compile_paged(ov_model, device, ov_config, config)
         except TransformationFailed as exc:
             arch = getattr(config, "model_type", None) or "unknown"
             raise TransformationFailed(f"this server cannot run the {arch} architecture: {exc}") from None
-        tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
         seconds = time.perf_counter() - start
         context = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", 2048)
         # A stop string that is a special token (smollm2's `<|im_end|>`) never shows in the decoded text: its
@@ -101,8 +92,7 @@ class LoadedModel:
         report = numerics(paged, next(i.get_element_type().get_type_name() for i in paged.inputs
                                       if i.get_any_name().startswith("key_cache.")))
         info = ModelInfo(str(path), device, precision, seconds, int(context), stop, report, required)
-        # Nothing else of the OVModelForCausalLM is needed: its graph is freed with it.
-        return cls(paged, tokenizer, info, model.generation_config)
+        return cls(paged, tokenizer, info, generation.get("eos_token_id", getattr(config, "eos_token_id", None)))
 
     def render(self, prompt: str | tuple[Message, ...], system_prompt: str | None, raw: bool) -> str:
         return render(self.tokenizer, prompt, system_prompt, raw)
@@ -110,6 +100,28 @@ class LoadedModel:
     def encode(self, text: str, raw: bool) -> list[int]:
         # A chat template writes its own special tokens; raw text gets the tokenizer's usual ones.
         return self.tokenizer(text, add_special_tokens=raw)["input_ids"]
+
+
+def _configs(path: Path, trust_remote_code: bool):
+    """The model's config (attributes), its generation config (a dict) and its tokenizer. Read from the JSON files
+    and `tokenizer.json` (tokenizer.py says why), or through transformers for remote code or a slow tokenizer."""
+    import json
+    from types import SimpleNamespace
+
+    def read(name: str) -> dict:
+        file = path / name
+        return json.loads(file.read_text(encoding="utf-8")) if file.is_file() else {}
+
+    from server.engine.tokenizer import Tokenizer
+
+    tokenizer = None if trust_remote_code else Tokenizer.load(path)
+    if tokenizer is not None:
+        return SimpleNamespace(**read("config.json")), read("generation_config.json"), tokenizer
+    from transformers import AutoConfig, AutoTokenizer
+
+    config = AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+    return config, read("generation_config.json"), AutoTokenizer.from_pretrained(str(path),
+                                                                                  trust_remote_code=trust_remote_code)
 
 
 def render(tokenizer, prompt: str | tuple[Message, ...], system_prompt: str | None = None, raw: bool = False) -> str:

@@ -1,4 +1,5 @@
-"""The rebuilt SmolLM2 tokenizer: byte-level BPE, no BOS, the GGUF's chat template (PRODUCT.md pitfall)."""
+"""The SmolLM2 tokenizer rebuilt from its GGUF (modelprep/smollm2_gguf.py): byte-level BPE, no BOS, the GGUF's chat
+template (PRODUCT.md pitfall)."""
 from __future__ import annotations
 
 import pytest
