@@ -58,6 +58,12 @@ bench: download
 	$(PY) -m client.bench.variants --serve $(MODELS_DIR)/$(MODEL)_INT8_compressed_weights --servable servable_unary/config.json \
 		--variant kv_u8=KV_CACHE_PRECISION:u8 --variant bf16=INFERENCE_PRECISION_HINT:bf16 --levels 8,16 \
 		--json bench-variants.json
+	# Multi-turn chat (8 conversations x 4 turns sharing a ~300-token system prompt): first-token time with prefix
+	# caching on, off, and openvino-genai's prefix caching; then one stream's time per token with caching on and off.
+	$(PY) -m client.bench.chat --serve $(MODELS_DIR)/$(MODEL)_INT8_compressed_weights --servable $(SERVABLE)/config.json \
+		--rounds $(BENCH_ROUNDS) --json bench-prefix.json
+	$(PY) -m client.bench.variants --serve $(MODELS_DIR)/$(MODEL)_INT8_compressed_weights --servable $(SERVABLE)/config.json \
+		--variant prefix_off=kv_cache.prefix_caching:false --levels 1 --rounds 4 --json bench-prefix-tpot.json
 
 # Debian's chromium and its driver, for the chat page's browser test (tests/server/http/test_http_page.py).
 browser:

@@ -40,6 +40,11 @@ class Metrics:
                              buckets=LATENCY_BUCKETS, registry=r)
         self.prompt_tokens = Counter("llm_prompt_tokens", "Prompt tokens of finished prompts", registry=r)
         self.generated_tokens = Counter("llm_generated_tokens", "Tokens generated", registry=r)
+        # In tokens, as vLLM's prefix_cache_queries / prefix_cache_hits; counted only while caching is on.
+        self.prefix_queries = Counter("llm_prefix_cache_queries", "Prompt tokens looked up in the prefix cache",
+                                      registry=r)
+        self.prefix_hits = Counter("llm_prefix_cache_hits", "Prompt tokens found in the prefix cache", registry=r)
+        self.prefix_caching = False
         self.load_seconds = Gauge("llm_model_load_seconds", "Time to load and compile the model", registry=r)
         self.kv_blocks_used = Gauge("llm_kv_cache_blocks_used", "KV-cache blocks holding tokens",
                                     registry=r)
@@ -48,6 +53,8 @@ class Metrics:
         self.kv_blocks_total = Gauge("llm_kv_cache_blocks_total", "KV-cache blocks in all", registry=r)
         self.kv_usage = Gauge("llm_kv_cache_usage_ratio", "Used KV-cache blocks / all blocks",
                               registry=r)
+        self.kv_blocks_cached = Gauge("llm_kv_cache_blocks_cached", "Free KV-cache blocks kept for prefix reuse",
+                                      registry=r)
 
     def watch_engine(self, engine) -> None:
         self.running.set_function(lambda: engine.counts()[0])
@@ -57,6 +64,8 @@ class Metrics:
         self.kv_blocks_used.set_function(blocks.used)
         self.kv_blocks_reserved.set_function(blocks.reserved)
         self.kv_usage.set_function(lambda: blocks.used() / blocks.num_blocks)
+        self.kv_blocks_cached.set_function(blocks.cached)
+        self.prefix_caching = blocks.caching
 
     def serve(self, host: str, port: int) -> None:
         start_http_server(port, addr=host, registry=self.registry)
@@ -96,9 +105,10 @@ class Observer:
         total_s = time.monotonic() - call.started
         tokens_in = sum(u.prompt_tokens for u in call.usages)
         tokens_out = sum(u.completion_tokens for u in call.usages)
+        tokens_cached = sum(u.cached_tokens for u in call.usages)
         ttft_ms = min((u.ttft_ms for u in call.usages), default=None)
         fields = {"request_id": call.id, "protocol": call.protocol, "rpc": call.rpc, "prompts": call.prompts,
-                  "tokens_in": tokens_in, "tokens_out": tokens_out, "ttft_ms": None if ttft_ms is None else round(ttft_ms, 1),
+                  "tokens_in": tokens_in, "tokens_cached": tokens_cached, "tokens_out": tokens_out, "ttft_ms": None if ttft_ms is None else round(ttft_ms, 1),
                   "total_ms": round(total_s * 1000, 1), "status": code}
         if detail:
             fields["detail"] = detail
@@ -117,3 +127,6 @@ class Observer:
                 m.tpot.observe((u.total_ms - u.ttft_ms) / 1000 / (u.completion_tokens - 1))
             m.prompt_tokens.inc(u.prompt_tokens)
             m.generated_tokens.inc(u.completion_tokens)
+            if m.prefix_caching:
+                m.prefix_queries.inc(u.prompt_tokens)
+                m.prefix_hits.inc(u.cached_tokens)

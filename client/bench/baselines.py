@@ -12,6 +12,7 @@ baselines).
 """
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -122,7 +123,10 @@ def load(name: str, model_dir: str | Path, ov_config: dict, device: str = "CPU",
     if name == "genai-cb":
         from client.bench.genai_cb import GenAICB
 
-        return GenAICB(model_dir, ov_config, device)
+        # Prefix caching as the servable has it (on unless it says otherwise): the bench's prompts share their
+        # first block (the default system prompt), so both engines reuse it or neither does.
+        kv_cache = json.loads(Path(servable).read_text()).get("kv_cache", {}) if servable else {}
+        return GenAICB(model_dir, ov_config, device, prefix_caching=kv_cache.get("prefix_caching", True))
     raise ValueError(f"unknown baseline {name!r}; expected one of {', '.join(BASELINES)}")
 
 

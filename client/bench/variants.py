@@ -1,4 +1,5 @@
-"""One servable against variants of itself: servers that differ only in some `ov_config` options, loaded alike and in
+"""One servable against variants of itself: servers that differ only in some `ov_config` options (or servable keys,
+dotted: `kv_cache.prefix_caching:false`), loaded alike and in
 turns (A B C, A B C, ... at each level), each variant's figure the median of its per-round ratios to the first
 server, so the drift of a shared machine touches them alike.
 
@@ -27,7 +28,25 @@ from client.launcher import LaunchedServer, ServerFailed
 @dataclass
 class Variant:
     name: str
-    options: dict[str, str]  # ov_config options over the servable's
+    options: dict[str, str]  # ov_config options over the servable's; a dotted key: SECTION.KEY of the servable
+
+    def servable(self, base: dict) -> dict:
+        """The base servable with this variant's options over it."""
+        out = {**base, "ov_config": dict(base.get("ov_config", {}))}
+        for key, value in self.options.items():
+            section, dot, name = key.partition(".")
+            if dot:  # a servable key: its value as JSON (false, 8, "text")
+                out[section] = {**out.get(section, {}), name: _json(value)}
+            else:
+                out["ov_config"][key] = value
+        return out
+
+
+def _json(value: str):
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
 
 
 def parse_variant(text: str) -> Variant:
@@ -44,7 +63,8 @@ def parser(prog: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--serve", metavar="MODEL_DIR", required=True, help="the model every server runs")
     p.add_argument("--servable", default="servable_unary/config.json", help="the base servable (default %(default)s)")
     p.add_argument("--variant", action="append", default=[], metavar="NAME=KEY:VALUE[,KEY:VALUE]",
-                   help="a server whose ov_config has these options over the servable's; repeatable")
+                   help="a server whose ov_config has these options over the servable's (a dotted KEY: a servable "
+                        "key, e.g. kv_cache.prefix_caching:false); repeatable")
     p.add_argument("--levels", default="8,16", help="concurrency levels, comma-separated (default 8,16)")
     p.add_argument("--rounds", type=int, default=4, help="rounds per level; a round sends each stream one request "
                                                          "to each server in turn (default 4)")
@@ -73,7 +93,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
             servers = []
             for v in variants:
                 config = workdir / f"{v.name}.json"
-                config.write_text(json.dumps({**servable, "ov_config": {**servable.get("ov_config", {}), **v.options}}))
+                config.write_text(json.dumps(v.servable(servable)))
                 print(f"starting {v.name} ({v.options or 'the servable as it is'}; log {workdir / v.name}.log)",
                       file=sys.stderr, flush=True)
                 servers.append(stack.enter_context(LaunchedServer(

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from server.engine.errors import QueueFull
-from server.engine.kv_cache import BlockManager
+from server.engine.kv_cache import ROOT, BlockManager, block_keys, chain
 from server.engine.paged_model import StepInputs
 from server.engine.params import Limits
 from server.engine.request import FINISH_REASON, Request, RequestStatus
@@ -80,6 +80,7 @@ class SeqOutput:
     finish_reason: FinishReason | None = None  # set: the prompt is finished in the core
     logprobs: tuple[TokenLogprob, ...] = ()
     error: str | None = None  # the model step failed for it
+    cached_tokens: int | None = None  # on its first token (or cancellation): prompt tokens found in the cache
 
 
 @dataclass(frozen=True)
@@ -94,11 +95,11 @@ class StepOutput:
 class EngineCore:
     """`model` is anything with `num_blocks`, `block_size` and `forward(StepInputs) -> logits [sampled, vocab]`."""
 
-    def __init__(self, model, eos_token_ids, limits: Limits, max_step_tokens: int):
+    def __init__(self, model, eos_token_ids, limits: Limits, max_step_tokens: int, prefix_caching: bool = True):
         self.model = model
         self.limits = limits
         self.max_step_tokens = max_step_tokens
-        self.blocks = BlockManager(model.num_blocks, model.block_size)
+        self.blocks = BlockManager(model.num_blocks, model.block_size, prefix_caching)
         self._eos = tuple(eos_token_ids)
         self._waiting: deque[list[Request]] = deque()  # calls; the prompts of one call start together
         self._running: list[Request] = []
@@ -110,6 +111,9 @@ class EngineCore:
 
     def add(self, requests: list[Request]) -> None:
         """Queue one call's prompts; raises QueueFull when the waiting queue is full or the core closed."""
+        if self.blocks.caching:  # hashed here, on the caller's thread, not in the loop
+            for r in requests:
+                r.block_keys = block_keys(r.prompt_ids, self.blocks.block_size)
         with self._cond:
             if self._closed:
                 raise QueueFull("the engine is shutting down")
@@ -152,7 +156,12 @@ class EngineCore:
             self._waiting.clear()
         failed = [*self._running, *waiting]
         self._finish(failed, RequestStatus.FINISHED_FAILED)
+        self.blocks.drop_cache()  # a precaution: nothing runs now, and a step failed for a reason we do not know
         return [r.id for r in failed]
+
+    def check(self) -> None:
+        """Assert the block manager's invariants against the running prompts (tests call it between steps)."""
+        self.blocks.check([r.blocks for r in self._running], sum(r.reserved for r in self._running))
 
     def step(self) -> StepOutput:
         outputs = self._drain_aborts()
@@ -175,6 +184,8 @@ class EngineCore:
         for s in scheduled.seqs:
             request = by_id[s.request_id]
             request.computed += len(s.token_ids)
+            if self.blocks.caching:
+                self._register(request, s.start)
             if s.sampled:
                 sampled.append(request)
         outputs.extend(self._update(sampled, logits))
@@ -204,7 +215,7 @@ class EngineCore:
                     kept.append([r for r in call if r not in gone])
             self._waiting = kept
         self._finish(aborted, RequestStatus.FINISHED_ABORTED)
-        return [SeqOutput(r.id, finish_reason=FinishReason.CANCELLED) for r in aborted]
+        return [SeqOutput(r.id, finish_reason=FinishReason.CANCELLED, cached_tokens=r.cached_tokens) for r in aborted]
 
     def _admit(self) -> None:
         with self._cond:
@@ -212,19 +223,35 @@ class EngineCore:
                 call = self._waiting[0]
                 if len(self._running) + len(call) > self.limits.max_batch:
                     return
-                need = [self.blocks.blocks_for(len(r.prompt_ids) + r.params.max_new_tokens) for r in call]
-                if not self.blocks.reserve(sum(need)):
+                plans = []
+                for r in call:
+                    hits = self.blocks.match(r.block_keys, self._hit_limit(r))
+                    plans.append((hits, self.blocks.blocks_for(len(r.prompt_ids) + r.params.max_new_tokens) - len(hits)))
+                if not self.blocks.admit(plans):
                     return  # first come, first served: later calls wait behind it
                 self._waiting.popleft()
-                for request, n in zip(call, need):
-                    request.reserved = n
+                for request, (hits, private) in zip(call, plans):
+                    request.blocks = list(hits)
+                    request.computed = request.cached_tokens = len(hits) * self.blocks.block_size
+                    request.reserved = private
                     request.status = RequestStatus.RUNNING
                     self._running.append(request)
+
+    def _hit_limit(self, r: Request) -> int:
+        """How many of a prompt's blocks may come from the cache: never its last token, whose logits it needs."""
+        return (len(r.prompt_ids) - 1) // self.blocks.block_size if r.reads_cache else 0
 
     def _schedule(self) -> ScheduledStep:
         """Every decoding prompt gets one token; prompts share `max_step_tokens`, oldest first."""
         seqs, budget = [], self.max_step_tokens
+        size = self.blocks.block_size
         for r in self._running:
+            if r.computed < len(r.prompt_ids) and r.computed == len(r.blocks) * size:
+                # Top-up: blocks of its prompt that other sequences computed since it was admitted.
+                taken = self.blocks.extend_hit(r.blocks, r.block_keys, self._hit_limit(r))
+                r.computed += taken * size
+                r.cached_tokens += taken * size
+                r.reserved -= taken
             left = len(r.prompt_ids) - r.computed
             if left <= 0:
                 n = 1
@@ -233,7 +260,7 @@ class EngineCore:
                 budget -= n
             else:
                 continue
-            self.blocks.grow(r.blocks, r.computed + n)
+            r.reserved -= self.blocks.grow(r.blocks, r.computed + n)
             seqs.append(ScheduledSeq(r.id, r.pending(n), r.computed, list(r.blocks),
                                      r.computed + n >= len(r.prompt_ids)))
         return ScheduledStep(seqs)
@@ -255,9 +282,19 @@ class EngineCore:
                 request.status = status
                 done.append(request)
             outputs.append(SeqOutput(request.id, (token,), FINISH_REASON[status] if status else None,
-                                     (logprob,) if logprob is not None else ()))
+                                     (logprob,) if logprob is not None else (),
+                                     cached_tokens=request.cached_tokens if len(request.output_ids) == 1 else None))
         self._finish(done, None)
         return outputs
+
+    def _register(self, r: Request, before: int) -> None:
+        """Key the blocks this step filled, now that their KV exists (blocks of generated tokens get their
+        keys here, as they fill)."""
+        size = self.blocks.block_size
+        for k in range(before // size, r.computed // size):
+            if k == len(r.block_keys):
+                r.block_keys.append(chain(r.block_keys[-1] if k else ROOT, r.tokens(k * size, (k + 1) * size)))
+            self.blocks.register(r.blocks[k], r.block_keys[k])
 
     def _finish(self, requests: list[Request], status: RequestStatus | None) -> None:
         """Retire prompts (setting `status`, unless None: already set) and free their blocks."""

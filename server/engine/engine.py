@@ -43,12 +43,14 @@ class Engine:
         scheduler = scheduler or SchedulerConfig()
         self._accepting = True
         self._ids = itertools.count(1)
+        kv_cache = kv_cache or KVCacheConfig()
         paged = PagedModel(model.paged)
-        paged.allocate(cache_blocks(kv_cache or KVCacheConfig(), paged.bytes_per_block, paged.block_size,
-                                    limits.max_batch, model.info.context_length))
-        log.info("paged engine: KV cache of %d blocks x %d tokens, %s (%.0f MB)", paged.num_blocks,
-                 paged.block_size, paged.kv_precision, paged.num_blocks * paged.bytes_per_block / 1e6)
-        self.core = EngineCore(paged, model.eos_token_ids, limits, scheduler.max_step_tokens)
+        paged.allocate(cache_blocks(kv_cache, paged.bytes_per_block, paged.block_size, limits.max_batch,
+                                    model.info.context_length))
+        log.info("paged engine: KV cache of %d blocks x %d tokens, %s (%.0f MB), prefix caching %s",
+                 paged.num_blocks, paged.block_size, paged.kv_precision,
+                 paged.num_blocks * paged.bytes_per_block / 1e6, "on" if kv_cache.prefix_caching else "off")
+        self.core = EngineCore(paged, model.eos_token_ids, limits, scheduler.max_step_tokens, kv_cache.prefix_caching)
         self.output = OutputProcessor(self.core.abort)
         self._waker = ThreadWaker()
         self._thread = threading.Thread(target=self._loop, name="engine-core", daemon=True)

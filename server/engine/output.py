@@ -172,6 +172,8 @@ class OutputProcessor:
                 if out.error is not None:
                     aborts.extend(self._fail(call, out.error))
                     continue
+                if out.cached_tokens is not None:
+                    streamer.cached_tokens = out.cached_tokens
                 last = len(out.new_token_ids) - 1
                 for i, token in enumerate(out.new_token_ids):
                     streamer.put(token, output.time, last=i == last and out.finish_reason is not None,

@@ -47,10 +47,12 @@ class SchedulerConfig:
 @dataclass(frozen=True)
 class KVCacheConfig:
     """The paged engine's KV cache: `blocks`, or `gb`; neither: room for max_batch sequences of the
-    model's whole context, at most DEFAULT_KV_CACHE_GB (memory is touched only as blocks are used)."""
+    model's whole context, at most DEFAULT_KV_CACHE_GB (memory is touched only as blocks are used).
+    `prefix_caching`: a prompt starts from the cached blocks of an earlier sequence it shares a prefix with."""
 
     blocks: int = 0
     gb: float = 0.0
+    prefix_caching: bool = True
 
 
 DEFAULT_KV_CACHE_GB = 1.0

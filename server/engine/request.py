@@ -45,7 +45,10 @@ class Request:
     status: RequestStatus = RequestStatus.WAITING
     computed: int = 0  # tokens already in the KV cache
     blocks: list[int] = field(default_factory=list)
-    reserved: int = 0  # blocks set aside at admission
+    reserved: int = 0  # private blocks promised at admission and not yet allocated
+    block_keys: list[bytes] = field(default_factory=list)  # of its full blocks, prompt then generated
+    cached_tokens: int = 0  # prompt tokens found in the prefix cache
+    reads_cache: bool = True  # False: compute the whole prompt (prompt logprobs need every row)
     generator: np.random.Generator | None = None
 
     def __post_init__(self):
@@ -55,6 +58,11 @@ class Request:
     @property
     def num_tokens(self) -> int:
         return len(self.prompt_ids) + len(self.output_ids)
+
+    def tokens(self, start: int, end: int) -> list[int]:
+        """Tokens start..end of prompt + output."""
+        prompt = self.prompt_ids
+        return (prompt[start:end] + self.output_ids[max(0, start - len(prompt)):max(0, end - len(prompt))])
 
     def pending(self, n: int) -> list[int]:
         """The next `n` tokens not yet in the cache: the rest of the prompt, or the last chosen token."""

@@ -30,6 +30,7 @@ class TokenStreamer(TextIteratorStreamer):
         self.text = ""
         self.sent = 0  # characters of `text` already sent
         self.first_token_at: float | None = None
+        self.cached_tokens = 0  # set by the output side from the core's first output
         self.finish_reason: FinishReason | None = None
         self.prefix_offset = 0  # window start: context for the tokens being decoded
         self.read_offset = 0  # tokens before this are already text
@@ -83,7 +84,8 @@ class TokenStreamer(TextIteratorStreamer):
         first = self.first_token_at if self.first_token_at is not None else now
         self.sink.put(Finished(self.index, reason, Usage(
             prompt_tokens=len(self.prompt_ids), completion_tokens=self.completion_tokens,
-            ttft_ms=(first - self.arrival) * 1000.0, total_ms=(now - self.arrival) * 1000.0)))
+            ttft_ms=(first - self.arrival) * 1000.0, total_ms=(now - self.arrival) * 1000.0,
+            cached_tokens=self.cached_tokens)))
 
     def end(self) -> None:
         """The parent's end of generation: the prompt ran into its length limit."""

@@ -73,6 +73,7 @@ class Usage:
     completion_tokens: int
     ttft_ms: float  # to the first new token
     total_ms: float  # to the last one
+    cached_tokens: int = 0  # prompt tokens whose KV came from the prefix cache
 
 
 @dataclass(frozen=True)

@@ -274,9 +274,10 @@ def now() -> int:
     return int(time.time())
 
 
-def usage(prompt_tokens: int, completion_tokens: int) -> dict:
+def usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int) -> dict:
     return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens}
+            "total_tokens": prompt_tokens + completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": cached_tokens}}
 
 
 @dataclass
@@ -308,8 +309,9 @@ def whole(kind: str, id_: str, created: int, model: str, choices: list[Choice], 
 
 def total_usage(choices: list[Choice], n: int) -> dict:
     # A prompt counts once however many copies were generated from it (as OpenAI counts).
-    return usage(sum(c.usage.prompt_tokens for c in choices if c.index % n == 0),
-                 sum(c.usage.completion_tokens for c in choices))
+    firsts = [c.usage for c in choices if c.index % n == 0]
+    return usage(sum(u.prompt_tokens for u in firsts), sum(c.usage.completion_tokens for c in choices),
+                 sum(u.cached_tokens for u in firsts))
 
 
 def chunk(kind: str, id_: str, created: int, model: str, index: int, text: str | None = None,

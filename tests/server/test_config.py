@@ -121,6 +121,10 @@ def test_rules_across_settings(tmp_path, data, message):
 def test_engine_settings_from_file(tmp_path):
     s = load({"config_path": write(tmp_path, {"kv_cache": {"blocks": 64}, "scheduler": {"max_step_tokens": 32}})})
     assert (s.kv_cache.blocks, s.scheduler.max_step_tokens) == (64, 32)
+    assert s.kv_cache.prefix_caching  # on by default
+    assert not load({"config_path": write(tmp_path, {"kv_cache": {"prefix_caching": False}})}).kv_cache.prefix_caching
+    with pytest.raises(ConfigError, match="kv_cache.prefix_caching: expected bool"):
+        load({"config_path": write(tmp_path, {"kv_cache": {"prefix_caching": "no"}})})
 
 
 def test_a_flag_can_settle_a_rule_the_file_alone_breaks(tmp_path):

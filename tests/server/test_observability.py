@@ -51,6 +51,11 @@ def test_metrics_count_what_happened(observed):
     assert value(m, "llm_requests_total", protocol="grpc", rpc="Generate", code="INVALID_ARGUMENT") == 1
     assert value(m, "llm_generated_tokens_total") == 8 + 8 + 5
     assert value(m, "llm_prompt_tokens_total") == sum(e["tokens_in"] for e in request_logs(observed))
+    # Prefix caching is on by default: the stream repeats the first prompt, whose full blocks are cached
+    # (the engine tests check the exact count; the block size is the compiled model's).
+    assert value(m, "llm_prefix_cache_queries_total") == value(m, "llm_prompt_tokens_total")
+    assert value(m, "llm_prefix_cache_hits_total") == sum(e["tokens_cached"] for e in request_logs(observed)) > 0
+    assert value(m, "llm_kv_cache_blocks_cached") > 0
     assert value(m, "llm_time_to_first_token_seconds_count") == 3  # one per prompt
     assert value(m, "llm_time_per_output_token_seconds_count") == 3
     assert value(m, "llm_request_duration_seconds_count") == 3  # one per call
@@ -65,6 +70,7 @@ def test_metrics_count_what_happened(observed):
     assert [(e["rpc"], e["status"], e["prompts"]) for e in logs] == [
         ("Generate", "OK", 2), ("GenerateStream", "OK", 1), ("Generate", "INVALID_ARGUMENT", 1)]
     assert logs[0]["tokens_out"] == 16 and logs[1]["tokens_out"] == 5 and logs[0]["ttft_ms"] <= logs[0]["total_ms"]
+    assert logs[0]["tokens_cached"] == 0 and 0 < logs[1]["tokens_cached"] < logs[1]["tokens_in"]
     assert len({e["request_id"] for e in logs}) == 3
     assert "temperature" in logs[2]["detail"]
     assert secret not in observed.log()  # no prompt text without --log-prompts

@@ -31,3 +31,13 @@ def test_a_malformed_variant_is_one_line(run_script, variant, tmp_path):
     out = run_script("client.bench.variants", "--serve", tmp_path, "--variant", variant)
     assert out.returncode == 1 and out.stderr.strip().count("\n") == 0
     assert out.stderr.startswith("error: expected NAME=KEY:VALUE") and "Traceback" not in out.stderr
+
+
+def test_a_dotted_key_sets_a_servable_key_and_others_go_to_ov_config():
+    from client.bench.variants import parse_variant
+
+    v = parse_variant("off=kv_cache.prefix_caching:false,KV_CACHE_PRECISION:u8")
+    base = {"ov_config": {"NUM_STREAMS": "1"}, "kv_cache": {"gb": 0.5}}
+    assert v.servable(base) == {"ov_config": {"NUM_STREAMS": "1", "KV_CACHE_PRECISION": "u8"},
+                                "kv_cache": {"gb": 0.5, "prefix_caching": False}}
+    assert base == {"ov_config": {"NUM_STREAMS": "1"}, "kv_cache": {"gb": 0.5}}

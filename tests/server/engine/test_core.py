@@ -2,10 +2,13 @@
 
 These run in milliseconds: no OpenVINO, no tokenizer, no thread (the tests call step() themselves).
 """
+import random
+
 import pytest
 
 from server.engine.core import ALL, EngineCore
 from server.engine.errors import QueueFull
+from server.engine.kv_cache import block_keys
 from server.engine.params import GenerationParams, Limits
 from server.engine.request import Request, RequestStatus
 from server.engine.types import FinishReason
@@ -163,3 +166,137 @@ def test_sampled_rows_are_only_those_whose_prompt_is_complete():
     outs = run(c)
     assert [len(s.sampled) for s in model.steps] == [0, 0, 1]
     assert tokens_by_request(outs) == {r.id: [8]}
+
+
+# --- prefix caching: on the context-dependent fake, a wrong block changes the answer --------------------------
+
+def answers(prompts, caching=True, together=False, model=None, max_step_tokens=64, **params):
+    """Each prompt's tokens and cached_tokens (from its first output), one call after another (or as one
+    call when `together`), on a fresh core; the core is checked after every step and idle at the end."""
+    model = model or FakeModel(context=True)
+    c = EngineCore(model, [EOS], Limits(max_batch=8), max_step_tokens, prefix_caching=caching)
+    calls = [requests(*prompts, **params)] if together else [requests(p, **params) for p in prompts]
+    steps = []
+    for call in calls:
+        c.add(call)
+        while out := c.step():
+            if not out.outputs and not out.scheduled:
+                break
+            c.check()
+            steps.append(out)
+    assert_idle(c)
+    rs = [r for call in calls for r in call]
+    cached = {o.request_id: o.cached_tokens for s in steps for o in s.outputs if o.cached_tokens is not None}
+    got = tokens_by_request(steps)
+    return [got[r.id] for r in rs], [cached[r.id] for r in rs], c
+
+
+def assert_idle(c):
+    c.check()
+    assert_cache_empty(c)
+    assert c.blocks.used() + c.blocks.cached() <= c.blocks.num_blocks
+
+
+def test_a_prompt_sharing_whole_blocks_starts_after_them_on_the_same_blocks():
+    model = FakeModel(context=True)
+    first, second = list(range(1, 11)), [*range(1, 9), 40, 41, 42]  # share 8 tokens: two blocks of 4
+    got, cached, _ = answers([first, second], model=model)
+    assert cached == [0, 8]
+    assert got == answers([first, second], caching=False)[0]
+    later = next(s for s in model.steps[1:] if s.past_lens[0] == 8)  # its first step starts at position 8
+    assert later.block_indices[:2].tolist() == model.steps[0].block_indices[:2].tolist()
+    assert got[0] != got[1]
+
+
+def test_a_whole_cached_prompt_still_computes_its_last_token():
+    ragged, aligned = list(range(1, 11)), list(range(1, 9))
+    assert answers([ragged, ragged])[1] == [0, 8]  # 2 tokens computed
+    assert answers([aligned, aligned])[1] == [0, 4]  # its last block recomputed, into a private block
+    assert answers([aligned, aligned])[0] == answers([aligned, aligned], caching=False)[0]
+
+
+def test_blocks_of_generated_tokens_are_cached_with_the_keys_a_prompt_of_them_has():
+    model = FakeModel(context=True)
+    c = EngineCore(model, [EOS], Limits(), 64)
+    (r,) = requests(list(range(1, 7)), max_new_tokens=7)  # 13 tokens, 12 computed: three full blocks
+    c.add([r])
+    run(c)
+    assert r.block_keys == block_keys(r.prompt_ids + r.output_ids, 4)[:3]
+    turn2 = [*r.prompt_ids, *r.output_ids[:-1], 5, 6]
+    got, cached, _ = answers([r.prompt_ids, turn2], max_new_tokens=7)
+    assert cached == [0, 12] and got == answers([r.prompt_ids, turn2], caching=False, max_new_tokens=7)[0]
+
+
+def test_a_request_fits_because_its_hit_blocks_are_in_use():
+    for caching, counts in ((True, (2, 0)), (False, (1, 1))):
+        c = EngineCore(FakeModel(num_blocks=6, context=True), [EOS], Limits(), 64, prefix_caching=caching)
+        prompt = list(range(1, 14))  # 13 tokens + 3 new: 4 blocks each; 3 of them cached after a step
+        c.add(requests(prompt, max_new_tokens=3))
+        c.step()
+        c.add(requests(prompt, max_new_tokens=3))
+        c.step()
+        c.check()
+        assert c.counts() == counts and c.blocks.reserved() == (5 if caching else 4)
+        run(c)
+        assert_idle(c)
+
+
+def test_prompts_admitted_together_top_up_from_blocks_the_first_one_computed():
+    model = FakeModel(context=True)
+    prompt = list(range(1, 18))  # 17 tokens in chunks of 8: the second copy waits, then takes 4 blocks
+    got, cached, _ = answers([prompt, prompt], together=True, model=model, max_step_tokens=8)
+    assert cached == [0, 16] and got[0] == got[1] == answers([prompt], caching=False)[0][0]
+    prompt_tokens = sum(int(s.subsequence_begins[-1]) for s in model.steps) - sum(len(g) - 1 for g in got)
+    assert prompt_tokens == 17 + 1
+
+
+def test_a_failed_step_caches_nothing_and_an_abort_gives_its_blocks_back():
+    model = FakeModel(context=True, fail=True)
+    c = EngineCore(model, [EOS], Limits(), 64)
+    c.add(requests(list(range(1, 10))))
+    run(c)
+    assert c.blocks.cached() == 0
+    model.fail = False
+    (r,) = requests(list(range(1, 10)), max_new_tokens=50)
+    c.add([r])
+    c.step()
+    c.step()
+    c.abort([r.id])
+    (out,) = c.step().outputs
+    assert out.finish_reason is FinishReason.CANCELLED and out.cached_tokens == 0
+    assert_idle(c)
+    assert c.blocks.cached() == 2  # its computed full blocks stay for reuse
+
+
+def test_caching_off_reuses_nothing():
+    prompt = list(range(1, 11))
+    got, cached, c = answers([prompt, prompt], caching=False)
+    assert cached == [0, 0] and c.blocks.cached() == 0 and got[0] == got[1]
+
+
+def test_a_random_workload_keeps_the_invariants_and_the_answers_of_caching_off():
+    def workload(caching: bool):
+        rng = random.Random(17)
+        prefixes = [[rng.randrange(EOS) for _ in range(rng.randrange(13))] for _ in range(5)]
+        c = EngineCore(FakeModel(num_blocks=24, context=True), [EOS], Limits(max_batch=8, max_waiting=10**4), 8,
+                       prefix_caching=caching)
+        calls, got, cached = [], {}, {}
+        while len(calls) < 100 or c.counts() != (0, 0):
+            if len(calls) < 100 and rng.random() < 0.5:
+                prompts = [[*rng.choice(prefixes), *(rng.randrange(EOS) for _ in range(rng.randint(1, 8)))]
+                           for _ in range(rng.randint(1, 3))]
+                calls.append(requests(*prompts, max_new_tokens=rng.randint(1, 8)))
+                c.add(calls[-1])
+            out = c.step()
+            c.check()
+            for o in out.outputs:
+                got.setdefault(o.request_id, []).extend(o.new_token_ids)
+                if o.cached_tokens is not None:
+                    cached[o.request_id] = o.cached_tokens
+        assert_idle(c)
+        rs = [r for call in calls for r in call]
+        return [got[r.id] for r in rs], sum(cached.values()), len(rs)
+
+    on, hits, n = workload(True)
+    off, none, _ = workload(False)
+    assert n >= 180 and on == off and hits > 0 and none == 0

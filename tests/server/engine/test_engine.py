@@ -9,7 +9,15 @@ from server.engine.engine import Engine
 from server.engine.errors import QueueFull, ValidationError
 from server.engine.model import LoadedModel
 from server.engine.params import KVCacheConfig, Limits, SchedulerConfig
-from server.engine.types import Finished, FinishReason, GenerationRequest, SamplingParams, TextDelta, collect
+from server.engine.types import (
+    Finished,
+    FinishReason,
+    GenerationRequest,
+    Message,
+    SamplingParams,
+    TextDelta,
+    collect,
+)
 from tests.faults import injected
 from tests.reference import greedy_text
 from tests.server.harness import wait_until
@@ -291,3 +299,106 @@ def test_a_model_the_paged_rewrite_refuses_stops_the_load_naming_its_architectur
     monkeypatch.setattr(offline, "paged_attention_transformation", unsupported)
     with pytest.raises(TransformationFailed, match="cannot run the llama architecture: .*no pattern matched"):
         LoadedModel.load(fp32_model_dir, "CPU", OV_CONFIG)
+
+
+# --- prefix caching: cached KV gives the answer computing it again gives (batch-invariant mode) ---------------
+
+SYSTEM = ("You are a patient assistant for a small library in a harbour town. " + " ".join(
+    f"Rule {i}: answer the visitor politely, name the shelf where the book stands, and keep it short."
+    for i in range(1, 7)))
+
+
+def chat(*turns: str, system: str = SYSTEM) -> GenerationRequest:
+    """A conversation: user, assistant, user, ... turns (the last one the user's)."""
+    messages = tuple(Message("user" if i % 2 == 0 else "assistant", t) for i, t in enumerate(turns))
+    return GenerationRequest(conversations=(messages,), system_prompt=system,
+                             params=SamplingParams(max_new_tokens=16, min_new_tokens=16))
+
+
+def prompt_ids(model, request: GenerationRequest) -> list[int]:
+    (conversation,) = request.conversations
+    return model.encode(model.render(conversation, request.system_prompt, False), False)
+
+
+def shared(a: list[int], b: list[int]) -> int:
+    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+
+
+@pytest.fixture(scope="module")
+def on_off(model):
+    """Two engines on one model, each with its own cache: prefix caching on and off."""
+    engines = Engine(model, kv_cache=KVCacheConfig(blocks=64)), \
+        Engine(model, kv_cache=KVCacheConfig(blocks=64, prefix_caching=False))
+    yield engines
+    for e in engines:
+        e.close()
+
+
+def test_cached_prefixes_give_the_answers_of_caching_off(model, on_off):
+    on, off = on_off
+    size = on.core.blocks.block_size
+    first = chat("Where are the books about ships?")
+    diverging = chat("Where are the books about trains?")
+    ids, other = prompt_ids(model, first), prompt_ids(model, diverging)
+    d = shared(ids, other)
+    assert len(ids) > 3 * size and d % size != 0  # a system prompt of several blocks; a mid-block divergence
+    (c1,) = on.generate(first, timeout=60)
+    (again,) = on.generate(first, timeout=60)  # whole blocks: all but the last token's block
+    (c2,) = on.generate(diverging, timeout=60)
+    assert (c1.usage.cached_tokens, again.usage.cached_tokens) == (0, (len(ids) - 1) // size * size)
+    assert c2.usage.cached_tokens == d // size * size
+    want = [off.generate(r, timeout=60)[0] for r in (first, diverging)]
+    assert [c1.text, again.text, c2.text] == [want[0].text, want[0].text, want[1].text]
+    assert all(c.usage.cached_tokens == 0 for c in want)
+
+    # Turn 2 holds turn 1's prompt and answer, re-rendered by the template: the KV of the answer's decoded
+    # tokens is reused too.
+    turn2 = chat("Where are the books about ships?", c1.text, "And the maps?")
+    ids2 = prompt_ids(model, turn2)
+    (t2,) = on.generate(turn2, timeout=60)
+    reachable = shared(ids2, ids + model.encode(c1.text, False))
+    assert t2.usage.cached_tokens == min(reachable, len(ids2) - 1) // size * size >= len(ids) // size * size
+    assert t2.text == off.generate(turn2, timeout=60)[0].text
+    assert wait_until(lambda: on.counts() == (0, 0))
+    on.core.check()
+
+
+def test_conversations_through_a_small_cache_none_lost_none_mixed(model):
+    """32 concurrent conversations x 2 turns sharing a system prompt of several blocks, through a cache that
+    holds a few: admission waits, idle cached blocks are evicted, and every turn answers as caching off."""
+    questions = [f"{PARITY_PROMPTS[i % 12]} (visitor {i})" for i in range(32)]
+    limits = Limits(max_batch=32, max_waiting=64)
+    on = Engine(model, limits=limits, kv_cache=KVCacheConfig(blocks=48))
+    off = Engine(model, limits=limits, kv_cache=KVCacheConfig(prefix_caching=False))
+    try:
+        def together(engine, requests):
+            handles = [engine.submit(r) for r in requests]
+            return [collect(h.events(300))[0] for h in handles]
+
+        want1 = [c.text for c in together(off, [chat(q) for q in questions])]
+        want2 = [c.text for c in together(off, [chat(q, a, "Thank you, and where is it?")
+                                                for q, a in zip(questions, want1)])]
+        results: dict[int, list] = {}
+
+        def conversation(i):
+            (one,) = on.generate(chat(questions[i]), timeout=300)
+            (two,) = on.generate(chat(questions[i], one.text, "Thank you, and where is it?"), timeout=300)
+            results[i] = [one, two]
+
+        threads = [threading.Thread(target=conversation, args=(i,)) for i in range(32)]
+        for t in threads:
+            t.start()
+        assert wait_until(lambda: on.counts()[1] > 0, timeout=60)  # the cache, not max_batch, holds them back
+        for t in threads:
+            t.join(600)
+        assert [[c.text for c in results[i]] for i in range(32)] == [list(p) for p in zip(want1, want2)]
+        size = on.core.blocks.block_size
+        system = shared(prompt_ids(model, chat(questions[0])), prompt_ids(model, chat(questions[1]))) // size * size
+        hits = [two.usage.cached_tokens for _, two in results.values()]
+        assert all(h % size == 0 for h in hits) and sum(hits) >= 32 * system // 2  # the system prompt mostly stays
+        assert wait_until(lambda: on.counts() == (0, 0))
+        on.core.check()
+        assert on.core.blocks.used() == 0 and on.core.blocks.reserved() == 0
+    finally:
+        on.close()
+        off.close()

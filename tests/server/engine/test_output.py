@@ -74,6 +74,20 @@ def test_a_stop_string_aborts_the_prompt_in_the_core_and_is_never_sent():
     output.put(None)
 
 
+def test_cached_prompt_tokens_reach_the_usage_whatever_ends_the_prompt():
+    core, output, submit, step_all = wired()
+    prompt = list(range(1, 11))  # its two full blocks of 4 stay cached
+    first = submit(prompt)
+    step_all()
+    call = submit(prompt, [*prompt, 20], stop=["m"])  # 11 then 12 ("m"): a stop string ends the first
+    step_all()
+    (a, b) = collect(call.events(timeout=0))
+    assert (a.reason, b.reason) == (FinishReason.STOP_SEQUENCE, FinishReason.LENGTH)
+    assert (a.usage.cached_tokens, b.usage.cached_tokens) == (8, 8)
+    assert collect(first.events(timeout=0))[0].usage.cached_tokens == 0
+    output.put(None)
+
+
 def test_a_slow_reader_gets_merged_deltas_and_readers_wake_once_per_step():
     waker = CountingWaker()
     core, output, submit, step_all = wired(waker)

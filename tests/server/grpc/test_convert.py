@@ -23,10 +23,10 @@ def test_set_parameters_are_given_even_at_zero_and_unset_ones_are_not():
 
 
 def test_usage_goes_out_in_both_messages():
-    usage = Usage(prompt_tokens=7, completion_tokens=3, ttft_ms=1.5, total_ms=4.0)
+    usage = Usage(prompt_tokens=7, completion_tokens=3, ttft_ms=1.5, total_ms=4.0, cached_tokens=4)
     (c,) = convert.to_response([Completion(0, "hello", FinishReason.LENGTH, usage)]).completions
     final = convert.to_stream_message(Finished(1, FinishReason.STOP, usage))
     for msg in (c, final):
-        assert (msg.prompt_tokens, msg.completion_tokens, msg.ttft_ms, msg.total_ms) == (7, 3, 1.5, 4.0)
+        assert (msg.prompt_tokens, msg.completion_tokens, msg.ttft_ms, msg.total_ms, msg.cached_tokens) == (7, 3, 1.5, 4.0, 4)
     assert c.text == "hello" and c.finish_reason == llm_pb2.LENGTH
     assert final.index == 1 and final.finish_reason == llm_pb2.STOP

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import uuid
 
 import httpx
 import openai
@@ -12,7 +13,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from proto import llm_pb2
-from tests.server.harness import request, start_server, wait_until
+from tests.server.harness import request, start_server, stream_texts, wait_until
 from tests.server.http.conftest import FAULT
 
 
@@ -84,6 +85,27 @@ def test_system_message_goes_through_the_template_like_grpc(client, http_server)
         {"role": "system", "content": system}, {"role": "user", "content": "What is the capital of Japan?"}])
     assert r.choices[0].message.content == g.text and "Tokyo" in g.text
     assert r.usage.prompt_tokens == g.prompt_tokens
+
+
+def test_cached_prompt_tokens_are_reported_on_grpc_and_http(client, http_server):
+    """Prefix caching is on by default: a prompt sent again finds its full blocks (all but the block of its last
+    token, always computed) on every API; a nonce at the start keeps earlier tests' blocks out of it."""
+    system = f"{uuid.uuid4().hex} You answer in one short sentence, as a librarian would, without any fuss."
+    question = "Where do I find the books about ships and the sea?"
+    messages = [{"role": "system", "content": system}, {"role": "user", "content": question}]
+    ask = llm_pb2.GenerateRequest(conversations=[llm_pb2.Conversation(
+        messages=[llm_pb2.Message(**m) for m in messages])], max_new_tokens=4)
+    (first,) = http_server.stub.Generate(ask, timeout=60).completions
+    (again,) = http_server.stub.Generate(ask, timeout=60).completions
+    _, finals = stream_texts(http_server.stub.GenerateStream(ask, timeout=60))
+    assert first.cached_tokens == 0 and 0 < again.cached_tokens < again.prompt_tokens
+    assert finals[0].cached_tokens == again.cached_tokens
+    r = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=4)
+    assert (r.usage.prompt_tokens, r.usage.prompt_tokens_details.cached_tokens) == (again.prompt_tokens,
+                                                                                    again.cached_tokens)
+    chunks = list(client.chat.completions.create(model=MODEL, messages=messages, max_tokens=4, stream=True,
+                                                 stream_options={"include_usage": True}))
+    assert chunks[-1].usage.prompt_tokens_details.cached_tokens == again.cached_tokens
 
 
 def test_completions_are_raw_prompts_and_a_list_is_one_batch(client, http_server):

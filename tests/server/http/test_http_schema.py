@@ -70,6 +70,7 @@ def test_engine_field_names_become_openai_names():
 
 
 def test_usage_counts_a_prompt_once_however_many_copies():
-    choices = [schema.Choice(i, "x", "stop", Usage(10, 3, 1.0, 2.0)) for i in range(4)]  # 2 prompts x 2
-    assert schema.total_usage(choices, n=2) == {"prompt_tokens": 20, "completion_tokens": 12, "total_tokens": 32}
+    choices = [schema.Choice(i, "x", "stop", Usage(10, 3, 1.0, 2.0, cached_tokens=4)) for i in range(4)]  # 2 prompts x 2
+    assert schema.total_usage(choices, n=2) == {"prompt_tokens": 20, "completion_tokens": 12, "total_tokens": 32,
+                                                "prompt_tokens_details": {"cached_tokens": 8}}
     assert schema.FINISH[FinishReason.STOP_SEQUENCE] == "stop" and schema.FINISH[FinishReason.LENGTH] == "length"

@@ -1,0 +1,82 @@
+"""The block manager alone: block keys, reference counts, the LRU of idle cached blocks, admission's cost."""
+from server.engine.kv_cache import ROOT, BlockManager, block_keys, chain
+
+
+def cached_sequence(m: BlockManager, tokens: list[int]) -> list[int]:
+    """Run a sequence's blocks through the manager as the core does: admit, fill, key, release."""
+    table = []
+    assert m.admit([([], m.blocks_for(len(tokens)))])
+    m.grow(table, len(tokens))
+    for block, key in zip(table, block_keys(tokens, m.block_size)):
+        m.register(block, key)
+    blocks = list(table)
+    m.release(table, 0)
+    return blocks
+
+
+def test_a_key_chains_its_parent_so_it_names_the_whole_prefix():
+    a = block_keys([1, 2, 3, 4, 5, 6, 7, 8, 9], 4)
+    b = block_keys([1, 2, 3, 4, 5, 6, 0, 8, 9, 9, 9, 9], 4)
+    assert len(a) == 2  # the partial block [9] has no key
+    assert a[0] == b[0] and a[1] != b[1]
+    assert b[2] != block_keys([9, 9, 9, 9], 4)[0]  # same tokens, another prefix and position
+    assert a[1] == chain(chain(ROOT, [1, 2, 3, 4]), [5, 6, 7, 8])
+
+
+def test_the_least_recently_freed_block_goes_first_and_a_sequence_tail_before_its_head():
+    m = BlockManager(4, 2)
+    a, b = [1, 2, 3, 4], [5, 6, 7, 8]
+    a_blocks, b_blocks = cached_sequence(m, a), cached_sequence(m, b)
+    assert m.cached() == 4 and m.used() == 0 and m.reserved() == 0
+    m.check([], 0)
+    order = []
+    assert m.admit([([], 3)])
+    table = []
+    for n in (1, 2, 3):
+        m.grow(table, 2 * n)
+        order.append(table[-1])
+    assert order == [a_blocks[1], a_blocks[0], b_blocks[1]]
+    assert m.match(block_keys(a, 2), 2) == [] and m.match(block_keys(b, 2), 2) == [b_blocks[0]]
+    m.check([table], 0)
+
+
+def test_a_held_block_is_never_evicted_even_after_one_of_two_holders_leaves():
+    m = BlockManager(4, 2)
+    keys = block_keys([1, 2, 3, 4], 2)
+    shared = cached_sequence(m, [1, 2, 3, 4])
+    one, two = list(m.match(keys, 2)), list(m.match(keys, 2))
+    assert m.admit([(one, 0)]) and m.admit([(two, 2)])
+    m.release(one, 0)  # ref 2 -> 1
+    m.check([two], 2)
+    m.grow(two, 8)  # takes the two clean blocks, never the held ones
+    assert two[:2] == shared and set(two[2:]).isdisjoint(shared) and m.match(keys, 2) == shared
+    m.release(two, 0)
+    m.check([], 0)
+    assert m.used() == 0 and m.reserved() == 0 and m.cached() == 2
+
+
+def test_admission_counts_an_idle_hit_once_and_a_held_hit_not_at_all():
+    m = BlockManager(4, 2)
+    keys = block_keys([1, 2, 3, 4], 2)
+    cached_sequence(m, [1, 2, 3, 4])
+    hits = m.match(keys, 2)
+    assert m.admit([(hits, 1), (list(hits), 1)])  # two prompts of a call share the idle hits: 2 + 1 + 1
+    assert m.reserved() == 4
+    m.release(list(hits), 1)
+    assert m.reserved() == 3
+    assert m.admit([(m.match(keys, 2), 1)])  # held by the first: costs only its private block
+    assert m.reserved() == 4 and not m.admit([([], 1)])
+
+
+def test_a_second_registration_of_a_key_leaves_its_block_unkeyed():
+    m = BlockManager(4, 2)
+    first, second = cached_sequence(m, [1, 2]), cached_sequence(m, [1, 2])
+    assert first != second and m.cached() == 1 and m.match(block_keys([1, 2], 2), 1) == first
+    m.check([], 0)
+
+
+def test_caching_off_keys_nothing():
+    m = BlockManager(4, 2, caching=False)
+    cached_sequence(m, [1, 2, 3, 4])
+    assert m.cached() == 0 and m.match(block_keys([1, 2, 3, 4], 2), 2) == []
+    m.check([], 0)
