@@ -104,6 +104,7 @@ class EngineCore:
         self._waiting: deque[list[Request]] = deque()  # calls; the prompts of one call start together
         self._running: list[Request] = []
         self._aborts: queue.SimpleQueue = queue.SimpleQueue()
+        self._copies: list[tuple[int, int]] = []  # (source, destination) blocks to copy before the forward
         self._cond = threading.Condition()  # guards _waiting; wakes the loop
         self._closed = False
 
@@ -167,18 +168,25 @@ class EngineCore:
         outputs = self._drain_aborts()
         self._admit()
         scheduled = self._schedule()
-        if not scheduled.seqs:
+        copies, self._copies = self._copies, []
+        if not scheduled.seqs and not copies:
             return StepOutput(outputs, 0, time.monotonic())
         try:
-            logits = self.model.forward(scheduled.inputs())
+            if copies:  # partial blocks that prompts admitted together share: each gets its own copy
+                self.model.copy_blocks(copies)
+            logits = self.model.forward(scheduled.inputs()) if scheduled.seqs else None
         except Exception as exc:  # the model failed: this step's prompts fail, the server goes on
             log.exception("model step over %d sequences failed", len(scheduled.seqs))
             message = f"generation failed: {type(exc).__name__}: {exc}"
-            for s in scheduled.seqs:
-                outputs.append(SeqOutput(s.request_id, error=message))
-            self._finish([r for r in self._running if r.id in {s.request_id for s in scheduled.seqs}],
-                         RequestStatus.FINISHED_FAILED)
+            ids, copied = {s.request_id for s in scheduled.seqs}, {d for _, d in copies}
+            failed = [r for r in self._running if r.id in ids or copied.intersection(r.blocks)]
+            outputs.extend(SeqOutput(r.id, error=message) for r in failed)
+            self._finish(failed, RequestStatus.FINISHED_FAILED)
             return StepOutput(outputs, len(scheduled.seqs), time.monotonic())
+        finally:
+            self.blocks.copied(copies)
+        if not scheduled.seqs:
+            return StepOutput(outputs, 0, time.monotonic())
         by_id = {r.id: r for r in self._running}
         sampled = []
         for s in scheduled.seqs:
@@ -223,23 +231,37 @@ class EngineCore:
                 call = self._waiting[0]
                 if len(self._running) + len(call) > self.limits.max_batch:
                     return
-                plans = []
+                plans, found = [], []
                 for r in call:
                     hits = self.blocks.match(r.block_keys, self._hit_limit(r))
-                    plans.append((hits, self.blocks.blocks_for(len(r.prompt_ids) + r.params.max_new_tokens) - len(hits)))
-                if not self.blocks.admit(plans):
+                    partial = self._partial_hit(r, len(hits))
+                    plans.append((hits, self.blocks.blocks_for(len(r.prompt_ids) + r.params.max_new_tokens) - len(hits),
+                                  partial))
+                    found.append(len(hits) * self.blocks.block_size + (partial[1] if partial else 0))
+                copies = self.blocks.admit(plans)
+                if copies is None:
                     return  # first come, first served: later calls wait behind it
                 self._waiting.popleft()
-                for request, (hits, private) in zip(call, plans):
-                    request.blocks = list(hits)
-                    request.computed = request.cached_tokens = len(hits) * self.blocks.block_size
-                    request.reserved = private
+                self._copies.extend(copies)
+                for request, (blocks, need, partial), cached in zip(call, plans, found):
+                    request.blocks = blocks  # the hits, then a partial hit's block or its copy
+                    request.computed = request.cached_tokens = cached
+                    request.reserved = need - (partial is not None)
                     request.status = RequestStatus.RUNNING
                     self._running.append(request)
 
     def _hit_limit(self, r: Request) -> int:
         """How many of a prompt's blocks may come from the cache: never its last token, whose logits it needs."""
         return (len(r.prompt_ids) - 1) // self.blocks.block_size if r.reads_cache else 0
+
+    def _partial_hit(self, r: Request, full: int) -> tuple[int, int] | None:
+        """An idle partial block that continues a prompt's first `full` blocks: (block, tokens of the prompt it
+        holds), never its last token."""
+        size = self.blocks.block_size
+        start, end = full * size, min((full + 1) * size, len(r.prompt_ids) - 1)
+        if not (self.blocks.caching and r.reads_cache) or end <= start:
+            return None
+        return self.blocks.match_partial(r.block_keys[full - 1] if full else ROOT, r.prompt_ids[start:end])
 
     def _schedule(self) -> ScheduledStep:
         """Every decoding prompt gets one token; prompts share `max_step_tokens`, oldest first."""
@@ -249,9 +271,13 @@ class EngineCore:
             if r.computed < len(r.prompt_ids) and r.computed == len(r.blocks) * size:
                 # Top-up: blocks of its prompt that other sequences computed since it was admitted.
                 taken = self.blocks.extend_hit(r.blocks, r.block_keys, self._hit_limit(r))
-                r.computed += taken * size
-                r.cached_tokens += taken * size
-                r.reserved -= taken
+                found = 0
+                if (partial := self._partial_hit(r, len(r.blocks))) is not None:
+                    self.blocks.take_partial(r.blocks, partial[0])
+                    found = partial[1]
+                r.computed += taken * size + found
+                r.cached_tokens += taken * size + found
+                r.reserved -= taken + (partial is not None)
             left = len(r.prompt_ids) - r.computed
             if left <= 0:
                 n = 1
@@ -296,6 +322,14 @@ class EngineCore:
                 r.block_keys.append(chain(r.block_keys[-1] if k else ROOT, r.tokens(k * size, (k + 1) * size)))
             self.blocks.register(r.blocks[k], r.block_keys[k])
 
+    def _tail(self, r: Request) -> tuple[int, bytes, list[int]] | None:
+        """The block a prompt's KV ends inside: (block, its parent's key, the tokens it holds), for reuse (not
+        after a failed step: a copy into it may have failed)."""
+        k, m = divmod(r.computed, self.blocks.block_size)
+        if not self.blocks.caching or not m or r.status is RequestStatus.FINISHED_FAILED:
+            return None
+        return r.blocks[k], r.block_keys[k - 1] if k else ROOT, r.tokens(k * self.blocks.block_size, r.computed)
+
     def _finish(self, requests: list[Request], status: RequestStatus | None) -> None:
         """Retire prompts (setting `status`, unless None: already set) and free their blocks."""
         if not requests:
@@ -303,7 +337,7 @@ class EngineCore:
         for r in requests:
             if status is not None:
                 r.status = status
-            self.blocks.release(r.blocks, r.reserved)
+            self.blocks.release(r.blocks, r.reserved, self._tail(r))
             r.reserved = 0
         with self._cond:
             self._running = [r for r in self._running if not r.status.finished]

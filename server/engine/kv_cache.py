@@ -38,6 +38,14 @@ class BlockManager:
     `_lru`, oldest first, kept for reuse until their space is needed. A held block is in neither, so it is
     never evicted nor handed out.
 
+    A sequence whose KV ends inside a block leaves that block, when it goes idle, as a partial entry under its
+    parent's key (the key of the full block before it, or ROOT) with the token ids it holds (`release`). A
+    later prompt that matches the chain up to that parent and begins its next block with m > 0 of those
+    tokens starts m tokens further (`match_partial`): it takes the idle block itself and writes on after its
+    m tokens (the entry is forgotten: its later slots get overwritten), or, when another prompt of its call
+    took it first, a private copy (`admit` returns the copies the model makes before the step's forward).
+    Only idle blocks carry an entry, so an entry never lets anyone write a block another sequence holds.
+
     A sequence is promised, when admitted, every private block it could ever need (prompt + max_new_tokens
     less its hits), so a running sequence never waits for a block and is never preempted.
     `_unreserved` = free blocks - blocks promised and not yet allocated.
@@ -50,6 +58,8 @@ class BlockManager:
         self._ref = [0] * num_blocks
         self._key: list[bytes | None] = [None] * num_blocks
         self._cached: dict[bytes, int] = {}  # key -> its block (the first registered; no dedup)
+        self._partial: dict[bytes, dict[int, tuple[int, ...]]] = {}  # parent key -> {idle block: its tokens}
+        self._parent: list[bytes | None] = [None] * num_blocks  # a partial entry's parent key
         self._clean = list(range(num_blocks - 1, -1, -1))
         self._lru: OrderedDict[int, None] = OrderedDict()
         self._promised = 0
@@ -73,20 +83,56 @@ class BlockManager:
                 hits.append(block)
         return hits
 
-    def admit(self, plans: list[tuple[list[int], int]]) -> bool:
-        """Admit a call, all of its prompts or none: per prompt (its hit blocks, private blocks to promise).
-        An idle hit block leaves the free pool, so it costs one block, once however many prompts share it;
-        a block already held costs nothing. False if the cost exceeds what is unreserved."""
+    def admit(self, plans: list[tuple[list[int], int, tuple[int, int] | None]]) -> list[tuple[int, int]] | None:
+        """Admit a call, all of its prompts or none: per prompt (its hit blocks, the blocks after them it needs,
+        a partial hit (block, m) or None). An idle hit block leaves the free pool, so it costs one block, once
+        however many prompts share it; a block already held costs nothing. A partial hit's block continues the
+        first prompt's table in place of one of its private blocks; each other prompt of the call with the same
+        partial hit gets a private block and a copy. Appends to every hit list the block after the hits, if
+        any; returns the (source, destination) copies to make before the next forward (each source holds one
+        more ref until `copied`), or None if the cost exceeds what is unreserved."""
         with self._lock:
-            idle = {b for hits, _ in plans for b in hits if self._ref[b] == 0}
-            private = sum(n for _, n in plans)
-            if private + len(idle) > self._unreserved:
-                return False
-            for hits, _ in plans:
+            idle = {b for hits, _, _ in plans for b in hits if self._ref[b] == 0}
+            if sum(n for _, n, _ in plans) + len(idle) > self._unreserved:
+                return None
+            taken, copies = {}, []  # partial block -> the plan that took it
+            for i, (hits, need, partial) in enumerate(plans):
                 for block in hits:
                     self._hold(block)
-            self._promised += private
-            return True
+                self._promised += need
+                if partial is not None and partial[0] not in taken:  # the first takes the block itself
+                    taken[partial[0]] = i
+                    self._take(partial[0])
+                    hits.append(partial[0])
+                    self._promised -= 1
+            for i, (hits, _, partial) in enumerate(plans):
+                if partial is not None and taken[partial[0]] != i:
+                    self._hold(partial[0])  # held by the prompt that took it: costs nothing
+                    hits.append(self._allocate())
+                    self._promised -= 1
+                    copies.append((partial[0], hits[-1]))
+            return copies
+
+    def match_partial(self, parent: bytes, tokens: Sequence[int]) -> tuple[int, int] | None:
+        """The idle partial block under `parent` sharing the longest start with `tokens`: (block, m), m > 0."""
+        best = None
+        for block, held in self._partial.get(parent, {}).items() if self.caching else ():
+            m = next((i for i, (a, b) in enumerate(zip(held, tokens)) if a != b), min(len(held), len(tokens)))
+            if m and (best is None or m > best[1]):
+                best = (block, m)
+        return best
+
+    def take_partial(self, table: list[int], block: int) -> None:
+        """Append an idle partial block (from `match_partial`) to a table whose blocks are all full, in place
+        of one promised private block; the table's sequence writes on after the tokens it matched."""
+        with self._lock:
+            self._take(block)
+            table.append(block)
+            self._promised -= 1
+
+    def copied(self, copies: list[tuple[int, int]]) -> None:
+        """The copies are made (or failed): their sources' extra refs go."""
+        self.release([source for source, _ in copies], 0)
 
     def extend_hit(self, table: list[int], keys: Sequence[bytes], limit: int) -> int:
         """Append to a table whose blocks are all full the cached blocks that continue it (up to `limit` in
@@ -122,14 +168,19 @@ class BlockManager:
             self._key[block] = key
             self._cached[key] = block
 
-    def release(self, table: list[int], unallocated: int) -> None:
+    def release(self, table: list[int], unallocated: int,
+                partial: tuple[int, bytes, Sequence[int]] | None = None) -> None:
         """Drop a finished sequence's hold on its blocks, tail first (so its tail is evicted before its
-        head), and the private blocks it was promised but never took."""
+        head), and the private blocks it was promised but never took. `partial`: (block, parent key, tokens)
+        of the block its KV ends inside; kept as a partial entry if the block goes idle."""
         with self._lock:
             for block in reversed(table):
                 self._ref[block] -= 1
                 if self._ref[block] == 0:
-                    if self._key[block] is None:
+                    if partial is not None and block == partial[0] and self.caching:
+                        self._parent[block] = partial[1]
+                        self._partial.setdefault(partial[1], {})[block] = tuple(partial[2])
+                    if self._key[block] is None and self._parent[block] is None:
                         self._clean.append(block)
                     else:
                         self._lru[block] = None
@@ -142,6 +193,8 @@ class BlockManager:
             for key, block in self._cached.items():
                 self._key[block] = None
             self._cached.clear()
+            self._partial.clear()
+            self._parent = [None] * self.num_blocks
             self._clean.extend(self._lru)
             self._lru.clear()
 
@@ -172,7 +225,13 @@ class BlockManager:
             assert len(clean) == len(self._clean) and not clean & lru, "a free block listed twice"
             free = {b for b in range(self.num_blocks) if self._ref[b] == 0}
             assert clean | lru == free, "a free block is lost, or a held block is free"
-            assert all(self._key[b] is not None for b in lru) and all(self._key[b] is None for b in clean)
+            assert all((self._key[b] is None) != (self._parent[b] is None) for b in lru), "an idle block kept for no reuse"
+            assert all(self._key[b] is None and self._parent[b] is None for b in clean)
+            assert {b: p for b, p in enumerate(self._parent) if p is not None} == \
+                {b: p for p, entries in self._partial.items() for b in entries}, "partial entries differ"
+            assert all(self._partial.values()) and all(self._ref[b] == 0 and 0 < len(self._partial[p][b]) < self.block_size
+                                                       for b, p in enumerate(self._parent) if p is not None), \
+                "a partial entry on a held block"
             assert {b: k for b, k in enumerate(self._key) if k is not None} == {b: k for k, b in self._cached.items()}
             assert self._promised == promised and self._unreserved >= 0, "promises differ or exceed the free blocks"
 
@@ -181,13 +240,29 @@ class BlockManager:
             del self._lru[block]
         self._ref[block] += 1
 
+    def _take(self, block: int) -> None:
+        """Hold an idle partial block to write in it: its entry is forgotten."""
+        self._hold(block)
+        self._forget(block)
+
+    def _forget(self, block: int) -> None:
+        parent = self._parent[block]
+        if parent is not None:
+            entries = self._partial[parent]
+            del entries[block]
+            if not entries:
+                del self._partial[parent]
+            self._parent[block] = None
+
     def _allocate(self) -> int:
         if self._clean:
             block = self._clean.pop()
         else:  # evict the least recently used cached block
             block, _ = self._lru.popitem(last=False)
-            del self._cached[self._key[block]]
-            self._key[block] = None
+            if self._key[block] is not None:
+                del self._cached[self._key[block]]
+                self._key[block] = None
+            self._forget(block)
         self._ref[block] = 1
         return block
 

@@ -5,7 +5,7 @@ from server.engine.kv_cache import ROOT, BlockManager, block_keys, chain
 def cached_sequence(m: BlockManager, tokens: list[int]) -> list[int]:
     """Run a sequence's blocks through the manager as the core does: admit, fill, key, release."""
     table = []
-    assert m.admit([([], m.blocks_for(len(tokens)))])
+    assert m.admit([([], m.blocks_for(len(tokens)), None)]) is not None
     m.grow(table, len(tokens))
     for block, key in zip(table, block_keys(tokens, m.block_size)):
         m.register(block, key)
@@ -30,7 +30,7 @@ def test_the_least_recently_freed_block_goes_first_and_a_sequence_tail_before_it
     assert m.cached() == 4 and m.used() == 0 and m.reserved() == 0
     m.check([], 0)
     order = []
-    assert m.admit([([], 3)])
+    assert m.admit([([], 3, None)]) == []
     table = []
     for n in (1, 2, 3):
         m.grow(table, 2 * n)
@@ -45,7 +45,7 @@ def test_a_held_block_is_never_evicted_even_after_one_of_two_holders_leaves():
     keys = block_keys([1, 2, 3, 4], 2)
     shared = cached_sequence(m, [1, 2, 3, 4])
     one, two = list(m.match(keys, 2)), list(m.match(keys, 2))
-    assert m.admit([(one, 0)]) and m.admit([(two, 2)])
+    assert m.admit([(one, 0, None)]) == m.admit([(two, 2, None)]) == []
     m.release(one, 0)  # ref 2 -> 1
     m.check([two], 2)
     m.grow(two, 8)  # takes the two clean blocks, never the held ones
@@ -60,12 +60,12 @@ def test_admission_counts_an_idle_hit_once_and_a_held_hit_not_at_all():
     keys = block_keys([1, 2, 3, 4], 2)
     cached_sequence(m, [1, 2, 3, 4])
     hits = m.match(keys, 2)
-    assert m.admit([(hits, 1), (list(hits), 1)])  # two prompts of a call share the idle hits: 2 + 1 + 1
+    assert m.admit([(hits, 1, None), (list(hits), 1, None)]) == []  # two prompts of a call share the idle hits: 2 + 1 + 1
     assert m.reserved() == 4
     m.release(list(hits), 1)
     assert m.reserved() == 3
-    assert m.admit([(m.match(keys, 2), 1)])  # held by the first: costs only its private block
-    assert m.reserved() == 4 and not m.admit([([], 1)])
+    assert m.admit([(m.match(keys, 2), 1, None)]) == []  # held by the first: costs only its private block
+    assert m.reserved() == 4 and m.admit([([], 1, None)]) is None
 
 
 def test_a_second_registration_of_a_key_leaves_its_block_unkeyed():
