@@ -59,12 +59,14 @@ class FakeModel:
         rows = [i for i, (a, b) in enumerate(spans) if b - 1 in set(step.sampled.tolist())]
         logits = np.zeros((len(step.sampled), VOCAB), dtype=np.float32)
         for row, i in enumerate(rows):
-            tokens = seen[i]
-            nxt = (tokens[-1] + 1) % VOCAB
-            if self.context:
-                nxt = (tokens[-1] + 1 + sum((p + 1) * tok for p, tok in enumerate(tokens))) % EOS
-            logits[row, nxt] = 5.0
+            logits[row, self.next_token(seen[i])] = 5.0
         return logits
+
+    def next_token(self, tokens) -> int:
+        """The token that follows `tokens` (all the sequence has read: its cache, then this step's)."""
+        if self.context:
+            return (tokens[-1] + 1 + sum((p + 1) * tok for p, tok in enumerate(tokens))) % EOS
+        return (tokens[-1] + 1) % VOCAB
 
 
 class FakeTokenizer:

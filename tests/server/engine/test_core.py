@@ -268,6 +268,64 @@ def test_a_failed_step_caches_nothing_and_an_abort_gives_its_blocks_back():
     assert c.blocks.cached() == 3  # its computed full blocks stay for reuse, and its partly filled last one
 
 
+def test_a_partly_filled_last_block_is_reused_and_written_on_after_its_tokens():
+    model = FakeModel(context=True)
+    c = EngineCore(model, [EOS], Limits(), 64)
+    (r,) = requests(list(range(1, 7)), max_new_tokens=2)  # 7 tokens computed: a full block and 3 of the next
+    c.add([r])
+    run(c)
+    history = [*r.prompt_ids, *r.output_ids[:-1]]
+    turn2, diverging = [*history, 40, 41], [*history[:5], 50, 51, 52]
+    for prompt, hit in ((turn2, 7), (diverging, 5)):  # 5: one token of the partial block matches
+        got, cached, _ = answers([r.prompt_ids, prompt], model=model, max_new_tokens=2)
+        assert cached == [0, hit] and got == answers([r.prompt_ids, prompt], caching=False, max_new_tokens=2)[0]
+    first = next(s for s in model.steps if s.past_lens[0] == 0 and len(s.input_ids) == 6)
+    later = next(s for s in model.steps if s.past_lens[0] == 7)  # turn 2 starts inside its second block
+    assert later.block_indices[:2].tolist() == first.block_indices[:2].tolist() and model.copies == []
+
+
+def test_a_partial_block_taken_by_one_prompt_is_copied_for_the_others_never_shared_for_writing():
+    model = FakeModel(context=True)
+    c = EngineCore(model, [EOS], Limits(), 64)
+    (r,) = requests([1, 2, 3, 4, 5, 6], max_new_tokens=2)
+    c.add([r])
+    run(c)
+    prompts = [[*r.prompt_ids, r.output_ids[0], 9, 9], [*r.prompt_ids, r.output_ids[0], 8], [*r.prompt_ids[:5], 7]]
+    call = requests(*prompts, max_new_tokens=3)
+    c.add(call)
+    c.step()
+    c.check()
+    # The first takes the partial block (7 tokens cached), the second a copy of it, the third a copy of one token.
+    assert [q.cached_tokens for q in call] == [7, 7, 5] and len(model.copies) == 2
+    assert call[0].blocks[1] == model.copies[0][0] == model.copies[1][0]
+    assert {call[1].blocks[1], call[2].blocks[1]} == {d for _, d in model.copies}
+    (late,) = requests(prompts[0], max_new_tokens=3)  # while the first holds the block, nobody else finds it
+    c.add([late])
+    c.step()
+    c.check()
+    assert late.cached_tokens == 8 and late.blocks[1] == call[0].blocks[1]  # its full block now, read only
+    steps = run(c)
+    assert_idle(c)
+    got = tokens_by_request(steps)
+    want = answers(prompts + [prompts[0]], caching=False, max_new_tokens=3)[0]
+    assert [r.output_ids for r in [*call, late]] == want and all(got.values())
+
+
+def test_a_failed_copy_fails_the_prompts_it_was_for_and_keeps_no_partial_entry():
+    model = FakeModel(context=True)
+    c = EngineCore(model, [EOS], Limits(), 64)
+    (r,) = requests([1, 2, 3, 4, 5, 6], max_new_tokens=2)
+    c.add([r])
+    run(c)
+    model.fail = True
+    call = requests([*r.prompt_ids, r.output_ids[0], 9], [*r.prompt_ids, r.output_ids[0], 8])
+    c.add(call)
+    out = c.step()
+    assert sorted(o.request_id for o in out.outputs if o.error) == sorted(q.id for q in call)
+    assert_idle(c)
+    assert c.blocks.cached() == 1  # the first full block; the partial block and its copy are forgotten
+
+
 def test_caching_off_reuses_nothing():
     prompt = list(range(1, 11))
     got, cached, c = answers([prompt, prompt], caching=False)
@@ -281,12 +339,18 @@ def test_a_random_workload_keeps_the_invariants_and_the_answers_of_caching_off()
         c = EngineCore(FakeModel(num_blocks=24, context=True), [EOS], Limits(max_batch=8, max_waiting=10**4), 8,
                        prefix_caching=caching)
         calls, got, cached = [], {}, {}
+        turns = []  # earlier prompts and their answers but the last token (never computed): next turns' heads
         while len(calls) < 100 or c.counts() != (0, 0):
             if len(calls) < 100 and rng.random() < 0.5:
-                prompts = [[*rng.choice(prefixes), *(rng.randrange(EOS) for _ in range(rng.randint(1, 8)))]
+                heads = [*prefixes, *turns[-8:]]
+                prompts = [[*rng.choice(heads)[:rng.randint(0, 16)], *(rng.randrange(EOS) for _ in range(rng.randint(1, 8)))]
                            for _ in range(rng.randint(1, 3))]
                 calls.append(requests(*prompts, max_new_tokens=rng.randint(1, 8)))
                 c.add(calls[-1])
+                for tokens in prompts:
+                    for _ in range(calls[-1][0].params.max_new_tokens - 1):
+                        tokens = [*tokens, c.model.next_token(tokens)]
+                    turns.append(tokens)
             out = c.step()
             c.check()
             for o in out.outputs:
@@ -295,8 +359,9 @@ def test_a_random_workload_keeps_the_invariants_and_the_answers_of_caching_off()
                     cached[o.request_id] = o.cached_tokens
         assert_idle(c)
         rs = [r for call in calls for r in call]
-        return [got[r.id] for r in rs], sum(cached.values()), len(rs)
+        return [got[r.id] for r in rs], list(cached.values()), len(rs), c.model.copies
 
-    on, hits, n = workload(True)
-    off, none, _ = workload(False)
-    assert n >= 180 and on == off and hits > 0 and none == 0
+    on, hits, n, copies = workload(True)
+    off, none, _, _ = workload(False)
+    assert n >= 180 and on == off and sum(none) == 0
+    assert sum(h % 4 != 0 for h in hits) >= 10 and copies  # partial blocks reused, taken and copied

@@ -80,3 +80,37 @@ def test_caching_off_keys_nothing():
     cached_sequence(m, [1, 2, 3, 4])
     assert m.cached() == 0 and m.match(block_keys([1, 2, 3, 4], 2), 2) == []
     m.check([], 0)
+
+
+def test_a_partial_entry_is_kept_while_idle_and_forgotten_when_taken_or_evicted():
+    m = BlockManager(3, 4)
+    assert m.admit([([], 2, None)]) == []
+    table = []
+    m.grow(table, 6)  # one full block and two tokens of the next
+    m.register(table[0], block_keys([1, 2, 3, 4], 4)[0])
+    parent, tail = block_keys([1, 2, 3, 4], 4)[0], table[1]
+    m.release(table, 0, (tail, parent, [5, 6]))
+    m.check([], 0)
+    assert m.cached() == 2 and m.match_partial(parent, [5, 7, 8]) == (tail, 1)
+    assert m.match_partial(parent, [6]) is None and m.match_partial(ROOT, [5, 6]) is None
+    assert m.admit([([], 3, None)]) == []
+    table = []
+    m.grow(table, 12)  # the clean block, then the LRU: the partial tail goes with its entry
+    assert tail in table and m.match_partial(parent, [5, 6]) is None
+    m.check([table], 0)
+
+
+def test_prompts_of_one_call_sharing_a_partial_hit_one_takes_it_the_others_get_copies():
+    m = BlockManager(8, 4)
+    assert m.admit([([], 1, None)]) == []
+    table = []
+    m.grow(table, 3)
+    tail = table[0]
+    m.release(table, 0, (tail, ROOT, [1, 2, 3]))
+    plans = [([], 2, (tail, 3)), ([], 2, (tail, 2)), ([], 2, None)]
+    copies = m.admit(plans)
+    assert plans[0][0] == [tail] and copies == [(tail, plans[1][0][0])] and plans[2][0] == []
+    # The same cost as without the hit: 6 blocks; the copy's source holds an extra ref until it is made.
+    assert m.reserved() == 6 and m.match_partial(ROOT, [1, 2, 3]) is None
+    m.copied(copies)
+    m.check([plans[0][0], plans[1][0], plans[2][0]], 1 + 1 + 2)
