@@ -342,8 +342,8 @@ def test_a_random_workload_keeps_the_invariants_and_the_answers_of_caching_off()
         turns = []  # earlier prompts and their answers but the last token (never computed): next turns' heads
         while len(calls) < 100 or c.counts() != (0, 0):
             if len(calls) < 100 and rng.random() < 0.5:
-                heads = [*prefixes, *turns[-8:]]
-                prompts = [[*rng.choice(heads)[:rng.randint(0, 16)], *(rng.randrange(EOS) for _ in range(rng.randint(1, 8)))]
+                head = rng.choice([*prefixes, *turns[-8:]])  # a call's prompts often share a partial block
+                prompts = [[*head[:rng.randint(0, 16)], *(rng.randrange(EOS) for _ in range(rng.randint(1, 8)))]
                            for _ in range(rng.randint(1, 3))]
                 calls.append(requests(*prompts, max_new_tokens=rng.randint(1, 8)))
                 c.add(calls[-1])
