@@ -268,12 +268,18 @@ def test_a_failed_step_caches_nothing_and_an_abort_gives_its_blocks_back():
     assert c.blocks.cached() == 3  # its computed full blocks stay for reuse, and its partly filled last one
 
 
-def test_a_partly_filled_last_block_is_reused_and_written_on_after_its_tokens():
+def first_turn():
+    """The context fake after one prompt ran on a core: its KV ends inside its second block (7 tokens computed)."""
     model = FakeModel(context=True)
     c = EngineCore(model, [EOS], Limits(), 64)
-    (r,) = requests(list(range(1, 7)), max_new_tokens=2)  # 7 tokens computed: a full block and 3 of the next
+    (r,) = requests([1, 2, 3, 4, 5, 6], max_new_tokens=2)
     c.add([r])
     run(c)
+    return model, c, r
+
+
+def test_a_partly_filled_last_block_is_reused_and_written_on_after_its_tokens():
+    model, _, r = first_turn()
     history = [*r.prompt_ids, *r.output_ids[:-1]]
     turn2, diverging = [*history, 40, 41], [*history[:5], 50, 51, 52]
     for prompt, hit in ((turn2, 7), (diverging, 5)):  # 5: one token of the partial block matches
@@ -285,11 +291,7 @@ def test_a_partly_filled_last_block_is_reused_and_written_on_after_its_tokens():
 
 
 def test_a_partial_block_taken_by_one_prompt_is_copied_for_the_others_never_shared_for_writing():
-    model = FakeModel(context=True)
-    c = EngineCore(model, [EOS], Limits(), 64)
-    (r,) = requests([1, 2, 3, 4, 5, 6], max_new_tokens=2)
-    c.add([r])
-    run(c)
+    model, c, r = first_turn()
     prompts = [[*r.prompt_ids, r.output_ids[0], 9, 9], [*r.prompt_ids, r.output_ids[0], 8], [*r.prompt_ids[:5], 7]]
     call = requests(*prompts, max_new_tokens=3)
     c.add(call)
@@ -312,11 +314,7 @@ def test_a_partial_block_taken_by_one_prompt_is_copied_for_the_others_never_shar
 
 
 def test_a_failed_copy_fails_the_prompts_it_was_for_and_keeps_no_partial_entry():
-    model = FakeModel(context=True)
-    c = EngineCore(model, [EOS], Limits(), 64)
-    (r,) = requests([1, 2, 3, 4, 5, 6], max_new_tokens=2)
-    c.add([r])
-    run(c)
+    model, c, r = first_turn()
     model.fail = True
     call = requests([*r.prompt_ids, r.output_ids[0], 9], [*r.prompt_ids, r.output_ids[0], 8])
     c.add(call)
