@@ -119,10 +119,11 @@ def hit_rate(turns: list[ChatTurn]) -> float | None:
     return sum(t.cached_tokens or 0 for t in turns) / prompt if prompt else None
 
 
-def reachable_rate(r: Round, questions: list[list[str]], tokenizer, block_size: int) -> float | None:
-    """Cached tokens over what a full-block cache could hold on turns >= 2: the block floor of the tokens each
-    prompt shares with the previous turn's prompt followed by its answer's tokens. Below 1: the template
-    re-rendered the history differently from what was generated, or blocks were evicted."""
+def reachable_rate(r: Round, questions: list[list[str]], tokenizer) -> float | None:
+    """Cached tokens over what the cache could hold on turns >= 2: the tokens each prompt shares with the
+    previous turn's prompt followed by its answer's tokens, less the answer's last one (never computed), and
+    never the prompt's last token. Below 1: the template re-rendered the history differently from what was
+    generated, or blocks were evicted."""
     from server.engine.model import render
     from server.engine.types import Message
 
@@ -141,7 +142,7 @@ def reachable_rate(r: Round, questions: list[list[str]], tokenizer, block_size: 
         seen = ids(t.conversation, t.turn - 1, mine) + tokenizer(mine[t.turn - 2], add_special_tokens=False)["input_ids"]
         now = ids(t.conversation, t.turn, mine)
         shared = next((i for i, (a, b) in enumerate(zip(seen, now)) if a != b), min(len(seen), len(now)))
-        reachable += min(shared, len(now) - 1) // block_size * block_size
+        reachable += min(shared, len(seen) - 1, len(now) - 1)
         cached += t.cached_tokens or 0
     return cached / reachable if reachable else None
 
@@ -236,7 +237,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
 
     tokenizer = AutoTokenizer.from_pretrained(args.serve)
     got = figures(results)
-    got["prefix_hit_of_reachable"] = median(reachable_rate(r, questions, tokenizer, block_size) for r in results)
+    got["prefix_hit_of_reachable"] = median(reachable_rate(r, questions, tokenizer) for r in results)
     report(got)
     if args.json:
         Path(args.json).write_text(json.dumps({"servable": args.servable, "model": args.serve,
