@@ -88,8 +88,8 @@ def test_system_message_goes_through_the_template_like_grpc(client, http_server)
 
 
 def test_cached_prompt_tokens_are_reported_on_grpc_and_http(client, http_server):
-    """Prefix caching is on by default: a prompt sent again finds its full blocks (all but the block of its last
-    token, always computed) on every API; a nonce at the start keeps earlier tests' blocks out of it."""
+    """Prefix caching is on by default: a prompt sent again finds its cached KV (never its last token, always
+    computed) on every API; a nonce at the start keeps earlier tests' blocks out of it."""
     system = f"{uuid.uuid4().hex} You answer in one short sentence, as a librarian would, without any fuss."
     question = "Where do I find the books about ships and the sea?"
     messages = [{"role": "system", "content": system}, {"role": "user", "content": question}]
