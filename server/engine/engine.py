@@ -105,14 +105,24 @@ class Engine:
         """(running, waiting) requests."""
         return self.core.counts()
 
-    def tokenize(self, request: GenerationRequest) -> list[list[int]]:
-        """The token ids each prompt (or conversation, rendered) of `request` would run as; nothing is generated."""
+    def tokenize(self, request: GenerationRequest, add_special_tokens: bool | None = None) -> list[list[int]]:
+        """The token ids each prompt (or conversation, rendered) of `request` would run as (`add_special_tokens`
+        set: with or without the tokenizer's own special tokens instead); nothing is generated."""
         check_inputs(request, self.limits)
         if request.prompt_ids:
             return [list(ids) for ids in request.prompt_ids]
         items = request.prompts or request.conversations
-        return [self.model.encode(self.model.render(item, request.system_prompt, request.raw), request.raw)
+        special = request.raw if add_special_tokens is None else add_special_tokens
+        return [self.model.tokenizer.encode(self.model.render(item, request.system_prompt, request.raw), special)
                 for item in items]
+
+    def tokenizer_info(self) -> dict:
+        """The tokenizer's special tokens, chat template and length limit (vLLM's /tokenizer_info)."""
+        tokenizer = self.model.tokenizer
+        names = getattr(tokenizer, "special_tokens_map", {})
+        return {"eos_token": names.get("eos_token"), "bos_token": names.get("bos_token"),
+                "pad_token": names.get("pad_token"), "chat_template": tokenizer.chat_template,
+                "model_max_length": self.model.info.context_length, "vocab_size": self.model.vocab_size}
 
     def detokenize(self, token_ids: list[int]) -> str:
         """The text of token ids (special tokens kept); raises ValidationError naming a bad index."""

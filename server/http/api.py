@@ -55,6 +55,7 @@ class OpenAIApi:
             Route("/v1/completions", self.completions, methods=["POST"]),
             Route("/tokenize", self.tokenize, methods=["POST"]),
             Route("/detokenize", self.detokenize, methods=["POST"]),
+            Route("/tokenizer_info", self.tokenizer_info, methods=["GET"]),
             Route("/", self.page, methods=["GET"]),
             Mount("/static", StaticFiles(directory=STATIC), name="static"),
         ]
@@ -88,10 +89,10 @@ class OpenAIApi:
 
     async def tokenize(self, request: Request) -> Response:
         async def answer(body):
-            model, generation, strs = schema.parse_tokenize(body)
+            model, generation, special, strs = schema.parse_tokenize(body)
             self._check_model(model)
             engine = self._engine()
-            (ids,) = await engine.tokenize(generation)
+            (ids,) = await engine.tokenize(generation, special)
             texts = [await engine.detokenize([t]) for t in ids] if strs else None
             return {"count": len(ids), "max_model_len": engine.context_length, "tokens": ids, "token_strs": texts}
         return await self._tokens(request, "tokenize", answer)
@@ -102,6 +103,12 @@ class OpenAIApi:
             self._check_model(model)
             return {"prompt": await self._engine().detokenize(ids)}
         return await self._tokens(request, "detokenize", answer)
+
+    async def tokenizer_info(self, request: Request) -> Response:
+        try:
+            return _json(self._engine().tokenizer_info())
+        except NotReady as error:
+            return _error(errors.from_engine(error))
 
     async def _tokens(self, request: Request, rpc: str, answer) -> Response:
         try:

@@ -295,28 +295,28 @@ def parse(body, kind: str, max_choices: int) -> OpenAIRequest:
 TOKENIZE_FIELDS = {"model", "prompt", "messages", "add_special_tokens", "add_generation_prompt", "return_token_strs"}
 
 
-def parse_tokenize(body) -> tuple[str | None, GenerationRequest, bool]:
+def parse_tokenize(body) -> tuple[str | None, GenerationRequest, bool | None, bool]:
     """vLLM's /tokenize body (`prompt`: raw text, or `messages`: a chat, rendered with its template): the model
-    named, the request whose prompt is tokenized, and whether the tokens' texts are wanted."""
+    named, the request whose prompt is tokenized, add_special_tokens (None: as a generation would), and whether
+    the tokens' texts are wanted."""
     if not isinstance(body, dict):
         raise ValidationError("body", f"expected a JSON object, got {_kind(body)}")
     for name, value in body.items():
         if value is not None and name not in TOKENIZE_FIELDS:
             raise ValidationError(name, "not supported by this server")
-    if body.get("add_special_tokens") is False and "prompt" in body:
-        raise ValidationError("add_special_tokens", "only true is supported for a prompt")
     if body.get("add_generation_prompt") is False:
         raise ValidationError("add_generation_prompt", "only true is supported")
     model = body.get("model")
     if model is not None and not isinstance(model, str):
         raise ValidationError("model", f"expected a string, got {_kind(model)}")
     strs = bool(_bool(body, "return_token_strs"))
+    special = _bool(body, "add_special_tokens")
     if body.get("messages") is not None:
-        return model, GenerationRequest(conversations=(_messages(body),)), strs
+        return model, GenerationRequest(conversations=(_messages(body),)), special, strs
     prompt = body.get("prompt")
     if not isinstance(prompt, str):
         raise ValidationError("prompt", f"expected a string, got {_kind(prompt)}")
-    return model, GenerationRequest(prompts=(prompt,), raw=True), strs
+    return model, GenerationRequest(prompts=(prompt,), raw=True), special, strs
 
 
 def parse_detokenize(body) -> tuple[str | None, list[int]]:
