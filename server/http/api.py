@@ -256,11 +256,15 @@ class Generation:
                 copy, event = event_pair
                 i = self._index(copy, event)
                 if isinstance(event, TextDelta):
-                    if event.text or (r.logprobs and event.logprobs):
+                    text, logprobs = event.text, event.logprobs
+                    if r.echo and event.prompt_logprobs is not None:  # a choice's first delta: its prompt first
+                        prompt, prompt_logprobs = self._echo(copy, event.index, event.prompt_logprobs)
+                        text, logprobs = prompt + text, (*prompt_logprobs, *logprobs)
+                    if text or (r.logprobs and logprobs):
                         now = schema.usage(event.prompt_tokens, event.completion_tokens, 0) \
                             if r.continuous_usage else None
-                        await emit(schema.chunk(kind, self.id, self.created, model, i, event.text, with_usage=usage,
-                                                logprobs=self._logprobs(i, event.logprobs, offsets), usage_now=now))
+                        await emit(schema.chunk(kind, self.id, self.created, model, i, text, with_usage=usage,
+                                                logprobs=self._logprobs(i, logprobs, offsets), usage_now=now))
                 elif isinstance(event, Finished):
                     reason = schema.FINISH[event.reason]
                     finals.append(schema.Choice(i, "", reason, event.usage))

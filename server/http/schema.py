@@ -260,8 +260,6 @@ def parse(body, kind: str, max_choices: int) -> OpenAIRequest:
     params, max_field = _params(body, kind)
     logprobs = _logprobs(body, kind)
     echo = bool(_bool(body, "echo"))
-    if echo and stream:
-        raise ValidationError("echo", "not supported with stream: true")
 
     ids: tuple = ()
     if kind == "chat":
