@@ -28,6 +28,18 @@ def engine(fp32_model_dir):
     e.close()
 
 
+def optimum_logprobs(model_dir, ids: list[int]) -> list[float]:
+    """Each token's logprob after the first from OVModelForCausalLM's logits over the whole sequence."""
+    import torch
+
+    from tests.reference import optimum
+
+    model, _ = optimum(model_dir)
+    x = torch.tensor([ids])
+    rows = torch.log_softmax(model(input_ids=x, attention_mask=torch.ones_like(x)).logits[0].float(), dim=-1)
+    return [rows[i - 1, ids[i]].item() for i in range(1, len(ids))]
+
+
 def run_lm_eval(http_server, tmp_path: Path) -> tuple[dict, dict[str, list[dict]]]:
     """lm-eval's CLI in a process of its own, offline; its results and its logged samples per task."""
     tasks = tmp_path / "tasks"
@@ -59,6 +71,7 @@ def test_lm_eval_scores_local_tasks_as_the_engine_computes_them_in_process(http_
 
     mc = samples["local_mc"]
     assert len(mc) == 6
+    checked = []
     for sample in mc:  # arguments: {gen_args_i: {arg_0: context, arg_1: continuation}}; resps: [[[logprob, greedy]]]
         for args, ((served, greedy),) in zip(sample["arguments"].values(), sample["resps"]):
             context, continuation = args["arg_0"], args["arg_1"]
@@ -69,7 +82,12 @@ def test_lm_eval_scores_local_tasks_as_the_engine_computes_them_in_process(http_
                                                      params=SamplingParams(max_new_tokens=0)))
             tail = c.prompt_logprobs[len(ctx):]
             assert math.isclose(float(served), sum(lp.logprob for lp in tail), abs_tol=1e-4)
+            checked.append((whole, c.prompt_logprobs))
             assert (greedy == "True") == all(lp.logprob == lp.top[0][2] for lp in tail)
+
+    # And those are the model's own: optimum-intel's full logits agree up to the paged KV cache's precision.
+    whole, logprobs = checked[0]
+    assert max(abs(lp.logprob - ref) for lp, ref in zip(logprobs[1:], optimum_logprobs(engine.model.info.path, whole))) < 1e-2
 
     gen = samples["local_gen"]
     assert len(gen) == 3
