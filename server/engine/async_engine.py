@@ -62,6 +62,22 @@ class AsyncEngine:
             if call is not None:
                 call.cancel()  # a no-op once finished
 
+    async def tokenize(self, request: GenerationRequest, add_special_tokens: bool | None = None) -> list[list[int]]:
+        """Each prompt's token ids as the engine would run them (on the submit threads: a long prompt never
+        stalls the loop); raises ValidationError."""
+        return await asyncio.get_running_loop().run_in_executor(self._submitter, self.engine.tokenize, request,
+                                                                add_special_tokens)
+
+    async def detokenize(self, token_ids: list[int]) -> str:
+        return await asyncio.get_running_loop().run_in_executor(self._submitter, self.engine.detokenize, token_ids)
+
+    @property
+    def context_length(self) -> int:
+        return self.engine.model.info.context_length
+
+    def tokenizer_info(self) -> dict:
+        return self.engine.tokenizer_info()
+
     def counts(self) -> tuple[int, int]:
         """(running, waiting) requests."""
         return self.engine.counts()

@@ -23,7 +23,7 @@ from server.engine.kv_cache import ROOT, BlockManager, block_keys, chain
 from server.engine.paged_model import StepInputs
 from server.engine.params import Limits
 from server.engine.request import FINISH_REASON, Request, RequestStatus
-from server.engine.sampler import TokenLogprob, choose_tokens
+from server.engine.sampler import TokenLogprob, choose_tokens, prompt_logprobs
 from server.engine.types import FinishReason
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,12 @@ class ScheduledSeq:
     start: int  # position of the first of them (= tokens already in its cache)
     block_table: list[int]
     sampled: bool  # its last token is its last known one: the step chooses the next
+    every_row: bool = False  # the logits of every token are wanted (prompt logprobs), not only the sampled one
+
+    @property
+    def rows(self) -> int:
+        """Rows of logits this sequence gets: every token's, or its last one's when sampled."""
+        return len(self.token_ids) if self.every_row else int(self.sampled)
 
 
 @dataclass(frozen=True)
@@ -57,8 +63,7 @@ class ScheduledStep:
             past.append(s.start)
             begins.append(begins[-1] + n)
             block_begins.append(len(tables))
-            if s.sampled:
-                sampled.append(begins[-1] - 1)
+            sampled.extend(range(begins[-1] - s.rows, begins[-1]))
         return StepInputs(
             input_ids=np.array(ids, dtype=np.int64),
             position_ids=np.array(positions, dtype=np.int64),
@@ -81,6 +86,7 @@ class SeqOutput:
     logprobs: tuple[TokenLogprob, ...] = ()
     error: str | None = None  # the model step failed for it
     cached_tokens: int | None = None  # on its first token (or cancellation): prompt tokens found in the cache
+    prompt_logprobs: tuple[TokenLogprob, ...] | None = None  # on its first output, when asked: prompt tokens 1..
 
 
 @dataclass(frozen=True)
@@ -188,15 +194,22 @@ class EngineCore:
         if not scheduled.seqs:
             return StepOutput(outputs, 0, time.monotonic())
         by_id = {r.id: r for r in self._running}
-        sampled = []
+        sampled, rows, row = [], [], 0
         for s in scheduled.seqs:
             request = by_id[s.request_id]
             request.computed += len(s.token_ids)
             if self.blocks.caching:
                 self._register(request, s.start)
+            if s.every_row:  # rows of prompt tokens but the last predict the next prompt token
+                predicting = len(s.token_ids) - int(s.sampled)
+                request.prompt_logprob_values.extend(prompt_logprobs(
+                    logits[row:row + predicting], request.prompt_ids[s.start + 1:s.start + 1 + predicting],
+                    request.prompt_logprobs))
+            row += s.rows
             if s.sampled:
                 sampled.append(request)
-        outputs.extend(self._update(sampled, logits))
+                rows.append(row - 1)
+        outputs.extend(self._update(sampled, logits[rows] if len(rows) < len(logits) else logits))
         return StepOutput(outputs, len(scheduled.seqs), time.monotonic())
 
     def _drain_aborts(self) -> list[SeqOutput]:
@@ -288,7 +301,8 @@ class EngineCore:
                 continue
             r.reserved -= self.blocks.grow(r.blocks, r.computed + n)
             seqs.append(ScheduledSeq(r.id, r.pending(n), r.computed, list(r.blocks),
-                                     r.computed + n >= len(r.prompt_ids)))
+                                     r.computed + n >= len(r.prompt_ids),
+                                     r.prompt_logprobs is not None and r.computed < len(r.prompt_ids)))
         return ScheduledStep(seqs)
 
     def _update(self, sampled: list[Request], logits: np.ndarray) -> list[SeqOutput]:
@@ -298,18 +312,24 @@ class EngineCore:
         tokens, logprobs = choose_tokens(logits, sampled, self._eos)
         outputs, done = [], []
         for request, token, logprob in zip(sampled, tokens, logprobs):
-            request.output_ids.append(token)
-            status = None
-            if token in self._eos:
-                status = RequestStatus.FINISHED_STOPPED
-            elif len(request.output_ids) >= request.params.max_new_tokens:
-                status = RequestStatus.FINISHED_LENGTH
+            first = not request.output_ids
+            if request.params.max_new_tokens == 0:  # the prompt's logprobs were all it wanted
+                status, new, logprob = RequestStatus.FINISHED_LENGTH, (), None
+            else:
+                request.output_ids.append(token)
+                status, new = None, (token,)
+                if token in self._eos:  # never before min_new_tokens (ignore_eos: max_new_tokens)
+                    status = RequestStatus.FINISHED_STOPPED
+                elif len(request.output_ids) >= request.params.max_new_tokens:
+                    status = RequestStatus.FINISHED_LENGTH
             if status is not None:
                 request.status = status
                 done.append(request)
-            outputs.append(SeqOutput(request.id, (token,), FINISH_REASON[status] if status else None,
+            outputs.append(SeqOutput(request.id, new, FINISH_REASON[status] if status else None,
                                      (logprob,) if logprob is not None else (),
-                                     cached_tokens=request.cached_tokens if len(request.output_ids) == 1 else None))
+                                     cached_tokens=request.cached_tokens if first else None,
+                                     prompt_logprobs=tuple(request.prompt_logprob_values)
+                                     if first and request.prompt_logprobs is not None else None))
         self._finish(done, None)
         return outputs
 

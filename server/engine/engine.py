@@ -23,7 +23,7 @@ from server.engine.params import GenerationParams, KVCacheConfig, Limits, Schedu
 from server.engine.request import Request
 from server.engine.streamer import TokenStreamer
 from server.engine.types import Completion, Event, GenerationRequest, collect
-from server.engine.validation import check_cache, check_inputs, check_lengths, resolve_params
+from server.engine.validation import check_cache, check_inputs, check_lengths, check_token_ids, resolve_params
 
 log = logging.getLogger(__name__)
 
@@ -63,16 +63,22 @@ class Engine:
             raise NotReady("the server is shutting down")
         check_inputs(request, self.limits)
         params = resolve_params(request, self.defaults, self.limits)
-        items = request.prompts or request.conversations
-        texts = [self.model.render(item, request.system_prompt, request.raw) for item in items]
-        prompt_ids = [self.model.encode(t, request.raw) for t in texts]
-        field = "prompts" if request.prompts else "conversations"
+        if request.prompt_ids:
+            field, prompt_ids = "prompt_ids", [list(ids) for ids in request.prompt_ids]
+            for i, ids in enumerate(prompt_ids):
+                check_token_ids(f"{field}[{i}]", ids, self.model.vocab_size)
+        else:
+            items = request.prompts or request.conversations
+            texts = [self.model.render(item, request.system_prompt, request.raw) for item in items]
+            prompt_ids = [self.model.encode(t, request.raw) for t in texts]
+            field = "prompts" if request.prompts else "conversations"
         lengths = [len(p) for p in prompt_ids]
         check_lengths(field, lengths, params, self.limits, self.model.info.context_length)
         check_cache(field, lengths, params, self.core.blocks.num_blocks, self.core.blocks.block_size)
 
         call = Call(next(self._ids), time.monotonic(), waker or self._waker, self.core.abort)
-        requests = [Request(next(self._ids), call.id, ids, params, request.logprobs) for ids in prompt_ids]
+        requests = [Request(next(self._ids), call.id, ids, params, request.logprobs, request.prompt_logprobs)
+                    for ids in prompt_ids]
         for index, r in enumerate(requests):
             call.streamers[r.id] = TokenStreamer(self.model.tokenizer, index, r.prompt_ids, params.stop,
                                                  self.model.eos_token_ids, call.collector, call.arrival)
@@ -98,6 +104,30 @@ class Engine:
     def counts(self) -> tuple[int, int]:
         """(running, waiting) requests."""
         return self.core.counts()
+
+    def tokenize(self, request: GenerationRequest, add_special_tokens: bool | None = None) -> list[list[int]]:
+        """The token ids each prompt (or conversation, rendered) of `request` would run as (`add_special_tokens`
+        set: with or without the tokenizer's own special tokens instead); nothing is generated."""
+        check_inputs(request, self.limits)
+        if request.prompt_ids:
+            return [list(ids) for ids in request.prompt_ids]
+        items = request.prompts or request.conversations
+        special = request.raw if add_special_tokens is None else add_special_tokens
+        return [self.model.tokenizer.encode(self.model.render(item, request.system_prompt, request.raw), special)
+                for item in items]
+
+    def tokenizer_info(self) -> dict:
+        """The tokenizer's special tokens, chat template and length limit (vLLM's /tokenizer_info)."""
+        tokenizer = self.model.tokenizer
+        names = getattr(tokenizer, "special_tokens_map", {})
+        return {"eos_token": names.get("eos_token"), "bos_token": names.get("bos_token"),
+                "pad_token": names.get("pad_token"), "chat_template": tokenizer.chat_template,
+                "model_max_length": self.model.info.context_length, "vocab_size": self.model.vocab_size}
+
+    def detokenize(self, token_ids: list[int]) -> str:
+        """The text of token ids (special tokens kept); raises ValidationError naming a bad index."""
+        check_token_ids("tokens", token_ids, self.model.vocab_size)
+        return self.model.tokenizer.decode(token_ids)
 
     def stop_accepting(self) -> None:
         self._accepting = False

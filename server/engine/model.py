@@ -94,6 +94,11 @@ class LoadedModel:
         info = ModelInfo(str(path), device, precision, seconds, int(context), stop, report, required)
         return cls(paged, tokenizer, info, generation.get("eos_token_id", getattr(config, "eos_token_id", None)))
 
+    @property
+    def vocab_size(self) -> int:
+        """Token ids a prompt may hold: the tokenizer's, added tokens included."""
+        return len(self.tokenizer)
+
     def render(self, prompt: str | tuple[Message, ...], system_prompt: str | None, raw: bool) -> str:
         return render(self.tokenizer, prompt, system_prompt, raw)
 

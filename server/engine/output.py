@@ -69,7 +69,9 @@ class Collector:
                 at = self._open_text.get(event.index)
                 if at is not None:
                     old = self._events[at]
-                    self._events[at] = TextDelta(event.index, old.text + event.text, old.logprobs + event.logprobs)
+                    prompt = old.prompt_logprobs if old.prompt_logprobs is not None else event.prompt_logprobs
+                    self._events[at] = TextDelta(event.index, old.text + event.text, old.logprobs + event.logprobs,
+                                                 prompt, event.prompt_tokens, event.completion_tokens)
                     return
                 self._open_text[event.index] = len(self._events)
             elif isinstance(event, Finished):
@@ -174,6 +176,8 @@ class OutputProcessor:
                     continue
                 if out.cached_tokens is not None:
                     streamer.cached_tokens = out.cached_tokens
+                if out.prompt_logprobs is not None:
+                    streamer.prompt_logprobs(out.prompt_logprobs)
                 last = len(out.new_token_ids) - 1
                 for i, token in enumerate(out.new_token_ids):
                     streamer.put(token, output.time, last=i == last and out.finish_reason is not None,

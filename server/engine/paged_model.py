@@ -3,7 +3,8 @@
 The OVModelForCausalLM's `ov.Model` goes through OpenVINO's paged-attention transformation (no internal
 state: the KV cache is a set of block tensors we own), plus a gather of the positions whose next token
 is chosen before the vocabulary MatMul, as openvino-genai does, so a prefill computes one row of logits
-per sequence instead of one per prompt token.
+per sequence instead of one per prompt token (every prompt row only for a request that wants its prompt's
+logprobs).
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ class StepInputs:
     block_indices: np.ndarray  # [blocks] int32: every sequence's block table, back to back
     block_indices_begins: np.ndarray  # [seqs + 1] int32
     max_context_len: int
-    sampled: np.ndarray  # [n] int64: token rows whose logits are wanted (a sequence's last token)
+    sampled: np.ndarray  # [n] int64: token rows whose logits are wanted (a sequence's last token, or every one)
 
 
 def _lm_head(ov_model):

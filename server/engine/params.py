@@ -24,6 +24,7 @@ class GenerationParams:
     # A request's stop strings are added to these, not put in their place. The defaults hold the model's
     # end-of-answer markers (its manifest's stop strings).
     stop: tuple[str, ...] = ()
+    ignore_eos: bool = False  # end-of-sequence tokens do not end the answer: it runs to max_new_tokens (benchmarks)
 
 
 PARAMETERS = tuple(f.name for f in fields(GenerationParams))
@@ -37,6 +38,7 @@ class Limits:
     max_new_tokens_cap: int = 2048
     max_stop_strings: int = 8
     max_stop_length: int = 64  # characters
+    max_logprobs: int = 20  # most likely alternatives reported per token (OpenAI's top_logprobs bound)
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,7 @@ class Request:
     prompt_ids: list[int]
     params: GenerationParams
     logprobs: int | None = None  # None: none; N: the chosen token's and the N best alternatives'
+    prompt_logprobs: int | None = None  # None: none; N: every prompt token's after the first, with N alternatives
     output_ids: list[int] = field(default_factory=list)  # every chosen token, an end-of-sequence one included
     status: RequestStatus = RequestStatus.WAITING
     computed: int = 0  # tokens already in the KV cache
@@ -50,8 +51,11 @@ class Request:
     cached_tokens: int = 0  # prompt tokens found in the prefix cache
     reads_cache: bool = True  # False: compute the whole prompt (prompt logprobs need every row)
     generator: np.random.Generator | None = None
+    prompt_logprob_values: list = field(default_factory=list)  # sampler.TokenLogprob of prompt tokens 1.., so far
 
     def __post_init__(self):
+        if self.prompt_logprobs is not None:
+            self.reads_cache = False
         if self.params.do_sample and self.generator is None:
             self.generator = generator(self.params.seed)
 

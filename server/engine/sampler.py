@@ -109,6 +109,12 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
 
 
+def prompt_logprobs(logits: np.ndarray, next_ids: Sequence[int], top: int) -> list[TokenLogprob]:
+    """Each row's logprob of the token that actually came next (a prompt's own), with `top` alternatives."""
+    rows = log_softmax(logits)
+    return [_logprob(row, token, top) for row, token in zip(rows, next_ids)]
+
+
 def _logprob(row: np.ndarray, token: int, top: int) -> TokenLogprob:
     best: tuple[tuple[int, float], ...] = ()
     if top > 0:

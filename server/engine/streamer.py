@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from transformers import TextIteratorStreamer
 
-from server.engine.types import Finished, FinishReason, TextDelta, Usage
+from server.engine.types import Finished, FinishReason, Logprob, TextDelta, Usage
 
 
 class TokenStreamer(TextIteratorStreamer):
@@ -49,7 +49,7 @@ class TokenStreamer(TextIteratorStreamer):
             self.first_token_at = now
         self.completion_tokens += 1
         if logprob is not None:
-            self._logprobs.append(logprob)
+            self._logprobs.append(self._logprob(token, logprob.logprob, logprob.top))
         if token in self.eos:
             return
         self.token_ids.append(token)
@@ -63,6 +63,16 @@ class TokenStreamer(TextIteratorStreamer):
             if safe > self.sent:
                 self.on_finalized_text(self.text[self.sent:safe])
                 self.sent = safe
+
+    def prompt_logprobs(self, values) -> None:
+        """The prompt's logprobs (sampler.TokenLogprob of its tokens after the first), sent before any text."""
+        first = self._logprob(self.prompt_ids[0], None, ())
+        self.sink.put(TextDelta(self.index, "", (), (first, *(self._logprob(v.token_id, v.logprob, v.top) for v in values)),
+                                len(self.prompt_ids), self.completion_tokens))
+
+    def _logprob(self, token: int, logprob: float | None, top) -> Logprob:
+        text = self.tokenizer.decode
+        return Logprob(token, text([token]), logprob, tuple((t, text([t]), lp) for t, lp in top))
 
     def _decode_new(self, force: bool) -> str:
         ids = self.token_ids
@@ -95,7 +105,8 @@ class TokenStreamer(TextIteratorStreamer):
 
     def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
         if text or self._logprobs:
-            self.sink.put(TextDelta(self.index, text, tuple(self._logprobs)))
+            self.sink.put(TextDelta(self.index, text, tuple(self._logprobs), None, len(self.prompt_ids),
+                                    self.completion_tokens))
             self._logprobs.clear()
 
 

@@ -53,6 +53,9 @@ class Tokenizer:
         backend.no_padding()
         return cls(backend, config, template)
 
+    def __len__(self) -> int:
+        return self.backend.get_vocab_size(with_added_tokens=True)
+
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
         return self.backend.encode(text, add_special_tokens=add_special_tokens).ids
 

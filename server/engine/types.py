@@ -48,21 +48,40 @@ class GenerationRequest:
     """One call: several prompts (or conversations) generated together as one batch."""
 
     prompts: tuple[str, ...] = ()
+    prompt_ids: tuple[tuple[int, ...], ...] = ()  # instead of prompts: prompts as token ids, used as they are
     conversations: tuple[tuple[Message, ...], ...] = ()
     system_prompt: str | None = None
     raw: bool = False
     params: SamplingParams = field(default_factory=SamplingParams)
     logprobs: int | None = None  # None: no logprobs; N: each token's, with the N most likely alternatives
+    # None: none; N: every prompt token's logprob (the first has none) with N alternatives. The whole prompt is
+    # computed (no prefix cache), and max_new_tokens may be 0.
+    prompt_logprobs: int | None = None
+
+
+@dataclass(frozen=True)
+class Logprob:
+    """One token's log-probability under the model's raw distribution (log-softmax of its logits, before
+    penalties and temperature), with its text and the most likely alternatives as (token_id, text, logprob)."""
+
+    token_id: int
+    token: str
+    logprob: float | None  # None: the first prompt token, which nothing predicts
+    top: tuple[tuple[int, str, float], ...] = ()
 
 
 @dataclass(frozen=True)
 class TextDelta:
-    """New text of prompt `index` since its previous delta (and, when the request asked, the logprobs of
-    the tokens that made it: sampler.TokenLogprob)."""
+    """New text of prompt `index` since its previous delta; when the request asked, the logprobs of the
+    tokens that made it, and (on the prompt's first delta) its prompt's. `prompt_tokens` and
+    `completion_tokens` count so far, for usage on every streamed chunk."""
 
     index: int
     text: str
-    logprobs: tuple = ()
+    logprobs: tuple[Logprob, ...] = ()
+    prompt_logprobs: tuple[Logprob, ...] | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -103,17 +122,25 @@ class Completion:
     text: str
     reason: FinishReason
     usage: Usage
+    logprobs: tuple[Logprob, ...] = ()
+    prompt_logprobs: tuple[Logprob, ...] | None = None
 
 
 def collect(events: Iterable[Event]) -> list[Completion]:
     """Gather a request's events into whole completions, in prompt order."""
     texts: dict[int, list[str]] = {}
+    logprobs: dict[int, list[Logprob]] = {}
+    prompt_logprobs: dict[int, tuple[Logprob, ...]] = {}
     done: dict[int, Finished] = {}
     for event in events:
         if isinstance(event, TextDelta):
             texts.setdefault(event.index, []).append(event.text)
+            logprobs.setdefault(event.index, []).extend(event.logprobs)
+            if event.prompt_logprobs is not None:
+                prompt_logprobs[event.index] = event.prompt_logprobs
         elif isinstance(event, Finished):
             done[event.index] = event
         elif isinstance(event, Failed):
             raise RuntimeError(event.message)
-    return [Completion(i, "".join(texts.get(i, [])), f.reason, f.usage) for i, f in sorted(done.items())]
+    return [Completion(i, "".join(texts.get(i, [])), f.reason, f.usage, tuple(logprobs.get(i, ())),
+                       prompt_logprobs.get(i)) for i, f in sorted(done.items())]

@@ -14,18 +14,22 @@ SAMPLING = {"temperature", "top_p", "top_k", "seed"}  # setting one turns sampli
 
 
 def check_inputs(request: GenerationRequest, limits: Limits) -> None:
-    """Prompts or conversations: exactly one, none empty, within the batch limit."""
-    if request.prompts and request.conversations:
-        raise ValidationError("prompts", "give either prompts or conversations, not both")
-    if not request.prompts and not request.conversations:
+    """Prompts, prompt ids or conversations: exactly one kind, none empty, within the batch limit; logprob counts."""
+    kinds = [name for name in ("prompts", "prompt_ids", "conversations") if getattr(request, name)]
+    if len(kinds) > 1:
+        raise ValidationError(kinds[0], f"give one of prompts, prompt_ids or conversations, not {' and '.join(kinds)}")
+    if not kinds:
         raise ValidationError("prompts", "at least one prompt (or conversation) is required")
-    field = "prompts" if request.prompts else "conversations"
-    count = len(request.prompts) or len(request.conversations)
+    field = kinds[0]
+    count = len(getattr(request, field))
     if count > limits.max_batch:
         raise ValidationError(field, f"{count} given, at most {limits.max_batch} per request")
     for i, prompt in enumerate(request.prompts):
         if not prompt.strip():
             raise ValidationError(f"prompts[{i}]", "must not be empty")
+    for i, ids in enumerate(request.prompt_ids):
+        if not ids:
+            raise ValidationError(f"prompt_ids[{i}]", "must not be empty")
     for i, conversation in enumerate(request.conversations):
         if not conversation:
             raise ValidationError(f"conversations[{i}].messages", "must not be empty")
@@ -37,6 +41,17 @@ def check_inputs(request: GenerationRequest, limits: Limits) -> None:
                 )
     if request.raw and request.conversations:
         raise ValidationError("raw", "raw applies to prompts, not to conversations")
+    for name in ("logprobs", "prompt_logprobs"):
+        n = getattr(request, name)
+        if n is not None and not 0 <= n <= limits.max_logprobs:
+            raise ValidationError(name, f"must be in [0, {limits.max_logprobs}]")
+
+
+def check_token_ids(field: str, ids, vocab_size: int) -> None:
+    """Every id is a token of the model's vocabulary; the error names `field[index]`."""
+    for j, token in enumerate(ids):
+        if not 0 <= token < vocab_size:
+            raise ValidationError(f"{field}[{j}]", f"{token} is not a token id (the vocabulary has {vocab_size} tokens)")
 
 
 def resolve_params(request: GenerationRequest, defaults: GenerationParams, limits: Limits) -> GenerationParams:
@@ -44,8 +59,8 @@ def resolve_params(request: GenerationRequest, defaults: GenerationParams, limit
     given = request.params.given
     stop = given.get("stop", ())  # the request's own; the limits apply to these, not to the defaults
     p = dataclasses.replace(defaults, **{**given, "stop": tuple(dict.fromkeys((*stop, *defaults.stop)))})
-    if p.max_new_tokens < 1:
-        raise ValidationError("max_new_tokens", "must be at least 1")
+    if p.max_new_tokens < (0 if request.prompt_logprobs is not None else 1):
+        raise ValidationError("max_new_tokens", "must be at least 1 (0 only with prompt logprobs)")
     if p.max_new_tokens > limits.max_new_tokens_cap:
         raise ValidationError("max_new_tokens",
                               f"{p.max_new_tokens} is above this server's cap of {limits.max_new_tokens_cap}")
@@ -72,7 +87,9 @@ def resolve_params(request: GenerationRequest, defaults: GenerationParams, limit
     # Sampling when asked, or when a sampling parameter is set and do_sample is left unset; temperature 0
     # means greedy, as in most serving APIs.
     do_sample = given.get("do_sample", defaults.do_sample or bool(SAMPLING & given.keys()))
-    return dataclasses.replace(p, do_sample=do_sample and p.temperature != 0)
+    p = dataclasses.replace(p, do_sample=do_sample and p.temperature != 0)
+    # ignore_eos as vLLM's benchmarks mean it: every answer runs to max_new_tokens.
+    return dataclasses.replace(p, min_new_tokens=p.max_new_tokens) if p.ignore_eos else p
 
 
 def check_lengths(field: str, token_counts: list[int], params: GenerationParams, limits: Limits, context_length: int) -> None:

@@ -9,10 +9,12 @@ from server.engine.types import (
     Completion,
     Finished,
     GenerationRequest,
+    Logprob,
     Message,
     SamplingParams,
     TextDelta,
 )
+
 
 def to_request(msg: llm_pb2.GenerateRequest) -> GenerationRequest:
     # The message has a field for each generation parameter, of the same name: `optional` ones, listed when
@@ -24,6 +26,7 @@ def to_request(msg: llm_pb2.GenerateRequest) -> GenerationRequest:
         system_prompt=msg.system_prompt if msg.HasField("system_prompt") else None,
         raw=msg.raw,
         params=SamplingParams(**given),
+        logprobs=msg.top_logprobs if msg.HasField("top_logprobs") else None,
     )
 
 
@@ -35,12 +38,18 @@ def prompt_texts(msg: llm_pb2.GenerateRequest) -> list[str]:
 def to_response(completions: list[Completion]) -> llm_pb2.GenerateResponse:
     # The proto's Completion and GenerateStreamResponse name the usage fields as Usage does.
     return llm_pb2.GenerateResponse(completions=[
-        llm_pb2.Completion(index=c.index, text=c.text, finish_reason=int(c.reason), **asdict(c.usage))
+        llm_pb2.Completion(index=c.index, text=c.text, finish_reason=int(c.reason), logprobs=_logprobs(c.logprobs),
+                           **asdict(c.usage))
         for c in completions
     ])
 
 
 def to_stream_message(event: TextDelta | Finished) -> llm_pb2.GenerateStreamResponse:
     if isinstance(event, TextDelta):
-        return llm_pb2.GenerateStreamResponse(index=event.index, text=event.text)
+        return llm_pb2.GenerateStreamResponse(index=event.index, text=event.text, logprobs=_logprobs(event.logprobs))
     return llm_pb2.GenerateStreamResponse(index=event.index, finish_reason=int(event.reason), **asdict(event.usage))
+
+
+def _logprobs(logprobs: tuple[Logprob, ...]) -> list[llm_pb2.TokenLogprob]:
+    return [llm_pb2.TokenLogprob(token_id=lp.token_id, token=lp.token, logprob=lp.logprob, top_logprobs=[
+        llm_pb2.TopLogprob(token_id=t, token=text, logprob=v) for t, text, v in lp.top]) for lp in logprobs]

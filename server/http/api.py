@@ -21,7 +21,7 @@ from starlette.staticfiles import StaticFiles
 
 from server.auth import bearer_matches
 from server.calls import Calls
-from server.engine.errors import EngineError, ValidationError
+from server.engine.errors import EngineError, NotReady, ValidationError
 from server.engine.types import Event, Finished, TextDelta
 from server.http import errors, schema
 from server.http.errors import HttpError
@@ -53,6 +53,9 @@ class OpenAIApi:
             Route("/v1/models/{name:path}", self.model, methods=["GET"]),
             Route("/v1/chat/completions", self.chat_completions, methods=["POST"]),
             Route("/v1/completions", self.completions, methods=["POST"]),
+            Route("/tokenize", self.tokenize, methods=["POST"]),
+            Route("/detokenize", self.detokenize, methods=["POST"]),
+            Route("/tokenizer_info", self.tokenizer_info, methods=["GET"]),
             Route("/", self.page, methods=["GET"]),
             Mount("/static", StaticFiles(directory=STATIC), name="static"),
         ]
@@ -81,6 +84,48 @@ class OpenAIApi:
 
     async def page(self, request: Request) -> Response:
         return FileResponse(STATIC / "index.html")
+
+    # ------------------------------------------------------------ tokens (vLLM's endpoints)
+
+    async def tokenize(self, request: Request) -> Response:
+        async def answer(body):
+            model, generation, special, strs = schema.parse_tokenize(body)
+            self._check_model(model)
+            engine = self._engine()
+            (ids,) = await engine.tokenize(generation, special)
+            texts = [await engine.detokenize([t]) for t in ids] if strs else None
+            return {"count": len(ids), "max_model_len": engine.context_length, "tokens": ids, "token_strs": texts}
+        return await self._tokens(request, "tokenize", answer)
+
+    async def detokenize(self, request: Request) -> Response:
+        async def answer(body):
+            model, ids = schema.parse_detokenize(body)
+            self._check_model(model)
+            return {"prompt": await self._engine().detokenize(ids)}
+        return await self._tokens(request, "detokenize", answer)
+
+    async def tokenizer_info(self, request: Request) -> Response:
+        try:
+            return _json(self._engine().tokenizer_info())
+        except NotReady as error:
+            return _error(errors.from_engine(error))
+
+    async def _tokens(self, request: Request, rpc: str, answer) -> Response:
+        try:
+            return _json(await answer(await read_json(request, self.max_body_bytes)))
+        except (EngineError, HttpError) as error:
+            refused = errors.from_engine(error) if isinstance(error, EngineError) else error
+            self.calls.refused(rpc, "http", refused.log_code, refused.message)
+            return _error(refused)
+
+    def _check_model(self, model: str | None) -> None:
+        if model is not None and model != self.model_name:
+            raise errors.model_not_found(model, self.model_name)
+
+    def _engine(self):
+        if self.calls.engine is None:
+            raise NotReady("the model is still loading")
+        return self.calls.engine
 
     # ------------------------------------------------------------ generation
 
@@ -157,6 +202,8 @@ class Generation:
         r = self.request
         choices: dict[int, schema.Choice] = {}
         texts: dict[int, list[str]] = {}
+        logprobs: dict[int, list] = {}
+        prompts: dict[int, tuple] = {}
         try:
             pending = [first]
             while True:
@@ -164,6 +211,9 @@ class Generation:
                     i = self._index(copy, event)
                     if isinstance(event, TextDelta):
                         texts.setdefault(i, []).append(event.text)
+                        logprobs.setdefault(i, []).extend(event.logprobs)
+                        if event.prompt_logprobs is not None:
+                            prompts[i] = event.prompt_logprobs
                     elif isinstance(event, Finished):
                         choices[i] = schema.Choice(i, "", schema.FINISH[event.reason], event.usage)
                 pending = [await anext(events)]
@@ -174,8 +224,18 @@ class Generation:
             return
         for i, choice in choices.items():
             choice.text = "".join(texts.get(i, []))
+            if r.logprobs:
+                choice.logprobs = logprobs.get(i, [])
+            if r.echo:
+                choice.prompt, choice.prompt_logprobs = self._echo(i % r.n, i // r.n, prompts.get(i, ()))
         body = schema.whole(r.kind, self.id, self.created, self.api.model_name, list(choices.values()), r.n)
         await _send_json(send, 200, body)
+
+    def _echo(self, copy: int, prompt: int, prompt_logprobs: tuple) -> tuple[str, tuple]:
+        """echo: the prompt's text (a token-id prompt's, from its tokens) and, with logprobs, its logprobs."""
+        request = self.request.requests[copy]
+        text = request.prompts[prompt] if request.prompts else "".join(lp.token for lp in prompt_logprobs)
+        return text, prompt_logprobs if self.request.logprobs else ()
 
     async def _stream(self, send, first, events) -> None:
         r = self.request
@@ -189,18 +249,30 @@ class Generation:
             for i in range(r.prompt_count * r.n):
                 await emit(schema.chunk(kind, self.id, self.created, model, i, role=True, with_usage=usage))
         finals: list[schema.Choice] = []
+        offsets: dict[int, int] = {}  # completions' text_offset, per choice
         try:
             event_pair = first
             while True:
                 copy, event = event_pair
                 i = self._index(copy, event)
                 if isinstance(event, TextDelta):
-                    if event.text:
-                        await emit(schema.chunk(kind, self.id, self.created, model, i, event.text, with_usage=usage))
+                    text, logprobs = event.text, event.logprobs
+                    if r.echo and event.prompt_logprobs is not None:  # a choice's first delta: its prompt first
+                        prompt, prompt_logprobs = self._echo(copy, event.index, event.prompt_logprobs)
+                        text, logprobs = prompt + text, (*prompt_logprobs, *logprobs)
+                    if text or (r.logprobs and logprobs):
+                        now = schema.usage(event.prompt_tokens, event.completion_tokens, 0) \
+                            if r.continuous_usage else None
+                        await emit(schema.chunk(kind, self.id, self.created, model, i, text, with_usage=usage,
+                                                logprobs=self._logprobs(i, logprobs, offsets), usage_now=now))
                 elif isinstance(event, Finished):
                     reason = schema.FINISH[event.reason]
                     finals.append(schema.Choice(i, "", reason, event.usage))
-                    await emit(schema.chunk(kind, self.id, self.created, model, i, None, reason, with_usage=usage))
+                    u = event.usage
+                    now = schema.usage(u.prompt_tokens, u.completion_tokens, u.cached_tokens) \
+                        if r.continuous_usage else None
+                    await emit(schema.chunk(kind, self.id, self.created, model, i, None, reason, with_usage=usage,
+                                            usage_now=now))
                 event_pair = await anext(events)
         except StopAsyncIteration:
             if usage:
@@ -209,6 +281,16 @@ class Generation:
             failed = errors.from_engine(error, r)
             await send({"type": "http.response.body", "body": b"data: " + failed.body() + b"\n\n", "more_body": True})
         await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
+
+    def _logprobs(self, i: int, logprobs: tuple, offsets: dict[int, int]) -> dict | None:
+        """A streamed chunk's logprobs in the kind's shape (None when not asked for)."""
+        if not self.request.logprobs:
+            return None
+        if self.request.kind == "chat":
+            return schema.chat_logprobs(list(logprobs))
+        out = schema.completion_logprobs(list(logprobs), offsets.get(i, 0))
+        offsets[i] = offsets.get(i, 0) + sum(len(lp.token) for lp in logprobs)
+        return out
 
 
 class ApiKeyCheck:

@@ -16,19 +16,30 @@ from dataclasses import dataclass, field, replace
 
 from server.engine.errors import ValidationError
 from server.engine.params import PARAMETERS, GenerationParams
-from server.engine.types import FinishReason, GenerationRequest, Message, SamplingParams, Usage
+from server.engine.types import FinishReason, GenerationRequest, Logprob, Message, SamplingParams, Usage
 
 # Our generation parameters by OpenAI's names, where those differ (chat also takes max_completion_tokens, the
 # newer max_tokens); do_sample has none: OpenAI samples unless temperature is 0.
 OPENAI_NAMES = {"max_new_tokens": "max_tokens", "min_new_tokens": "min_tokens", "do_sample": None}
 # OpenAI's name -> ours, for every parameter an OpenAI body may set.
 OPENAI_PARAMS = {OPENAI_NAMES.get(ours, ours): ours for ours in PARAMETERS if OPENAI_NAMES.get(ours, ours)}
-# Lower bounds checked here, so that the error names the field as the client wrote it.
-LOWEST = {"max_tokens": 1, "max_completion_tokens": 1, "min_tokens": 0, "top_k": -1, "seed": 0}
-COMMON = {"model", "stream", "stream_options", "n", "user", *OPENAI_PARAMS}
-FIELDS = {"chat": COMMON | {"messages", "max_completion_tokens"}, "completion": COMMON | {"prompt"}}
-# Fields we do not implement, accepted only at the value that changes nothing (null is always "not set").
-NEUTRAL = {"frequency_penalty": 0, "presence_penalty": 0, "logprobs": False, "echo": False, "best_of": 1}
+# Lower bounds checked here, so that the error names the field as the client wrote it (max_tokens may be 0 with
+# echo and logprobs; the engine says so otherwise).
+LOWEST = {"max_tokens": 0, "max_completion_tokens": 1, "min_tokens": 0, "top_k": -1, "seed": 0, "top_logprobs": 0,
+          "logprobs": 0}
+
+# What a body may hold, in one place (README, "HTTP API", lists the same). Beyond OpenAI's own fields we take the
+# extensions evaluation and benchmark clients send (vLLM's names): the generation parameters OpenAI lacks (min_tokens,
+# top_k, repetition_penalty, ignore_eos; OPENAI_PARAMS) and stream_options.continuous_usage_stats.
+COMMON = {"model", "stream", "stream_options", "n", *OPENAI_PARAMS}
+FIELDS = {"chat": COMMON | {"messages", "max_completion_tokens", "logprobs", "top_logprobs"},
+          "completion": COMMON | {"prompt", "echo", "logprobs"}}
+STREAM_OPTIONS = {"include_usage", "continuous_usage_stats"}
+# Documented by OpenAI, accepted and ignored: none changes what is generated.
+IGNORED = {"user", "metadata", "store", "service_tier", "parallel_tool_calls", "prediction", "cache_prompt"}
+# Fields we do not implement, accepted only at the value that changes nothing (null is always "not set"); any other
+# value is refused with 400 naming the field, as is every field not listed here.
+NEUTRAL = {"frequency_penalty": 0, "presence_penalty": 0, "best_of": 1, "tool_choice": "none", "logit_bias": {}}
 MESSAGE_FIELDS = {"role", "content"}
 # OpenAI's "developer" role is its newer name for "system".
 ROLE_ALIASES = {"developer": "system"}
@@ -50,6 +61,10 @@ class OpenAIRequest:
     max_tokens_field: str  # the name the client used, for error messages
     requests: tuple[GenerationRequest, ...]  # one per copy
     texts: tuple[str, ...] = field(default=(), repr=False)  # the user's text per prompt, for logs
+    continuous_usage: bool = False  # usage on every streamed chunk
+    logprobs: bool = False  # each choice carries its tokens' logprobs
+    echo: bool = False  # completions: the prompt before the completion (its logprobs too, when asked)
+    prompt_ids: tuple[tuple[int, ...], ...] = ()  # the prompts, when sent as token ids
 
     @property
     def rpc(self) -> str:
@@ -100,7 +115,7 @@ def _kind(v) -> str:
 
 def _refuse_unknown(body: dict, kind: str) -> None:
     for name, value in body.items():
-        if value is None or name in FIELDS[kind]:
+        if value is None or name in FIELDS[kind] or name in IGNORED:
             continue
         neutral = NEUTRAL.get(name)
         if neutral is not None and value == neutral and isinstance(value, bool) == isinstance(neutral, bool):
@@ -184,17 +199,40 @@ def _messages(body: dict) -> tuple[Message, ...]:
     return tuple(out)
 
 
-def _prompts(body: dict) -> tuple[tuple[str, ...], bool]:
+def _token_ids(ids: list, where: str) -> tuple[int, ...]:
+    for j, t in enumerate(ids):
+        if not _is_int(t):
+            raise ValidationError(f"{where}[{j}]", f"expected a token id (an integer), got {_kind(t)}")
+    return tuple(ids)
+
+
+def _prompts(body: dict) -> tuple[tuple, bool, bool]:
+    """(prompts, given as a list, as token ids): text prompts, or token-id prompts (an array of integers, or an
+    array of such arrays)."""
     prompt = body.get("prompt")
     if isinstance(prompt, str):
-        return (prompt,), False
-    if isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt):
-        return tuple(prompt), True
+        return (prompt,), False, False
     if prompt is None or prompt == []:
         raise ValidationError("prompt", "at least one prompt is required")
-    if isinstance(prompt, list) and all(_is_int(t) or isinstance(t, list) for t in prompt):
-        raise ValidationError("prompt", "token ids are not supported; send text")
-    raise ValidationError("prompt", f"expected a string or an array of strings, got {_kind(prompt)}")
+    if isinstance(prompt, list) and all(isinstance(p, str) for p in prompt):
+        return tuple(prompt), True, False
+    if isinstance(prompt, list) and all(_is_int(t) for t in prompt):
+        return (tuple(prompt),), False, True
+    if isinstance(prompt, list) and all(isinstance(p, list) for p in prompt):
+        return tuple(_token_ids(p, f"prompt[{i}]") for i, p in enumerate(prompt)), True, True
+    raise ValidationError("prompt", "expected a string, an array of strings, an array of token ids or an array of "
+                                    f"such arrays, got {_kind(prompt)}")
+
+
+def _logprobs(body: dict, kind: str) -> int | None:
+    """How many alternatives per token (None: no logprobs): chat's logprobs + top_logprobs, completions' logprobs."""
+    if kind == "completion":
+        return _int(body, "logprobs", LOWEST["logprobs"])
+    wanted = _bool(body, "logprobs")
+    top = _int(body, "top_logprobs", LOWEST["top_logprobs"])
+    if top is not None and not wanted:
+        raise ValidationError("top_logprobs", "needs logprobs: true")
+    return (top or 0) if wanted else None
 
 
 def parse(body, kind: str, max_choices: int) -> OpenAIRequest:
@@ -207,29 +245,40 @@ def parse(body, kind: str, max_choices: int) -> OpenAIRequest:
         raise ValidationError("model", f"expected a string, got {_kind(model)}")
     stream = bool(_bool(body, "stream"))
     options = body.get("stream_options")
-    include_usage = False
+    include_usage = continuous = False
     if options is not None:
         if not isinstance(options, dict):
             raise ValidationError("stream_options", f"expected an object, got {_kind(options)}")
         for name in options:
-            if name != "include_usage":
+            if name not in STREAM_OPTIONS:
                 raise ValidationError(f"stream_options.{name}", "not supported by this server")
         if not stream:
             raise ValidationError("stream_options", "only allowed with stream: true")
         include_usage = bool(_bool(options, "include_usage"))
+        continuous = bool(_bool(options, "continuous_usage_stats"))
     n = _int(body, "n", low=1) or 1
     params, max_field = _params(body, kind)
-    if isinstance(body.get("user"), (dict, list)):
-        raise ValidationError("user", "expected a string")
+    logprobs = _logprobs(body, kind)
+    echo = bool(_bool(body, "echo"))
 
+    ids: tuple = ()
     if kind == "chat":
         messages = _messages(body)
-        base = GenerationRequest(conversations=(messages,), params=params)
+        base = GenerationRequest(conversations=(messages,), params=params, logprobs=logprobs)
         texts, count, is_list = ("\n".join(m.content for m in messages),), 1, False
     else:
-        prompts, is_list = _prompts(body)
-        base = GenerationRequest(prompts=prompts, raw=True, params=params)
-        texts, count = prompts, len(prompts)
+        prompts, is_list, as_ids = _prompts(body)
+        # echo's prompt logprobs (and its text, for token-id prompts) come from one pass over the whole prompt.
+        prompt_logprobs = (logprobs or 0) if echo else None
+        if as_ids:
+            ids, texts = prompts, tuple(f"<{len(p)} token ids>" for p in prompts)
+            base = GenerationRequest(prompt_ids=prompts, params=params, logprobs=logprobs,
+                                     prompt_logprobs=prompt_logprobs)
+        else:
+            base = GenerationRequest(prompts=prompts, raw=True, params=params, logprobs=logprobs,
+                                     prompt_logprobs=prompt_logprobs)
+            texts = prompts
+        count = len(prompts)
     if count * n > max_choices:
         where = "n" if n > 1 else "prompt"
         raise ValidationError(where, f"{count} prompt(s) x n={n} = {count * n} choices, at most {max_choices} per request")
@@ -237,7 +286,48 @@ def parse(body, kind: str, max_choices: int) -> OpenAIRequest:
     copies = tuple(
         base if seed is None else replace(base, params=SamplingParams(**{**params.given, "seed": seed + c}))
         for c in range(n))
-    return OpenAIRequest(kind, model, stream, include_usage, n, count, is_list, max_field, copies, tuple(texts))
+    return OpenAIRequest(kind, model, stream, include_usage, n, count, is_list, max_field, copies, tuple(texts),
+                         continuous, logprobs is not None, echo, ids)
+
+
+TOKENIZE_FIELDS = {"model", "prompt", "messages", "add_special_tokens", "add_generation_prompt", "return_token_strs"}
+
+
+def parse_tokenize(body) -> tuple[str | None, GenerationRequest, bool | None, bool]:
+    """vLLM's /tokenize body (`prompt`: raw text, or `messages`: a chat, rendered with its template): the model
+    named, the request whose prompt is tokenized, add_special_tokens (None: as a generation would), and whether
+    the tokens' texts are wanted."""
+    if not isinstance(body, dict):
+        raise ValidationError("body", f"expected a JSON object, got {_kind(body)}")
+    for name, value in body.items():
+        if value is not None and name not in TOKENIZE_FIELDS:
+            raise ValidationError(name, "not supported by this server")
+    if body.get("add_generation_prompt") is False:
+        raise ValidationError("add_generation_prompt", "only true is supported")
+    model = body.get("model")
+    if model is not None and not isinstance(model, str):
+        raise ValidationError("model", f"expected a string, got {_kind(model)}")
+    strs = bool(_bool(body, "return_token_strs"))
+    special = _bool(body, "add_special_tokens")
+    if body.get("messages") is not None:
+        return model, GenerationRequest(conversations=(_messages(body),)), special, strs
+    prompt = body.get("prompt")
+    if not isinstance(prompt, str):
+        raise ValidationError("prompt", f"expected a string, got {_kind(prompt)}")
+    return model, GenerationRequest(prompts=(prompt,), raw=True), special, strs
+
+
+def parse_detokenize(body) -> tuple[str | None, list[int]]:
+    """vLLM's /detokenize body: the model named and `tokens`, an array of token ids."""
+    if not isinstance(body, dict):
+        raise ValidationError("body", f"expected a JSON object, got {_kind(body)}")
+    for name, value in body.items():
+        if value is not None and name not in ("model", "tokens"):
+            raise ValidationError(name, "not supported by this server")
+    tokens = body.get("tokens")
+    if not isinstance(tokens, list):
+        raise ValidationError("tokens", f"expected an array of token ids, got {_kind(tokens)}")
+    return body.get("model"), list(_token_ids(tokens, "tokens"))
 
 
 def openai_error(error: ValidationError, request: OpenAIRequest | None) -> tuple[str, str]:
@@ -248,8 +338,13 @@ def openai_error(error: ValidationError, request: OpenAIRequest | None) -> tuple
     if request is not None:
         names["max_new_tokens"] = request.max_tokens_field
     head, _, rest = field.partition("[")
-    if head in names:
+    if head in ("logprobs", "prompt_logprobs") and request is not None:
+        field = "top_logprobs" if request.kind == "chat" else "logprobs"
+    elif head in names:
         field = names[head]
+    elif head == "prompt_ids" and request is not None:
+        # prompt_ids[i][j] -> prompt[i][j], or prompt[j] for a single array of ids
+        field = "prompt" + (f"[{rest}" if request.prompt_is_list else rest[rest.index("]") + 1:] if "]" in rest else "")
     elif head in ("conversations", "prompts") and request is not None:
         if request.kind == "chat":
             # conversations[0].messages[j].role -> messages[j].role; the conversation itself -> messages
@@ -286,6 +381,9 @@ class Choice:
     text: str
     finish_reason: str
     usage: Usage
+    logprobs: list[Logprob] | None = None  # None: not asked for
+    prompt: str = ""  # echo: the prompt's text, before the completion
+    prompt_logprobs: tuple[Logprob, ...] = ()  # echo with logprobs
 
 
 def _object(kind: str, chunk: bool) -> str:
@@ -294,15 +392,43 @@ def _object(kind: str, chunk: bool) -> str:
     return "text_completion"
 
 
+def _bytes(token: str) -> list[int]:
+    return list(token.encode("utf-8"))
+
+
+def chat_logprobs(logprobs: list[Logprob]) -> dict:
+    """OpenAI's chat shape: choices[].logprobs.content[]."""
+    return {"content": [{"token": lp.token, "logprob": lp.logprob, "bytes": _bytes(lp.token),
+                         "top_logprobs": [{"token": t, "logprob": v, "bytes": _bytes(t)} for _, t, v in lp.top]}
+                        for lp in logprobs], "refusal": None}
+
+
+def completion_logprobs(logprobs: list[Logprob], offset: int) -> dict:
+    """OpenAI's legacy completions shape; `offset`: where the first token's text starts in the choice's text. As
+    vLLM, each token's top_logprobs holds the token itself besides the best alternatives (null for the first
+    prompt token, which has no logprob)."""
+    out = {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
+    for lp in logprobs:
+        out["tokens"].append(lp.token)
+        out["token_logprobs"].append(lp.logprob)
+        out["top_logprobs"].append(None if lp.logprob is None else {**{t: v for _, t, v in lp.top}, lp.token: lp.logprob})
+        out["text_offset"].append(offset)
+        offset += len(lp.token)
+    return out
+
+
 def whole(kind: str, id_: str, created: int, model: str, choices: list[Choice], n: int) -> dict:
     """The non-streamed body: every choice in index order, with usage."""
     out = []
     for c in sorted(choices, key=lambda c: c.index):
         if kind == "chat":
             out.append({"index": c.index, "message": {"role": "assistant", "content": c.text},
-                        "logprobs": None, "finish_reason": c.finish_reason})
+                        "logprobs": None if c.logprobs is None else chat_logprobs(c.logprobs),
+                        "finish_reason": c.finish_reason})
         else:
-            out.append({"index": c.index, "text": c.text, "logprobs": None, "finish_reason": c.finish_reason})
+            logprobs = None if c.logprobs is None else completion_logprobs([*c.prompt_logprobs, *c.logprobs], 0)
+            out.append({"index": c.index, "text": c.prompt + c.text, "logprobs": logprobs,
+                        "finish_reason": c.finish_reason})
     return {"id": id_, "object": _object(kind, False), "created": created, "model": model, "choices": out,
             "usage": total_usage(choices, n)}
 
@@ -315,16 +441,17 @@ def total_usage(choices: list[Choice], n: int) -> dict:
 
 
 def chunk(kind: str, id_: str, created: int, model: str, index: int, text: str | None = None,
-          finish_reason: str | None = None, role: bool = False, with_usage: bool = False) -> dict:
-    """One streamed chunk for one choice."""
+          finish_reason: str | None = None, role: bool = False, with_usage: bool = False, logprobs: dict | None = None,
+          usage_now: dict | None = None) -> dict:
+    """One streamed chunk for one choice (`logprobs` already in the kind's shape; `usage_now`: continuous usage)."""
     if kind == "chat":
         delta = {"role": "assistant", "content": ""} if role else ({} if text is None else {"content": text})
-        choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+        choice = {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}
     else:
-        choice = {"index": index, "text": text or "", "logprobs": None, "finish_reason": finish_reason}
+        choice = {"index": index, "text": text or "", "logprobs": logprobs, "finish_reason": finish_reason}
     body = {"id": id_, "object": _object(kind, True), "created": created, "model": model, "choices": [choice]}
-    if with_usage:
-        body["usage"] = None  # as OpenAI: null on every chunk but the last when usage was asked for
+    if with_usage or usage_now is not None:
+        body["usage"] = usage_now  # as OpenAI: null on every chunk but the last when usage was asked for
     return body
 
 

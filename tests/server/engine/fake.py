@@ -56,10 +56,10 @@ class FakeModel:
             positions = np.arange(past, past + b - a)
             self.kv_token[t[positions // size], positions % size] = step.input_ids[a:b]
             self.kv_position[t[positions // size], positions % size] = positions
-        rows = [i for i, (a, b) in enumerate(spans) if b - 1 in set(step.sampled.tolist())]
         logits = np.zeros((len(step.sampled), VOCAB), dtype=np.float32)
-        for row, i in enumerate(rows):
-            logits[row, self.next_token(seen[i])] = 5.0
+        for row, at in enumerate(step.sampled.tolist()):  # a token row: what its sequence has read up to it
+            i = next(i for i, (a, b) in enumerate(spans) if a <= at < b)
+            logits[row, self.next_token(seen[i][:len(seen[i]) - (spans[i][1] - 1 - at)])] = 5.0
         return logits
 
     def next_token(self, tokens) -> int:

@@ -38,6 +38,11 @@ def run(c: EngineCore, limit=100):
     raise AssertionError("still busy")
 
 
+def _added(c: EngineCore, call) -> EngineCore:
+    c.add(call)
+    return c
+
+
 def tokens_by_request(steps):
     got = {}
     for out in steps:
@@ -363,3 +368,35 @@ def test_a_random_workload_keeps_the_invariants_and_the_answers_of_caching_off()
     off, none, _, _ = workload(False)
     assert n >= 180 and on == off and sum(none) == 0
     assert sum(h % 4 != 0 for h in hits) >= 10 and copies  # partial blocks reused, taken and copied
+
+
+def test_prompt_logprobs_come_from_every_prompt_row_in_chunks_without_reading_the_cache():
+    """The fake predicts t + 1 after t: a prompt token that follows its predecessor gets the best logprob."""
+    c = EngineCore(FakeModel(), [EOS], Limits(max_batch=8), max_step_tokens=3)
+    prompt = [1, 2, 3, 4, 9, 10, 11, 12, 20]
+    c.add(requests(prompt))  # caches the prompt's blocks
+    run(c)
+    r = Request(next(_ids), next(_ids), prompt, GenerationParams(max_new_tokens=0), prompt_logprobs=1)
+    assert not r.reads_cache
+    c.add([r])
+    steps = run(c)
+    (first,) = [o for s in steps for o in s.outputs]
+    assert first.cached_tokens == 0 and first.new_token_ids == () and first.finish_reason == FinishReason.LENGTH
+    lps = first.prompt_logprobs
+    assert [lp.token_id for lp in lps] == prompt[1:]
+    assert [lp.top[0][0] for lp in lps] == [t + 1 for t in prompt[:-1]]
+    best = lps[0].logprob
+    assert [lp.logprob == best for lp in lps] == [t == p + 1 for p, t in zip(prompt, prompt[1:])]
+    assert max(len(st.input_ids) for st in c.model.steps) <= 3  # in chunks
+    assert_cache_empty(c)
+
+
+def test_prompt_logprobs_beside_ordinary_requests_leave_their_answers_alone():
+    alone = tokens_by_request(run(_added(core(), requests([5, 6, 7], [30, 31]))))
+    c = core(max_step_tokens=4)
+    r = Request(next(_ids), next(_ids), [1, 2, 3, 4, 5, 6], GenerationParams(max_new_tokens=2), prompt_logprobs=0)
+    others = requests([5, 6, 7], [30, 31])
+    c.add([r])
+    c.add(others)
+    got = tokens_by_request(run(c))
+    assert [got[o.id] for o in others] == list(alone.values()) and got[r.id] == [7, 8]

@@ -7,7 +7,7 @@ import pytest
 from server.engine.errors import ValidationError
 from server.engine.params import GenerationParams, Limits
 from server.engine.types import GenerationRequest, Message, SamplingParams
-from server.engine.validation import check_inputs, check_lengths, resolve_params
+from server.engine.validation import check_inputs, check_lengths, check_token_ids, resolve_params
 
 LIMITS = Limits(max_batch=4, max_prompt_tokens=100, max_new_tokens_cap=50, max_stop_strings=2, max_stop_length=5)
 DEFAULTS = GenerationParams(max_new_tokens=20)
@@ -85,3 +85,29 @@ def test_lengths_check_the_prompt_limit_and_the_context():
     check_lengths("prompts", [100, 10], p, LIMITS, context_length=150)
     assert field_of(check_lengths, "prompts", [10, 101], p, LIMITS, 1000) == "prompts[1]"
     assert field_of(check_lengths, "conversations", [60], p, LIMITS, 100) == "conversations[0]"
+
+
+def test_logprob_counts_token_ids_and_max_new_tokens_zero():
+    limits = Limits()
+    for name in ("logprobs", "prompt_logprobs"):
+        with pytest.raises(ValidationError) as caught:
+            check_inputs(GenerationRequest(prompts=("hi",), **{name: 21}), limits)
+        assert caught.value.field == name
+    check_inputs(GenerationRequest(prompt_ids=((1, 2),), logprobs=20, prompt_logprobs=0), limits)
+    with pytest.raises(ValidationError) as caught:
+        check_inputs(GenerationRequest(prompts=("hi",), prompt_ids=((1,),)), limits)
+    assert caught.value.field == "prompts"
+    with pytest.raises(ValidationError) as caught:
+        check_token_ids("prompt_ids[1]", [0, 5, 64], vocab_size=64)
+    assert caught.value.field == "prompt_ids[1][2]"
+    zero = SamplingParams(max_new_tokens=0)
+    assert resolve_params(GenerationRequest(prompts=("hi",), params=zero, prompt_logprobs=0),
+                          GenerationParams(), limits).max_new_tokens == 0
+    with pytest.raises(ValidationError, match="at least 1"):
+        resolve_params(GenerationRequest(prompts=("hi",), params=zero), GenerationParams(), limits)
+
+
+def test_ignore_eos_runs_to_max_new_tokens():
+    p = resolve_params(GenerationRequest(prompts=("hi",), params=SamplingParams(ignore_eos=True, max_new_tokens=9)),
+                       GenerationParams(), Limits())
+    assert p.min_new_tokens == 9

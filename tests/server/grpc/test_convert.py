@@ -2,7 +2,7 @@
 from proto import llm_pb2
 from server.grpc import convert
 from server.engine.params import PARAMETERS
-from server.engine.types import Completion, Finished, FinishReason, Usage
+from server.engine.types import Completion, Finished, FinishReason, Logprob, TextDelta, Usage
 
 
 def test_every_generation_parameter_is_a_request_field_the_server_can_tell_unset():
@@ -30,3 +30,15 @@ def test_usage_goes_out_in_both_messages():
         assert (msg.prompt_tokens, msg.completion_tokens, msg.ttft_ms, msg.total_ms, msg.cached_tokens) == (7, 3, 1.5, 4.0, 4)
     assert c.text == "hello" and c.finish_reason == llm_pb2.LENGTH
     assert final.index == 1 and final.finish_reason == llm_pb2.STOP
+
+
+def test_top_logprobs_and_per_token_logprobs_go_both_ways():
+    assert convert.to_request(llm_pb2.GenerateRequest(prompts=["hi"], top_logprobs=0)).logprobs == 0
+    assert convert.to_request(llm_pb2.GenerateRequest(prompts=["hi"])).logprobs is None
+    lp = Logprob(5, " a", -0.5, ((5, " a", -0.5), (7, " b", -1.25)))
+    (msg,) = convert.to_stream_message(TextDelta(0, " a", (lp,))).logprobs
+    assert (msg.token_id, msg.token, msg.logprob) == (5, " a", -0.5)
+    assert [(t.token_id, t.token, t.logprob) for t in msg.top_logprobs] == [(5, " a", -0.5), (7, " b", -1.25)]
+    usage = Usage(1, 1, 1.0, 1.0)
+    (c,) = convert.to_response([Completion(0, " a", FinishReason.LENGTH, usage, (lp,))]).completions
+    assert c.logprobs[0].token == " a"

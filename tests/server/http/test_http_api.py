@@ -154,7 +154,7 @@ def test_n_gives_n_choices_that_differ_and_repeat_with_the_seed(client):
 
 
 @pytest.mark.parametrize("field, value", [
-    ("logprobs", True), ("top_logprobs", 2), ("response_format", {"type": "json_object"}),
+    ("response_format", {"type": "json_object"}),
     ("tools", [{"type": "function", "function": {"name": "f", "parameters": {}}}]), ("tool_choice", "auto"),
     ("frequency_penalty", 0.5), ("presence_penalty", 0.5), ("logit_bias", {"50256": -100}),
 ])
@@ -166,7 +166,7 @@ def test_unsupported_fields_are_refused_naming_them(client, field, value):
 
 
 def test_unsupported_completion_fields_and_unknown_fields_are_refused(client):
-    for extra in ({"echo": True}, {"suffix": "x"}, {"best_of": 3}, {"temprature": 0.5}):
+    for extra in ({"suffix": "x"}, {"best_of": 3}, {"temprature": 0.5}):
         with pytest.raises(openai.BadRequestError) as caught:
             client.completions.create(model=MODEL, prompt="hi", max_tokens=2, extra_body=extra)
         assert caught.value.param == next(iter(extra))
@@ -204,7 +204,7 @@ def test_bad_values_are_refused_naming_the_field(client, kwargs, param, words):
     assert f"{param}: " in str(caught.value) and words in str(caught.value)
 
 
-@pytest.mark.parametrize("prompt, param", [("", "prompt"), (["ok", "  "], "prompt[1]"), ([1, 2, 3], "prompt"),
+@pytest.mark.parametrize("prompt, param", [("", "prompt"), (["ok", "  "], "prompt[1]"), ([1, 10**7], "prompt[1]"),
                                            ([], "prompt")])
 def test_bad_prompts_are_refused_naming_them(client, prompt, param):
     with pytest.raises(openai.BadRequestError) as caught:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from server.engine.errors import ValidationError
-from server.engine.types import FinishReason, Message, Usage
+from server.engine.types import FinishReason, Logprob, Message, Usage
 from server.http import schema
 
 
@@ -42,7 +42,8 @@ def test_null_means_unset_and_neutral_values_pass():
 
 
 @pytest.mark.parametrize("fields, name", [
-    ({"logprobs": True}, "logprobs"), ({"tools": []}, "tools"), ({"max_tokens": True}, "max_tokens"),
+    ({"top_logprobs": 2}, "top_logprobs"), ({"tools": []}, "tools"), ({"frequency_penalty": 0.5}, "frequency_penalty"),
+    ({"stream_options": {"continuous_usage_stats": True}}, "stream_options"), ({"max_tokens": True}, "max_tokens"),
     ({"max_tokens": 1.5}, "max_tokens"), ({"stop": 3}, "stop"), ({"stop": ["a", 1]}, "stop[1]"),
     ({"stream_options": {"x": 1}, "stream": True}, "stream_options.x"), ({"n": 5, "top_p": "1"}, "top_p"),
     ({"messages": [{"role": "user", "content": "hi", "name": "bob"}]}, "messages[0].name"),
@@ -74,3 +75,43 @@ def test_usage_counts_a_prompt_once_however_many_copies():
     assert schema.total_usage(choices, n=2) == {"prompt_tokens": 20, "completion_tokens": 12, "total_tokens": 32,
                                                 "prompt_tokens_details": {"cached_tokens": 8}}
     assert schema.FINISH[FinishReason.STOP_SEQUENCE] == "stop" and schema.FINISH[FinishReason.LENGTH] == "length"
+
+
+def test_extension_fields_clients_send_are_accepted():
+    """guidellm's and vLLM's benchmark's defaults, and the documented fields that change nothing."""
+    r = chat(ignore_eos=True, stop=None, stream=True, stream_options={"include_usage": True, "continuous_usage_stats": True},
+             user="u", metadata={"k": "v"}, store=False, service_tier="auto", parallel_tool_calls=True)
+    assert r.requests[0].params.given == {"ignore_eos": True} and r.continuous_usage and r.include_usage
+
+
+def test_logprobs_fields_become_the_engine_request():
+    assert chat(logprobs=True, top_logprobs=3).requests[0].logprobs == 3
+    assert chat(logprobs=True).requests[0].logprobs == 0 and chat().requests[0].logprobs is None
+    r = schema.parse({"prompt": "a", "logprobs": 2, "echo": True, "max_tokens": 0}, "completion", 8)
+    (g,) = r.requests
+    assert (g.logprobs, g.prompt_logprobs, r.echo) == (2, 2, True)
+    # the engine's bound, named as the client wrote it
+    assert schema.openai_error(ValidationError("logprobs", "must be in [0, 20]"), chat(logprobs=True))[0] == "top_logprobs"
+    assert schema.openai_error(ValidationError("prompt_logprobs", "must be in [0, 20]"), r)[0] == "logprobs"
+
+
+def test_token_id_prompts_and_their_error_names():
+    single = schema.parse({"prompt": [1, 2, 3]}, "completion", 8)
+    assert single.requests[0].prompt_ids == ((1, 2, 3),) and not single.requests[0].prompts
+    assert schema.openai_error(ValidationError("prompt_ids[0][2]", "99 is not a token id"), single)[0] == "prompt[2]"
+    listed = schema.parse({"prompt": [[1], [2, 3]]}, "completion", 8)
+    assert listed.requests[0].prompt_ids == ((1,), (2, 3))
+    assert schema.openai_error(ValidationError("prompt_ids[1][0]", "x"), listed)[0] == "prompt[1][0]"
+    for prompt, name in (([[1], ["a"]], "prompt[1][0]"), ([1, "a"], "prompt"), ([[1], 2], "prompt")):
+        with pytest.raises(ValidationError) as caught:
+            schema.parse({"prompt": prompt}, "completion", 8)
+        assert caught.value.field == name
+
+
+def test_logprob_shapes():
+    lps = [Logprob(1, "A", None), Logprob(2, " b", -0.5, ((3, " c", -0.25), (2, " b", -0.5)))]
+    out = schema.completion_logprobs(lps, 0)
+    assert out == {"tokens": ["A", " b"], "token_logprobs": [None, -0.5], "top_logprobs": [None, {" c": -0.25, " b": -0.5}],
+                   "text_offset": [0, 1]}
+    (entry,) = schema.chat_logprobs(lps[1:])["content"]
+    assert entry["bytes"] == [32, 98] and entry["top_logprobs"][0] == {"token": " c", "logprob": -0.25, "bytes": [32, 99]}
