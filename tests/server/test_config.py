@@ -137,7 +137,7 @@ def test_a_flag_can_settle_a_rule_the_file_alone_breaks(tmp_path):
     ({"modle_path": "/x"}, "modle_path: unknown key; expected one of api_key, batch_invariant, cache_dir,"),
     ({"model": "/x"}, "model: unknown key"),  # model_path in the file
     ({"config_path": "other.json"}, "config_path: unknown key"),
-    ({"limits": {"max_btach": 2}}, "limits.max_btach: unknown key; expected one of max_batch, max_new_tokens_cap,"),
+    ({"limits": {"max_btach": 2}}, "limits.max_btach: unknown key; expected one of max_batch, max_logprobs, max_new_tokens_cap,"),
     ({"port": "9000"}, "port: expected int, got str '9000'"),
     ({"port": True}, "port: expected int, got bool True"),
     ({"trust_remote_code": 1}, "trust_remote_code: expected bool, got int 1"),

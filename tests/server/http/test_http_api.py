@@ -144,6 +144,10 @@ def test_n_gives_n_choices_that_differ_and_repeat_with_the_seed(client):
         assert r.usage.completion_tokens == 36
         return [c.message.content for c in r.choices]
 
+    # The first call computes the whole prompt; later ones reuse its KV from the prefix cache, whose logits can differ
+    # in the last digits (the attention reads cached rows instead of the prefill's own), which may move a sampled
+    # token at a near-tie. So the seed's promise is checked between calls that find the same cache.
+    ask()
     first = ask()
     assert len(set(first)) > 1  # copy i samples with seed + i
     assert ask() == first  # and the same seed gives the same answers
