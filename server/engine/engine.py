@@ -113,7 +113,7 @@ class Engine:
             return [list(ids) for ids in request.prompt_ids]
         items = request.prompts or request.conversations
         special = request.raw if add_special_tokens is None else add_special_tokens
-        return [self.model.tokenizer.encode(self.model.render(item, request.system_prompt, request.raw), special)
+        return [self.model.encode(self.model.render(item, request.system_prompt, request.raw), special)
                 for item in items]
 
     def tokenizer_info(self) -> dict:

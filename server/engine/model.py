@@ -102,9 +102,10 @@ class LoadedModel:
     def render(self, prompt: str | tuple[Message, ...], system_prompt: str | None, raw: bool) -> str:
         return render(self.tokenizer, prompt, system_prompt, raw)
 
-    def encode(self, text: str, raw: bool) -> list[int]:
-        # A chat template writes its own special tokens; raw text gets the tokenizer's usual ones.
-        return self.tokenizer(text, add_special_tokens=raw)["input_ids"]
+    def encode(self, text: str, add_special_tokens: bool) -> list[int]:
+        # Called with `raw`: a chat template writes its own special tokens; raw text gets the tokenizer's usual ones.
+        # By keyword: transformers' `encode` takes a text pair second.
+        return self.tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"]
 
 
 def _configs(path: Path, trust_remote_code: bool):

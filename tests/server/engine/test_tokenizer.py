@@ -61,7 +61,7 @@ def test_bos_variant_really_differs(pair, request):
 
 def test_special_tokens_and_chat_template_as_transformers(pair):
     ours, theirs = pair
-    assert ours.eos_token_id == theirs.eos_token_id
+    assert ours.eos_token_id == theirs.eos_token_id and len(ours) == len(theirs)
     assert ours.all_special_tokens == theirs.all_special_tokens
     assert ours.chat_template == theirs.chat_template
     for messages in CONVERSATIONS:
@@ -82,3 +82,16 @@ def test_loading_a_model_imports_neither_pytorch_nor_optimum(fp32_model_dir):
                          text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_the_transformers_path_encodes_alike(fp32_model_dir):
+    """`--trust-remote-code` loads transformers' tokenizer instead: the model encodes through it the same way."""
+    from server.engine.model import LoadedModel, _configs
+
+    _, _, theirs = _configs(fp32_model_dir, trust_remote_code=True)
+    ours = Tokenizer.load(fp32_model_dir)
+    assert type(theirs) is not Tokenizer
+    through_transformers = LoadedModel(None, theirs, None, None)
+    for text in TEXTS:
+        for special in (True, False):
+            assert through_transformers.encode(text, special) == ours.encode(text, special), text
