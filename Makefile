@@ -72,8 +72,12 @@ browser:
 		$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
 	fi
 
+# Two pytest workers, each taking whole test files: on 2 cores the suite spends much of its time in one-threaded
+# Python (imports, conversions, clients), so two files at once use the second core (tests/modelcheck.py, OV_CACHE).
+TEST_WORKERS ?= 2
+
 test: setup browser
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 clean:
 	rm -rf $(VENV) proto/*_pb2*.py*

@@ -11,17 +11,25 @@ import pytest
 # Tests never reach the model hub; set before anything imports huggingface_hub.
 os.environ["HF_HUB_OFFLINE"] = "1"
 
-from modelcheck import DEFAULT_MODEL, MODELS_DIR, REPO
+from modelcheck import DEFAULT_MODEL, MODELS_DIR, OV_CACHE, REPO
+
+# Servers the tests start without --cache-dir compile into this worker's cache too.
+os.environ["OV_CACHE_DIR"] = str(OV_CACHE)
 
 
 def _model(precision: str) -> Path:
+    from filelock import FileLock
+
     from modelprep.pipeline import ensure_model
     from modelprep.store import is_complete, model_dir, read_manifest
 
     cached = model_dir(DEFAULT_MODEL, precision, MODELS_DIR)
-    # A compressed directory cached from before compress_model.py checked against FP32 is rebuilt, with the check.
-    stale = precision != "fp32" and is_complete(cached) and not read_manifest(cached).fidelity
-    return ensure_model(DEFAULT_MODEL, precision, MODELS_DIR, force=stale)
+    MODELS_DIR.mkdir(exist_ok=True)
+    # `make test` runs two pytest workers: the first to need a precision builds it, the other waits for it.
+    with FileLock(MODELS_DIR / f".{precision}.lock"):
+        # A compressed directory cached from before compress_model.py checked against FP32 is rebuilt, with the check.
+        stale = precision != "fp32" and is_complete(cached) and not read_manifest(cached).fidelity
+        return ensure_model(DEFAULT_MODEL, precision, MODELS_DIR, force=stale)
 
 
 @pytest.fixture(scope="session")

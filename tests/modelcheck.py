@@ -4,6 +4,7 @@ Imported by name from test modules (never `from conftest import ...`: several co
 """
 from __future__ import annotations
 
+import os
 import subprocess
 from functools import lru_cache
 from pathlib import Path
@@ -13,6 +14,9 @@ from modelprep import fidelity
 REPO = Path(__file__).resolve().parent.parent
 MODELS_DIR = REPO / "models"
 DEFAULT_MODEL = "smollm2-135m-instruct"
+# OpenVINO's model cache, one per pytest worker (`make test` runs two): two processes compiling the same model into one
+# cache directory race on its blob ("cannot set permissions: No such file or directory").
+OV_CACHE = MODELS_DIR / ".ov_cache" / os.environ.get("PYTEST_XDIST_WORKER", "main")
 
 QUESTION = fidelity.PROMPTS[0]  # "What is the theory of relativity?"
 AGREEMENT_PROMPTS = fidelity.PROMPTS

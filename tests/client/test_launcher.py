@@ -7,9 +7,9 @@ import httpx
 import pytest
 
 from client.launcher import SERVING, LaunchedServer, ServerFailed, free_port
-from modelcheck import REPO
+from modelcheck import OV_CACHE, REPO
 
-CACHE = ("--cache-dir", REPO / "models" / ".ov_cache")
+CACHE = ("--cache-dir", OV_CACHE)
 
 
 def test_free_port_can_be_bound():

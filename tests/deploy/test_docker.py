@@ -21,6 +21,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from proto import llm_pb2, llm_pb2_grpc
 from client.launcher import free_port
+from modelcheck import OV_CACHE
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -166,7 +167,7 @@ def entrypoint_server(fp32_model_dir, tmp_path_factory):
     log = work / "server.log"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHON": sys.executable, "CONFIG_PATH": str(config),
            "MODEL_PATH": str(fp32_model_dir), "PORT": str(port),
-           "OV_CACHE_DIR": str(ROOT / "models" / ".ov_cache")}
+           "OV_CACHE_DIR": str(OV_CACHE)}
     env.pop("HOST", None)
     proc = subprocess.Popen(["/bin/sh", str(ENTRYPOINT), "--log-level", "DEBUG"], cwd=work, env=env,
                             stdout=log.open("w"), stderr=subprocess.STDOUT)

@@ -9,6 +9,7 @@ from pathlib import Path
 from grpc_health.v1 import health_pb2
 
 from client.launcher import LaunchedServer
+from modelcheck import OV_CACHE
 from proto import llm_pb2, llm_pb2_grpc
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -52,7 +53,7 @@ def start_server(model_dir, workdir: Path, config: dict | None = None, args: tup
     config_path = workdir / "config.json"
     config_path.write_text(json.dumps(servable))
     server = ServerProcess(
-        ["--config_path", config_path, "--model", model_dir, "--cache-dir", ROOT / "models" / ".ov_cache", *args],
+        ["--config_path", config_path, "--model", model_dir, "--cache-dir", OV_CACHE, *args],
         workdir / "server.log", http=http, entry=("tests.faults", fault_marker) if fault_marker else ("server",),
         env=env, cwd=ROOT, ready_timeout=180)
     return server.serve() if wait else server.start()

@@ -7,8 +7,8 @@ import os
 import subprocess
 import sys
 
-from modelcheck import one_line_error
-from tests.robustness.common import ROOT, record
+from modelcheck import OV_CACHE, one_line_error
+from tests.robustness.common import record
 
 
 def run(*args, cwd, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -18,7 +18,7 @@ def run(*args, cwd, timeout: float = 300) -> subprocess.CompletedProcess:
 
 def test_measures_one_precision(int8_model_dir, tmp_path):
     result = run("--models-dir", int8_model_dir.parent, "--precision", "int8", "--max-new-tokens", "8",
-                 "--cache-dir", ROOT / "models" / ".ov_cache", "--json", cwd=tmp_path)
+                 "--cache-dir", OV_CACHE, "--json", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     (row,) = json.loads(result.stdout)
     assert row["precision"] == "INT8" and row["directory"] == int8_model_dir.name and row["batch_prompts"] == 8

@@ -150,9 +150,9 @@ def test_the_api_key_guards_kserve_but_its_health(guarded, triton):
 def test_a_full_queue_is_resource_exhausted_over_grpc_and_429_over_rest(guarded):
     auth = (("authorization", f"Bearer {KEY}"),)
     long = infer_request(b"Tell me a long story.", max_new_tokens=256, min_new_tokens=256)
-    running = guarded.kserve.ModelStreamInfer(iter([long]), timeout=120, metadata=auth)
+    running = guarded.kserve.ModelStreamInfer(iter([long]), timeout=300, metadata=auth)
     first = next(running)  # the one batch place is taken
-    waiting = guarded.kserve.ModelInfer.future(long, timeout=120, metadata=auth)
+    waiting = guarded.kserve.ModelInfer.future(infer_request(b"hi", max_new_tokens=2), timeout=300, metadata=auth)
     assert wait_until(lambda: metrics(guarded)[("llm_requests_waiting", ())] == 1)
     with pytest.raises(grpc.RpcError) as caught:
         guarded.kserve.ModelInfer(infer_request(b"hi", max_new_tokens=2), timeout=30, metadata=auth)
