@@ -21,6 +21,7 @@ from pydantic_core import PydanticCustomError
 from server.engine.errors import ValidationError
 from server.engine.params import PARAMETERS
 from server.engine.types import FinishReason, GenerationRequest, Logprob, Message, SamplingParams, Usage
+from server.engine.validation import is_int
 
 # Our generation parameters by OpenAI's names, where those differ (chat also takes max_completion_tokens, the
 # newer max_tokens); do_sample has none: OpenAI samples unless temperature is 0.
@@ -68,16 +69,12 @@ def _json_type(value) -> str | None:
     return {str: "string", list: "array"}.get(type(value))
 
 
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
 def _prompt_shape(value) -> str | None:
     if not isinstance(value, list):
         return _json_type(value)
     if all(isinstance(p, str) for p in value):
         return "strings"  # [] too: refused as no prompt
-    if all(_is_int(t) for t in value):
+    if all(is_int(t) for t in value):
         return "ids"
     return "id_arrays" if all(isinstance(p, list) for p in value) else None
 
