@@ -417,15 +417,16 @@ def _object(kind: str, chunk: bool) -> str:
     return "text_completion"
 
 
-def _bytes(token: str) -> list[int]:
-    return list(token.encode("utf-8"))
+def _entry(lp: Logprob) -> dict:
+    return {"token": lp.token, "logprob": lp.logprob,
+            "bytes": list(lp.token.encode("utf-8") if lp.token_bytes is None else lp.token_bytes)}
 
 
 def chat_logprobs(logprobs: list[Logprob]) -> dict:
-    """OpenAI's chat shape: choices[].logprobs.content[]."""
-    return {"content": [{"token": lp.token, "logprob": lp.logprob, "bytes": _bytes(lp.token),
-                         "top_logprobs": [{"token": t, "logprob": v, "bytes": _bytes(t)} for _, t, v in lp.top]}
-                        for lp in logprobs], "refusal": None}
+    """OpenAI's chat shape: choices[].logprobs.content[] (`bytes`: the token's own, which for part of a multi-byte
+    character are not its text's, as OpenAI gives them)."""
+    return {"content": [{**_entry(lp), "top_logprobs": [_entry(t) for t in lp.top]} for lp in logprobs],
+            "refusal": None}
 
 
 def completion_logprobs(logprobs: list[Logprob], offset: int) -> dict:
@@ -436,7 +437,7 @@ def completion_logprobs(logprobs: list[Logprob], offset: int) -> dict:
     for lp in logprobs:
         out["tokens"].append(lp.token)
         out["token_logprobs"].append(lp.logprob)
-        out["top_logprobs"].append(None if lp.logprob is None else {**{t: v for _, t, v in lp.top}, lp.token: lp.logprob})
+        out["top_logprobs"].append(None if lp.logprob is None else {**{t.token: t.logprob for t in lp.top}, lp.token: lp.logprob})
         out["text_offset"].append(offset)
         offset += len(lp.token)
     return out

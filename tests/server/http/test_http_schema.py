@@ -111,7 +111,7 @@ def test_token_id_prompts_and_their_error_names():
 
 
 def test_logprob_shapes():
-    lps = [Logprob(1, "A", None), Logprob(2, " b", -0.5, ((3, " c", -0.25), (2, " b", -0.5)))]
+    lps = [Logprob(1, "A", None), Logprob(2, " b", -0.5, (Logprob(3, " c", -0.25), Logprob(2, " b", -0.5)))]
     out = schema.completion_logprobs(lps, 0)
     assert out == {"tokens": ["A", " b"], "token_logprobs": [None, -0.5], "top_logprobs": [None, {" c": -0.25, " b": -0.5}],
                    "text_offset": [0, 1]}
@@ -192,3 +192,11 @@ def test_every_generation_parameter_has_its_field_and_the_readme_lists_every_fie
     listed = [*schema.FIELDS["chat"], *schema.FIELDS["completion"], *schema.IGNORED, *schema.NEUTRAL]
     assert [name for name in listed if f"`{name}" not in http] == []
     assert [name for name in schema.STREAM_OPTIONS if f"`stream_options.{name}`" not in http] == []
+
+
+def test_logprob_bytes_are_the_tokens_own():
+    """Half of a multi-byte character: its text is U+FFFD, its bytes are its own (as OpenAI gives them)."""
+    half = Logprob(18310, "\ufffd", -0.1, (Logprob(18310, "\ufffd", -0.1, token_bytes=b"\xe5\xae"),),
+                   token_bytes=b"\xe5\xae")
+    (entry,) = schema.chat_logprobs([half])["content"]
+    assert entry["bytes"] == [0xE5, 0xAE] and entry["top_logprobs"][0]["bytes"] == [0xE5, 0xAE]
