@@ -66,13 +66,14 @@ class TokenStreamer(TextIteratorStreamer):
 
     def prompt_logprobs(self, values) -> None:
         """The prompt's logprobs (sampler.TokenLogprob of its tokens after the first), sent before any text."""
-        first = self._logprob(self.prompt_ids[0], None, ())
+        first = self._logprob(self.prompt_ids[0], None)
         self.sink.put(TextDelta(self.index, "", (), (first, *(self._logprob(v.token_id, v.logprob, v.top) for v in values)),
                                 len(self.prompt_ids), self.completion_tokens))
 
-    def _logprob(self, token: int, logprob: float | None, top) -> Logprob:
-        text = self.tokenizer.decode
-        return Logprob(token, text([token]), logprob, tuple((t, text([t]), lp) for t, lp in top))
+    def _logprob(self, token: int, logprob: float | None, top=()) -> Logprob:
+        own_bytes = getattr(self.tokenizer, "token_bytes", None)  # ours (tokenizer.py); not transformers'
+        return Logprob(token, self.tokenizer.decode([token]), logprob, tuple(self._logprob(t, lp) for t, lp in top),
+                       own_bytes(token) if own_bytes else None)
 
     def _decode_new(self, force: bool) -> str:
         ids = self.token_ids

@@ -14,6 +14,17 @@ from pathlib import Path
 NAMED = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
 
 
+def _byte_level_alphabet() -> dict[str, int]:
+    """GPT-2's byte-level BPE writes each byte as a printable character: the printable Latin-1 bytes as
+    themselves, the rest (controls, space, ...) as the characters from U+0100 on, in byte order. Character -> byte."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    others = [b for b in range(256) if b not in printable]
+    return {**{chr(b): b for b in printable}, **{chr(256 + n): b for n, b in enumerate(others)}}
+
+
+BYTE_OF = _byte_level_alphabet()
+
+
 def _content(token) -> str | None:
     """A special token as tokenizer_config.json writes it: a string or an AddedToken's dict."""
     return token.get("content") if isinstance(token, dict) else token
@@ -33,6 +44,10 @@ class Tokenizer:
         self.clean_up_tokenization_spaces = bool(config.get("clean_up_tokenization_spaces", False))
         eos = self.special_tokens_map.get("eos_token")
         self.eos_token_id = backend.token_to_id(eos) if eos is not None else None
+        from tokenizers.decoders import ByteLevel
+
+        self._byte_level = isinstance(backend.decoder, ByteLevel)
+        self._added = frozenset(backend.get_added_tokens_decoder())  # their strings are plain text
 
     @classmethod
     def load(cls, path: str | Path) -> Tokenizer | None:
@@ -58,6 +73,15 @@ class Tokenizer:
 
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
         return self.backend.encode(text, add_special_tokens=add_special_tokens).ids
+
+    def token_bytes(self, token_id: int) -> bytes:
+        """The token's own bytes. A byte-level BPE token may be part of a multi-byte character, whose text decodes
+        as U+FFFD; its vocabulary string says its true bytes (OpenAI's logprobs `bytes`). Other vocabularies, and
+        added tokens: the text's UTF-8."""
+        piece = self.backend.id_to_token(token_id) if self._byte_level and token_id not in self._added else None
+        if piece is not None and all(c in BYTE_OF for c in piece):
+            return bytes(BYTE_OF[c] for c in piece)
+        return self.decode([token_id]).encode("utf-8")
 
     def __call__(self, text: str, add_special_tokens: bool = True) -> dict[str, list[int]]:
         return {"input_ids": self.encode(text, add_special_tokens)}

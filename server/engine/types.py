@@ -62,12 +62,16 @@ class GenerationRequest:
 @dataclass(frozen=True)
 class Logprob:
     """One token's log-probability under the model's raw distribution (log-softmax of its logits, before
-    penalties and temperature), with its text and the most likely alternatives as (token_id, text, logprob)."""
+    penalties and temperature), with its text, its own bytes, and the most likely alternatives (each a Logprob
+    with no alternatives of its own)."""
 
     token_id: int
     token: str
     logprob: float | None  # None: the first prompt token, which nothing predicts
-    top: tuple[tuple[int, str, float], ...] = ()
+    top: tuple[Logprob, ...] = ()
+    # A token may hold part of a multi-byte character, whose text is U+FFFD: these are its true bytes (None: the
+    # text's UTF-8).
+    token_bytes: bytes | None = None
 
 
 @dataclass(frozen=True)

@@ -5,12 +5,14 @@ import dataclasses
 import math
 
 from server.engine.errors import ValidationError
-from server.engine.params import GenerationParams, Limits
+from server.engine.params import PARAMETERS, GenerationParams, Limits
 from server.engine.types import GenerationRequest
 
 ROLES = ("system", "user", "assistant")
 MAX_SEED = 2**63 - 1
 SAMPLING = {"temperature", "top_p", "top_k", "seed"}  # setting one turns sampling on, unless do_sample says otherwise
+# Each generation parameter's kind, from its default (seed's default is None: an int when given).
+KINDS = {name: (int if name == "seed" else type(getattr(GenerationParams(), name))) for name in PARAMETERS}
 
 
 def check_inputs(request: GenerationRequest, limits: Limits) -> None:
@@ -25,6 +27,8 @@ def check_inputs(request: GenerationRequest, limits: Limits) -> None:
     if count > limits.max_batch:
         raise ValidationError(field, f"{count} given, at most {limits.max_batch} per request")
     for i, prompt in enumerate(request.prompts):
+        if not isinstance(prompt, str):
+            raise ValidationError(f"prompts[{i}]", f"expected a string, got {type(prompt).__name__}")
         if not prompt.strip():
             raise ValidationError(f"prompts[{i}]", "must not be empty")
     for i, ids in enumerate(request.prompt_ids):
@@ -34,15 +38,23 @@ def check_inputs(request: GenerationRequest, limits: Limits) -> None:
         if not conversation:
             raise ValidationError(f"conversations[{i}].messages", "must not be empty")
         for j, message in enumerate(conversation):
+            for name, value in (("role", message.role), ("content", message.content)):
+                if not isinstance(value, str):
+                    raise ValidationError(f"conversations[{i}].messages[{j}].{name}",
+                                          f"expected a string, got {type(value).__name__}")
             if message.role not in ROLES:
                 raise ValidationError(
                     f"conversations[{i}].messages[{j}].role",
                     f"unknown role {message.role[:32]!r}; expected one of {', '.join(ROLES)}",
                 )
+    if request.system_prompt is not None and not isinstance(request.system_prompt, str):
+        raise ValidationError("system_prompt", f"expected a string, got {type(request.system_prompt).__name__}")
     if request.raw and request.conversations:
         raise ValidationError("raw", "raw applies to prompts, not to conversations")
     for name in ("logprobs", "prompt_logprobs"):
         n = getattr(request, name)
+        if n is not None and not is_int(n):
+            raise ValidationError(name, f"expected an integer, got {type(n).__name__}")
         if n is not None and not 0 <= n <= limits.max_logprobs:
             raise ValidationError(name, f"must be in [0, {limits.max_logprobs}]")
 
@@ -50,6 +62,8 @@ def check_inputs(request: GenerationRequest, limits: Limits) -> None:
 def check_token_ids(field: str, ids, vocab_size: int) -> None:
     """Every id is a token of the model's vocabulary; the error names `field[index]`."""
     for j, token in enumerate(ids):
+        if not is_int(token):
+            raise ValidationError(f"{field}[{j}]", f"expected a token id (an integer), got {type(token).__name__}")
         if not 0 <= token < vocab_size:
             raise ValidationError(f"{field}[{j}]", f"{token} is not a token id (the vocabulary has {vocab_size} tokens)")
 
@@ -57,6 +71,8 @@ def check_token_ids(field: str, ids, vocab_size: int) -> None:
 def resolve_params(request: GenerationRequest, defaults: GenerationParams, limits: Limits) -> GenerationParams:
     """The request's parameters over the servable's defaults, every one checked."""
     given = request.params.given
+    for name, value in given.items():
+        _check_type(name, value)
     stop = given.get("stop", ())  # the request's own; the limits apply to these, not to the defaults
     p = dataclasses.replace(defaults, **{**given, "stop": tuple(dict.fromkeys((*stop, *defaults.stop)))})
     if p.max_new_tokens < (0 if request.prompt_logprobs is not None else 1):
@@ -64,6 +80,8 @@ def resolve_params(request: GenerationRequest, defaults: GenerationParams, limit
     if p.max_new_tokens > limits.max_new_tokens_cap:
         raise ValidationError("max_new_tokens",
                               f"{p.max_new_tokens} is above this server's cap of {limits.max_new_tokens_cap}")
+    if p.min_new_tokens < 0:
+        raise ValidationError("min_new_tokens", "must be at least 0")
     if p.min_new_tokens > p.max_new_tokens:
         raise ValidationError("min_new_tokens", f"{p.min_new_tokens} is above max_new_tokens ({p.max_new_tokens})")
 
@@ -71,6 +89,8 @@ def resolve_params(request: GenerationRequest, defaults: GenerationParams, limit
         raise ValidationError("temperature", "must be a finite number >= 0")
     if not math.isfinite(p.top_p) or not 0 < p.top_p <= 1:
         raise ValidationError("top_p", "must be in (0, 1]")
+    if p.top_k < 0:
+        raise ValidationError("top_k", "must be at least 0 (0: no top-k filtering)")
     if not math.isfinite(p.repetition_penalty) or p.repetition_penalty <= 0:
         raise ValidationError("repetition_penalty", "must be a finite number > 0")
     if p.seed is not None and not 0 <= p.seed <= MAX_SEED:
@@ -90,6 +110,22 @@ def resolve_params(request: GenerationRequest, defaults: GenerationParams, limit
     p = dataclasses.replace(p, do_sample=do_sample and p.temperature != 0)
     # ignore_eos as vLLM's benchmarks mean it: every answer runs to max_new_tokens.
     return dataclasses.replace(p, min_new_tokens=p.max_new_tokens) if p.ignore_eos else p
+
+
+def is_int(value) -> bool:
+    """An integer, and not a boolean (which Python counts as one)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_type(name: str, value) -> None:
+    """In-process callers are held to the parameter's type as the transports are (a number is no boolean; stop
+    is a list of strings, not one string)."""
+    kind = KINDS[name]
+    ok = {int: is_int(value), float: is_int(value) or isinstance(value, float), bool: isinstance(value, bool),
+          tuple: isinstance(value, (tuple, list)) and all(isinstance(s, str) for s in value)}[kind]
+    if not ok:
+        expected = {int: "an integer", float: "a number", bool: "a boolean", tuple: "a list of strings"}[kind]
+        raise ValidationError(name, f"expected {expected}, got {type(value).__name__}")
 
 
 def check_lengths(field: str, token_counts: list[int], params: GenerationParams, limits: Limits, context_length: int) -> None:

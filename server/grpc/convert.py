@@ -52,4 +52,4 @@ def to_stream_message(event: TextDelta | Finished) -> llm_pb2.GenerateStreamResp
 
 def _logprobs(logprobs: tuple[Logprob, ...]) -> list[llm_pb2.TokenLogprob]:
     return [llm_pb2.TokenLogprob(token_id=lp.token_id, token=lp.token, logprob=lp.logprob, top_logprobs=[
-        llm_pb2.TopLogprob(token_id=t, token=text, logprob=v) for t, text, v in lp.top]) for lp in logprobs]
+        llm_pb2.TopLogprob(token_id=t.token_id, token=t.token, logprob=t.logprob) for t in lp.top]) for lp in logprobs]

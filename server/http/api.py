@@ -246,8 +246,13 @@ class Generation:
             await send({"type": "http.response.body", "body": b"data: " + _dumps(data) + b"\n\n", "more_body": True})
 
         if kind == "chat":  # OpenAI opens every choice with the assistant's role
+            # continuous usage, as vLLM: the prompt's tokens (every copy's conversation is the same), none generated
+            _, event = first
+            prompt_tokens = event.prompt_tokens if isinstance(event, TextDelta) else event.usage.prompt_tokens
+            now = schema.usage(prompt_tokens, 0, 0) if r.continuous_usage else None
             for i in range(r.prompt_count * r.n):
-                await emit(schema.chunk(kind, self.id, self.created, model, i, role=True, with_usage=usage))
+                await emit(schema.chunk(kind, self.id, self.created, model, i, role=True, with_usage=usage,
+                                        usage_now=now))
         finals: list[schema.Choice] = []
         offsets: dict[int, int] = {}  # completions' text_offset, per choice
         try:

@@ -1,51 +1,258 @@
 """OpenAI JSON <-> engine requests and events: plain functions over plain data, no HTTP in here.
 
-A request body becomes one `GenerationRequest` per copy (`n`), each holding every prompt; choice
-`index` = prompt * n + copy, as OpenAI numbers them. With a `seed`, copy c samples with seed + c, so the
-copies differ and the same request gives the same answers again.
+A body is checked by its pydantic model (strict JSON types, the declared fields and no others) and becomes one
+`GenerationRequest` per copy (`n`), each holding every prompt; choice `index` = prompt * n + copy, as OpenAI numbers
+them. With a `seed`, copy c samples with seed + c, so the copies differ and the same request gives the same answers
+again. The bounds that depend on the servable (max_tokens' cap, top_logprobs' maximum, token ids in the vocabulary,
+prompt lengths) are the engine's to check; `openai_error` names its fields as the client wrote them.
 """
 from __future__ import annotations
 
-import functools
-import math
 import time
-import types
-import typing
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import Annotated, Any, Literal, Union
+
+import pydantic
+from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from server.engine.errors import ValidationError
-from server.engine.params import PARAMETERS, GenerationParams
+from server.engine.params import PARAMETERS
 from server.engine.types import FinishReason, GenerationRequest, Logprob, Message, SamplingParams, Usage
+from server.engine.validation import is_int
 
 # Our generation parameters by OpenAI's names, where those differ (chat also takes max_completion_tokens, the
 # newer max_tokens); do_sample has none: OpenAI samples unless temperature is 0.
 OPENAI_NAMES = {"max_new_tokens": "max_tokens", "min_new_tokens": "min_tokens", "do_sample": None}
 # OpenAI's name -> ours, for every parameter an OpenAI body may set.
 OPENAI_PARAMS = {OPENAI_NAMES.get(ours, ours): ours for ours in PARAMETERS if OPENAI_NAMES.get(ours, ours)}
-# Lower bounds checked here, so that the error names the field as the client wrote it (max_tokens may be 0 with
-# echo and logprobs; the engine says so otherwise).
-LOWEST = {"max_tokens": 0, "max_completion_tokens": 1, "min_tokens": 0, "top_k": -1, "seed": 0, "top_logprobs": 0,
-          "logprobs": 0}
 
-# What a body may hold, in one place (README, "HTTP API", lists the same). Beyond OpenAI's own fields we take the
-# extensions evaluation and benchmark clients send (vLLM's names): the generation parameters OpenAI lacks (min_tokens,
-# top_k, repetition_penalty, ignore_eos; OPENAI_PARAMS) and stream_options.continuous_usage_stats.
-COMMON = {"model", "stream", "stream_options", "n", *OPENAI_PARAMS}
-FIELDS = {"chat": COMMON | {"messages", "max_completion_tokens", "logprobs", "top_logprobs"},
-          "completion": COMMON | {"prompt", "echo", "logprobs"}}
-STREAM_OPTIONS = {"include_usage", "continuous_usage_stats"}
-# Documented by OpenAI, accepted and ignored: none changes what is generated.
+# What a body may hold is listed in one place (README, "HTTP API", lists the same): the request models' fields
+# below (FIELDS, STREAM_OPTIONS), and these two tables. Documented by OpenAI, accepted and ignored: none changes
+# what is generated.
 IGNORED = {"user", "metadata", "store", "service_tier", "parallel_tool_calls", "prediction", "cache_prompt"}
 # Fields we do not implement, accepted only at the value that changes nothing (null is always "not set"); any other
-# value is refused with 400 naming the field, as is every field not listed here.
+# value is refused with 400 naming the field, as is every field not declared.
 NEUTRAL = {"frequency_penalty": 0, "presence_penalty": 0, "best_of": 1, "tool_choice": "none", "logit_bias": {}}
-MESSAGE_FIELDS = {"role", "content"}
 # OpenAI's "developer" role is its newer name for "system".
 ROLE_ALIASES = {"developer": "system"}
 FINISH = {FinishReason.STOP: "stop", FinishReason.STOP_SEQUENCE: "stop", FinishReason.LENGTH: "length",
           FinishReason.CANCELLED: "abort", FinishReason.UNSPECIFIED: "abort"}
 
+
+# ---------------------------------------------------------------- the bodies
+
+class Body(BaseModel):
+    """A JSON body or one of its objects: strict JSON types (no "1" for an integer, no true for a number, no NaN),
+    null means not set, and a field not declared is refused."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_unset(cls, data):
+        return {k: v for k, v in data.items() if v is not None} if isinstance(data, dict) else data
+
+
+def _shapes(expected: str, which: Callable[[Any], str | None], **shapes) -> Any:
+    """A value that may take several JSON shapes (OpenAI's `prompt`, `stop`, `content`): `which` names the shape it
+    has and only that one is checked, so an error speaks of what the client meant (None: "expected {expected}").
+    pydantic puts the shape's name, in angle brackets, in the error's path; `refusal` leaves it out."""
+    return Annotated[Union[tuple(Annotated[kind, Tag(f"<{name}>")] for name, kind in shapes.items())],
+                     Discriminator(lambda v: (name := which(v)) and f"<{name}>", custom_error_type="shape",
+                                   custom_error_message=f"expected {expected}")]
+
+
+def _json_type(value) -> str | None:
+    return {str: "string", list: "array"}.get(type(value))
+
+
+def _prompt_shape(value) -> str | None:
+    if not isinstance(value, list):
+        return _json_type(value)
+    if all(isinstance(p, str) for p in value):
+        return "strings"  # [] too: refused as no prompt
+    if all(is_int(t) for t in value):
+        return "ids"
+    return "id_arrays" if all(isinstance(p, list) for p in value) else None
+
+
+def _rule(name: str, ok: Callable[[Any, dict], bool], message: str):
+    """A check of field `name` against the fields declared before it: refused with `message` unless
+    ok(value, those fields' values)."""
+    def check(cls, value, info):
+        if not ok(value, info.data):
+            raise PydanticCustomError("rule", message)
+        return value
+    return field_validator(name)(check)
+
+
+def _at_least_one(what: str) -> AfterValidator:
+    def check(items):
+        if items == []:
+            raise PydanticCustomError("empty", f"at least one {what} is required")
+        return items
+    return AfterValidator(check)
+
+
+class TextPart(Body):
+    type: Literal["text"]
+    text: str
+
+    @model_validator(mode="before")
+    @classmethod
+    def _text_only(cls, data):
+        """Parts of any other type (images, audio, files) are refused naming the type, as the part's error."""
+        if isinstance(data, dict) and data.get("type") != "text":
+            raise PydanticCustomError("part", "only text parts are supported, got {type}",
+                                      {"type": repr(str(data.get("type"))[:32])})
+        return data
+
+
+Content = _shapes("a string or an array of text parts", _json_type, string=str, array=list[TextPart])
+Stop = _shapes("a string or an array of strings", _json_type, string=str, array=list[str])
+Prompt = Annotated[_shapes("a string, an array of strings, an array of token ids or an array of such arrays",
+                           _prompt_shape, string=str, strings=list[str], ids=list[int], id_arrays=list[list[int]]),
+                   _at_least_one("prompt")]
+
+
+class ChatMessage(Body):
+    """A message of a chat; the engine checks the role. A message kind with more fields (an assistant's tool calls,
+    a tool's answer) joins here."""
+
+    role: str
+    content: Content
+
+
+Messages = Annotated[list[ChatMessage], _at_least_one("message")]
+
+
+class StreamOptions(Body):
+    include_usage: bool = False
+    continuous_usage_stats: bool = False  # vLLM's: usage on every chunk
+
+
+class GenerationBody(Body):
+    """What chat and completion bodies share: streaming and the generation parameters, by OpenAI's names and vLLM's
+    for the extensions clients send (min_tokens, top_k, repetition_penalty, ignore_eos); OPENAI_PARAMS maps them
+    to ours. The engine checks every bound that depends on the servable."""
+
+    model: str | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    n: int = Field(1, ge=1)
+    max_tokens: int | None = Field(None, ge=0)  # 0 only with echo and logprobs: the engine says so otherwise
+    min_tokens: int | None = Field(None, ge=0)
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = Field(None, ge=-1)  # vLLM's -1: no top-k filtering, our 0
+    repetition_penalty: float | None = None
+    seed: int | None = Field(None, ge=0)
+    stop: Stop | None = None
+    ignore_eos: bool | None = None  # every answer runs to max_tokens (benchmarks)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_what_changes_nothing(cls, data):
+        if not isinstance(data, dict):
+            return data
+        return {k: v for k, v in data.items() if k not in IGNORED and not _neutral(k, v)}
+
+    _streamed = _rule("stream_options", lambda _, before: before.get("stream"), "only allowed with stream: true")
+
+
+def _neutral(name: str, value) -> bool:
+    neutral = NEUTRAL.get(name)
+    return neutral is not None and value == neutral and isinstance(value, bool) == isinstance(neutral, bool)
+
+
+class ChatRequest(GenerationBody):
+    messages: Messages
+    max_completion_tokens: int | None = Field(None, ge=1)  # OpenAI's newer max_tokens
+    logprobs: bool = False
+    top_logprobs: int | None = Field(None, ge=0)  # alternatives per token; at most Limits.max_logprobs (the engine's)
+
+    _one_max = _rule("max_completion_tokens", lambda value, before: before.get("max_tokens") in (None, value),
+                     "differs from max_tokens; give one of the two")
+    _with_logprobs = _rule("top_logprobs", lambda _, before: before.get("logprobs"), "needs logprobs: true")
+
+
+class CompletionRequest(GenerationBody):
+    prompt: Prompt
+    echo: bool = False  # the prompt before the completion (and its logprobs, with logprobs)
+    logprobs: int | None = Field(None, ge=0)  # alternatives per token; at most Limits.max_logprobs (the engine's)
+
+
+class TokenizeRequest(Body):
+    """vLLM's /tokenize body: `prompt` (raw text) or `messages` (a chat, rendered with its template)."""
+
+    model: str | None = None
+    messages: Messages | None = None
+    prompt: str | None = Field(None, validate_default=True)
+    add_special_tokens: bool | None = None  # None: as a generation would
+    add_generation_prompt: bool = True
+    return_token_strs: bool = False
+
+    _given = _rule("prompt", lambda prompt, before: prompt is not None or before.get("messages") is not None,
+                   "required (or messages)")
+    _true = _rule("add_generation_prompt", lambda value, _: value, "only true is supported")
+
+
+class DetokenizeRequest(Body):
+    model: str | None = None
+    tokens: list[int]
+
+
+REQUESTS = {"chat": ChatRequest, "completion": CompletionRequest}
+FIELDS = {kind: set(model.model_fields) for kind, model in REQUESTS.items()}
+STREAM_OPTIONS = set(StreamOptions.model_fields)
+
+
+# ---------------------------------------------------------------- pydantic's errors as ours
+
+# A type error in words: what the field expected.
+EXPECTED = {"int_type": "an integer", "float_type": "a number", "bool_type": "true or false",
+            "string_type": "a string", "list_type": "an array", "model_type": "an object",
+            "model_attributes_type": "an object", "dict_type": "an object"}
+# pydantic's other errors in our words ({...}: from the error's context); our own (PydanticCustomError) say theirs.
+SAID = {"extra_forbidden": "not supported by this server", "missing": "required",
+        "greater_than_equal": "must be at least {ge}", "finite_number": "expected a finite number"}
+
+
+def refusal(exc: pydantic.ValidationError) -> ValidationError:
+    """pydantic's first error as one line naming the field as the client wrote it, e.g. `messages[1].content: ...`,
+    `prompt[2]: ...`, `stream_options.include_usage: ...`."""
+    error = exc.errors(include_url=False)[0]
+    kind, value, ctx = error["type"], error["input"], error.get("ctx", {})
+    path = [p for p in error["loc"] if not (isinstance(p, str) and p.startswith("<"))]  # the shapes' names
+    name = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".") or "body"
+    if kind in EXPECTED:
+        message = f"expected {EXPECTED[kind] if path else 'a JSON object'}, got {_kind(value)}"
+    elif kind == "shape":
+        message = f"{error['msg']}, got {_kind(value)}"
+    elif kind in SAID:
+        message = SAID[kind].format(**ctx)
+    else:
+        message = error["msg"]
+    return ValidationError(name, message)
+
+
+def _kind(v) -> str:
+    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "an array",
+             dict: "an object", type(None): "null"}
+    return names.get(type(v), type(v).__name__)
+
+
+def _check(model: type[Body], body) -> Any:
+    try:
+        return model.model_validate(body)
+    except pydantic.ValidationError as exc:
+        raise refusal(exc) from None
+
+
+# ---------------------------------------------------------------- bodies -> engine requests
 
 @dataclass(frozen=True)
 class OpenAIRequest:
@@ -74,260 +281,78 @@ class OpenAIRequest:
         return prompt * self.n + copy
 
 
-# ---------------------------------------------------------------- parsing
-
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _int(body: dict, name: str, low: int | None = None) -> int | None:
-    v = body.get(name)
-    if v is None:
-        return None
-    if not _is_int(v):
-        raise ValidationError(name, f"expected an integer, got {_kind(v)}")
-    if low is not None and v < low:
-        raise ValidationError(name, f"must be at least {low}")
-    return v
-
-
-def _number(body: dict, name: str) -> float | None:
-    v = body.get(name)
-    if v is None:
-        return None
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-        raise ValidationError(name, f"expected a number, got {_kind(v)}")
-    return float(v)
-
-
-def _bool(body: dict, name: str) -> bool | None:
-    v = body.get(name)
-    if v is not None and not isinstance(v, bool):
-        raise ValidationError(name, f"expected true or false, got {_kind(v)}")
-    return v
-
-
-def _kind(v) -> str:
-    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "an array",
-             dict: "an object", type(None): "null"}
-    return names.get(type(v), type(v).__name__)
-
-
-def _refuse_unknown(body: dict, kind: str) -> None:
-    for name, value in body.items():
-        if value is None or name in FIELDS[kind] or name in IGNORED:
-            continue
-        neutral = NEUTRAL.get(name)
-        if neutral is not None and value == neutral and isinstance(value, bool) == isinstance(neutral, bool):
-            continue
-        raise ValidationError(name, "not supported by this server")
-
-
-def _strings(body: dict, name: str) -> tuple[str, ...] | None:
-    v = body.get(name)
-    if v is None:
-        return None
-    if isinstance(v, str):
-        return (v,)
-    if not isinstance(v, list):
-        raise ValidationError(name, f"expected a string or an array of strings, got {_kind(v)}")
-    for i, s in enumerate(v):
-        if not isinstance(s, str):
-            raise ValidationError(f"{name}[{i}]", f"expected a string, got {_kind(s)}")
-    return tuple(v)
-
-
-@functools.cache
-def _type(name: str) -> type:
-    """int, float, bool or tuple: the parameter's type in GenerationParams, without `| None` or item types."""
-    hint = typing.get_type_hints(GenerationParams)[name]
-    if isinstance(hint, types.UnionType):  # seed: int | None
-        (hint,) = set(hint.__args__) - {type(None)}
-    return typing.get_origin(hint) or hint  # tuple[str, ...] -> tuple
-
-
-def _read(body: dict, name: str, kind: type):
-    """A parameter as the client sent it, checked against its type (None: not set)."""
-    if kind is int:
-        return _int(body, name, LOWEST.get(name))
-    return {float: _number, bool: _bool, tuple: _strings}[kind](body, name)
-
-
-def _params(body: dict, kind: str) -> tuple[SamplingParams, str]:
-    given = {ours: _read(body, theirs, _type(ours)) for theirs, ours in OPENAI_PARAMS.items()}
-    max_field = "max_tokens"
-    if kind == "chat" and body.get("max_completion_tokens") is not None:
-        newer = _int(body, "max_completion_tokens", LOWEST["max_completion_tokens"])
-        if given["max_new_tokens"] not in (None, newer):
-            raise ValidationError("max_completion_tokens", "differs from max_tokens; give one of the two")
-        given["max_new_tokens"], max_field = newer, "max_completion_tokens"
+def _params(body: GenerationBody) -> tuple[SamplingParams, str]:
+    """The parameters the body set, by our names; and the name the client gave max_tokens."""
+    given = {ours: getattr(body, theirs) for theirs, ours in OPENAI_PARAMS.items()}
+    if given["stop"] is not None:
+        given["stop"] = (given["stop"],) if isinstance(given["stop"], str) else tuple(given["stop"])
     if given["top_k"] == -1:
         given["top_k"] = 0  # vLLM's -1: no top-k filtering, our 0
-    return SamplingParams(**given), max_field
+    if getattr(body, "max_completion_tokens", None) is not None:
+        given["max_new_tokens"] = body.max_completion_tokens
+        return SamplingParams(**given), "max_completion_tokens"
+    return SamplingParams(**given), "max_tokens"
 
 
-def _content(value, where: str) -> str:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list):  # content parts: text only
-        texts = []
-        for j, part in enumerate(value):
-            if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
-                kind = part.get("type") if isinstance(part, dict) else _kind(part)
-                raise ValidationError(f"{where}[{j}]", f"only text parts are supported, got {str(kind)[:32]!r}")
-            texts.append(part["text"])
-        return "".join(texts)
-    raise ValidationError(where, f"expected a string or an array of text parts, got {_kind(value)}")
-
-
-def _messages(body: dict) -> tuple[Message, ...]:
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise ValidationError("messages", "at least one message is required" if messages in (None, [])
-                              else f"expected an array of messages, got {_kind(messages)}")
-    out = []
-    for j, m in enumerate(messages):
-        if not isinstance(m, dict):
-            raise ValidationError(f"messages[{j}]", f"expected an object, got {_kind(m)}")
-        for name, value in m.items():
-            if value is not None and name not in MESSAGE_FIELDS:
-                raise ValidationError(f"messages[{j}].{name}", "not supported by this server")
-        role = m.get("role")
-        if not isinstance(role, str):
-            raise ValidationError(f"messages[{j}].role", f"expected a string, got {_kind(role)}")
-        out.append(Message(ROLE_ALIASES.get(role, role), _content(m.get("content"), f"messages[{j}].content")))
-    return tuple(out)
-
-
-def _token_ids(ids: list, where: str) -> tuple[int, ...]:
-    for j, t in enumerate(ids):
-        if not _is_int(t):
-            raise ValidationError(f"{where}[{j}]", f"expected a token id (an integer), got {_kind(t)}")
-    return tuple(ids)
-
-
-def _prompts(body: dict) -> tuple[tuple, bool, bool]:
-    """(prompts, given as a list, as token ids): text prompts, or token-id prompts (an array of integers, or an
-    array of such arrays)."""
-    prompt = body.get("prompt")
-    if isinstance(prompt, str):
-        return (prompt,), False, False
-    if prompt is None or prompt == []:
-        raise ValidationError("prompt", "at least one prompt is required")
-    if isinstance(prompt, list) and all(isinstance(p, str) for p in prompt):
-        return tuple(prompt), True, False
-    if isinstance(prompt, list) and all(_is_int(t) for t in prompt):
-        return (tuple(prompt),), False, True
-    if isinstance(prompt, list) and all(isinstance(p, list) for p in prompt):
-        return tuple(_token_ids(p, f"prompt[{i}]") for i, p in enumerate(prompt)), True, True
-    raise ValidationError("prompt", "expected a string, an array of strings, an array of token ids or an array of "
-                                    f"such arrays, got {_kind(prompt)}")
-
-
-def _logprobs(body: dict, kind: str) -> int | None:
-    """How many alternatives per token (None: no logprobs): chat's logprobs + top_logprobs, completions' logprobs."""
-    if kind == "completion":
-        return _int(body, "logprobs", LOWEST["logprobs"])
-    wanted = _bool(body, "logprobs")
-    top = _int(body, "top_logprobs", LOWEST["top_logprobs"])
-    if top is not None and not wanted:
-        raise ValidationError("top_logprobs", "needs logprobs: true")
-    return (top or 0) if wanted else None
+def _conversation(messages: list[ChatMessage]) -> tuple[Message, ...]:
+    return tuple(Message(ROLE_ALIASES.get(m.role, m.role),
+                         m.content if isinstance(m.content, str) else "".join(p.text for p in m.content))
+                 for m in messages)
 
 
 def parse(body, kind: str, max_choices: int) -> OpenAIRequest:
     """A request body as engine requests; raises ValidationError naming the OpenAI field."""
-    if not isinstance(body, dict):
-        raise ValidationError("body", f"expected a JSON object, got {_kind(body)}")
-    _refuse_unknown(body, kind)
-    model = body.get("model")
-    if model is not None and not isinstance(model, str):
-        raise ValidationError("model", f"expected a string, got {_kind(model)}")
-    stream = bool(_bool(body, "stream"))
-    options = body.get("stream_options")
-    include_usage = continuous = False
-    if options is not None:
-        if not isinstance(options, dict):
-            raise ValidationError("stream_options", f"expected an object, got {_kind(options)}")
-        for name in options:
-            if name not in STREAM_OPTIONS:
-                raise ValidationError(f"stream_options.{name}", "not supported by this server")
-        if not stream:
-            raise ValidationError("stream_options", "only allowed with stream: true")
-        include_usage = bool(_bool(options, "include_usage"))
-        continuous = bool(_bool(options, "continuous_usage_stats"))
-    n = _int(body, "n", low=1) or 1
-    params, max_field = _params(body, kind)
-    logprobs = _logprobs(body, kind)
-    echo = bool(_bool(body, "echo"))
-
-    ids: tuple = ()
+    b = _check(REQUESTS[kind], body)
+    options = b.stream_options or StreamOptions()
+    params, max_field = _params(b)
     if kind == "chat":
-        messages = _messages(body)
+        logprobs = (b.top_logprobs or 0) if b.logprobs else None
+        messages = _conversation(b.messages)
         base = GenerationRequest(conversations=(messages,), params=params, logprobs=logprobs)
-        texts, count, is_list = ("\n".join(m.content for m in messages),), 1, False
+        texts, count, is_list, ids = ("\n".join(m.content for m in messages),), 1, False, ()
     else:
-        prompts, is_list, as_ids = _prompts(body)
+        logprobs, shape = b.logprobs, _prompt_shape(b.prompt)
+        is_list = shape in ("strings", "id_arrays")
+        prompts = tuple(b.prompt) if is_list else (b.prompt,)
         # echo's prompt logprobs (and its text, for token-id prompts) come from one pass over the whole prompt.
-        prompt_logprobs = (logprobs or 0) if echo else None
-        if as_ids:
-            ids, texts = prompts, tuple(f"<{len(p)} token ids>" for p in prompts)
-            base = GenerationRequest(prompt_ids=prompts, params=params, logprobs=logprobs,
-                                     prompt_logprobs=prompt_logprobs)
+        prompt_logprobs = (logprobs or 0) if b.echo else None
+        if shape in ("ids", "id_arrays"):
+            ids = tuple(tuple(p) for p in prompts)
+            texts = tuple(f"<{len(p)} token ids>" for p in ids)
+            base = GenerationRequest(prompt_ids=ids, params=params, logprobs=logprobs, prompt_logprobs=prompt_logprobs)
         else:
+            ids, texts = (), prompts
             base = GenerationRequest(prompts=prompts, raw=True, params=params, logprobs=logprobs,
                                      prompt_logprobs=prompt_logprobs)
-            texts = prompts
         count = len(prompts)
-    if count * n > max_choices:
-        where = "n" if n > 1 else "prompt"
-        raise ValidationError(where, f"{count} prompt(s) x n={n} = {count * n} choices, at most {max_choices} per request")
+    if count * b.n > max_choices:
+        where = "n" if b.n > 1 else "prompt"
+        raise ValidationError(where, f"{count} prompt(s) x n={b.n} = {count * b.n} choices, at most {max_choices} "
+                                     "per request")
     seed = params.given.get("seed")
     copies = tuple(
         base if seed is None else replace(base, params=SamplingParams(**{**params.given, "seed": seed + c}))
-        for c in range(n))
-    return OpenAIRequest(kind, model, stream, include_usage, n, count, is_list, max_field, copies, tuple(texts),
-                         continuous, logprobs is not None, echo, ids)
-
-
-TOKENIZE_FIELDS = {"model", "prompt", "messages", "add_special_tokens", "add_generation_prompt", "return_token_strs"}
+        for c in range(b.n))
+    return OpenAIRequest(kind, b.model, b.stream, options.include_usage, b.n, count, is_list, max_field, copies,
+                         tuple(texts), options.continuous_usage_stats, logprobs is not None,
+                         kind == "completion" and b.echo, ids)
 
 
 def parse_tokenize(body) -> tuple[str | None, GenerationRequest, bool | None, bool]:
-    """vLLM's /tokenize body (`prompt`: raw text, or `messages`: a chat, rendered with its template): the model
-    named, the request whose prompt is tokenized, add_special_tokens (None: as a generation would), and whether
-    the tokens' texts are wanted."""
-    if not isinstance(body, dict):
-        raise ValidationError("body", f"expected a JSON object, got {_kind(body)}")
-    for name, value in body.items():
-        if value is not None and name not in TOKENIZE_FIELDS:
-            raise ValidationError(name, "not supported by this server")
-    if body.get("add_generation_prompt") is False:
-        raise ValidationError("add_generation_prompt", "only true is supported")
-    model = body.get("model")
-    if model is not None and not isinstance(model, str):
-        raise ValidationError("model", f"expected a string, got {_kind(model)}")
-    strs = bool(_bool(body, "return_token_strs"))
-    special = _bool(body, "add_special_tokens")
-    if body.get("messages") is not None:
-        return model, GenerationRequest(conversations=(_messages(body),)), special, strs
-    prompt = body.get("prompt")
-    if not isinstance(prompt, str):
-        raise ValidationError("prompt", f"expected a string, got {_kind(prompt)}")
-    return model, GenerationRequest(prompts=(prompt,), raw=True), special, strs
+    """vLLM's /tokenize body: the model named, the request whose prompt is tokenized, add_special_tokens (None: as
+    a generation would), and whether the tokens' texts are wanted."""
+    b = _check(TokenizeRequest, body)
+    if b.messages is not None:
+        request = GenerationRequest(conversations=(_conversation(b.messages),))
+    else:
+        request = GenerationRequest(prompts=(b.prompt,), raw=True)
+    return b.model, request, b.add_special_tokens, b.return_token_strs
 
 
 def parse_detokenize(body) -> tuple[str | None, list[int]]:
     """vLLM's /detokenize body: the model named and `tokens`, an array of token ids."""
-    if not isinstance(body, dict):
-        raise ValidationError("body", f"expected a JSON object, got {_kind(body)}")
-    for name, value in body.items():
-        if value is not None and name not in ("model", "tokens"):
-            raise ValidationError(name, "not supported by this server")
-    tokens = body.get("tokens")
-    if not isinstance(tokens, list):
-        raise ValidationError("tokens", f"expected an array of token ids, got {_kind(tokens)}")
-    return body.get("model"), list(_token_ids(tokens, "tokens"))
+    b = _check(DetokenizeRequest, body)
+    return b.model, list(b.tokens)
 
 
 def openai_error(error: ValidationError, request: OpenAIRequest | None) -> tuple[str, str]:
@@ -392,15 +417,16 @@ def _object(kind: str, chunk: bool) -> str:
     return "text_completion"
 
 
-def _bytes(token: str) -> list[int]:
-    return list(token.encode("utf-8"))
+def _entry(lp: Logprob) -> dict:
+    return {"token": lp.token, "logprob": lp.logprob,
+            "bytes": list(lp.token.encode("utf-8") if lp.token_bytes is None else lp.token_bytes)}
 
 
 def chat_logprobs(logprobs: list[Logprob]) -> dict:
-    """OpenAI's chat shape: choices[].logprobs.content[]."""
-    return {"content": [{"token": lp.token, "logprob": lp.logprob, "bytes": _bytes(lp.token),
-                         "top_logprobs": [{"token": t, "logprob": v, "bytes": _bytes(t)} for _, t, v in lp.top]}
-                        for lp in logprobs], "refusal": None}
+    """OpenAI's chat shape: choices[].logprobs.content[] (`bytes`: the token's own, which for part of a multi-byte
+    character are not its text's, as OpenAI gives them)."""
+    return {"content": [{**_entry(lp), "top_logprobs": [_entry(t) for t in lp.top]} for lp in logprobs],
+            "refusal": None}
 
 
 def completion_logprobs(logprobs: list[Logprob], offset: int) -> dict:
@@ -411,7 +437,7 @@ def completion_logprobs(logprobs: list[Logprob], offset: int) -> dict:
     for lp in logprobs:
         out["tokens"].append(lp.token)
         out["token_logprobs"].append(lp.logprob)
-        out["top_logprobs"].append(None if lp.logprob is None else {**{t: v for _, t, v in lp.top}, lp.token: lp.logprob})
+        out["top_logprobs"].append(None if lp.logprob is None else {**{t.token: t.logprob for t in lp.top}, lp.token: lp.logprob})
         out["text_offset"].append(offset)
         offset += len(lp.token)
     return out

@@ -13,8 +13,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from server.engine.errors import EngineError, ValidationError
-from server.engine.params import PARAMETERS, GenerationParams
+from server.engine.params import PARAMETERS
 from server.engine.types import GenerationRequest, SamplingParams
+from server.engine.validation import KINDS
 from server.errors import ModelNotFound
 
 PROMPT = "pre_prompt"
@@ -23,8 +24,6 @@ TOKEN_COUNT = "token_count"
 END_SIGNAL = "end_signal"
 VERSION = "1"  # the one version of the one model
 PLATFORM = "OpenVINO"
-# Each generation parameter's kind, from its default (seed's default is None: an int when given).
-KINDS = {name: (int if name == "seed" else type(getattr(GenerationParams(), name))) for name in PARAMETERS}
 KIND_NAMES = {int: "an integer", float: "a number", bool: "a bool", tuple: "a string or a list of strings"}
 
 

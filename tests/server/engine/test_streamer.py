@@ -122,3 +122,20 @@ def test_usage_counts_every_token_once_with_times_from_the_arrival():
     final = stream.sink[-1]
     assert final.index == 3 and final.usage.prompt_tokens == 4 and final.usage.completion_tokens == 2
     assert (final.usage.ttft_ms, final.usage.total_ms) == (500.0, 1000.0)
+
+
+def test_logprobs_carry_each_tokens_own_bytes(fp32_model_dir):
+    """With the server's tokenizer, a token that is part of a character has its true bytes, its alternatives too."""
+    from server.engine.sampler import TokenLogprob
+    from server.engine.tokenizer import Tokenizer
+
+    ours = Tokenizer.load(fp32_model_dir)
+    s = streamer(ours)
+    ids = ours.encode("家族 😀", add_special_tokens=False)
+    for n, token in enumerate(ids, 1):
+        s.put(token, float(n), last=n == len(ids), logprob=TokenLogprob(token, -0.5, ((token, -0.5), (EOS, -2.0))))
+    s.finish(FinishReason.LENGTH, 9.0)
+    logprobs = [lp for e in s.sink if isinstance(e, TextDelta) for lp in e.logprobs]
+    assert [lp.token_id for lp in logprobs] == ids and "\ufffd" in logprobs[0].token
+    assert b"".join(lp.token_bytes for lp in logprobs) == "家族 😀".encode()
+    assert [t.token_bytes for t in logprobs[0].top] == [logprobs[0].token_bytes, b"<|im_end|>"]

@@ -95,3 +95,16 @@ def test_the_transformers_path_encodes_alike(fp32_model_dir):
     for text in TEXTS:
         for special in (True, False):
             assert through_transformers.encode(text, special) == ours.encode(text, special), text
+
+
+def test_token_bytes_are_the_tokens_own(fp32_model_dir):
+    """A byte-level BPE token may be part of a multi-byte character (its text is U+FFFD); its bytes are its own, so a
+    text's tokens' bytes join into its UTF-8 (OpenAI's logprobs `bytes`). Added tokens are their text."""
+    tokenizer = Tokenizer.load(fp32_model_dir)
+    for text in TEXTS:
+        ids = tokenizer.encode(text, add_special_tokens=False)
+        assert b"".join(tokenizer.token_bytes(t) for t in ids) == text.encode("utf-8"), text
+    ids = tokenizer.encode("😀", add_special_tokens=False)
+    assert len(ids) > 1 and tokenizer.decode(ids[:1]).endswith("\ufffd")
+    assert tokenizer.token_bytes(ids[0]) != tokenizer.decode(ids[:1]).encode() and \
+        tokenizer.token_bytes(ids[0]) == "😀".encode()[:len(tokenizer.token_bytes(ids[0]))]

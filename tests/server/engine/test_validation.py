@@ -111,3 +111,46 @@ def test_ignore_eos_runs_to_max_new_tokens():
     p = resolve_params(GenerationRequest(prompts=("hi",), params=SamplingParams(ignore_eos=True, max_new_tokens=9)),
                        GenerationParams(), Limits())
     assert p.min_new_tokens == 9
+
+
+@pytest.mark.parametrize(("kw", "field"), [
+    ({"min_new_tokens": -1}, "min_new_tokens"),
+    ({"top_k": -1}, "top_k"),
+    ({"max_new_tokens": True}, "max_new_tokens"),
+    ({"max_new_tokens": 5.0}, "max_new_tokens"),
+    ({"temperature": "0.5"}, "temperature"),
+    ({"temperature": False}, "temperature"),
+    ({"do_sample": 1}, "do_sample"),
+    ({"ignore_eos": "yes"}, "ignore_eos"),
+    ({"seed": -1}, "seed"),
+    ({"stop": "abc"}, "stop"),  # one string, not three one-letter stops
+    ({"stop": ("a", 3)}, "stop"),
+])
+def test_the_in_process_api_is_held_to_every_bound_and_type(kw, field):
+    """Without a transport in front (AsyncEngine used in-process), the engine itself refuses what gRPC's types and
+    the HTTP schema would."""
+    assert field_of(resolve_params, params(**kw), DEFAULTS, LIMITS) == field
+
+
+def test_an_integer_is_a_number_and_a_list_of_stops_will_do():
+    p = resolve_params(params(temperature=1, stop=["x"]), DEFAULTS, LIMITS)
+    assert p.temperature == 1 and p.stop == ("x",)
+
+
+@pytest.mark.parametrize(("request_", "field"), [
+    (GenerationRequest(prompts=(b"hi",)), "prompts[0]"),
+    (GenerationRequest(conversations=((Message("user", None),),)), "conversations[0].messages[0].content"),
+    (GenerationRequest(conversations=((Message(3, "hi"),),)), "conversations[0].messages[0].role"),
+    (GenerationRequest(prompts=("hi",), system_prompt=3), "system_prompt"),
+    (GenerationRequest(prompts=("hi",), logprobs=True), "logprobs"),
+    (GenerationRequest(prompts=("hi",), logprobs=21), "logprobs"),
+    (GenerationRequest(prompts=("hi",), prompt_logprobs=-1), "prompt_logprobs"),
+])
+def test_in_process_inputs_are_checked_too(request_, field):
+    assert field_of(check_inputs, request_, Limits()) == field
+
+
+def test_token_ids_are_integers_in_the_vocabulary():
+    check_token_ids("prompt_ids[0]", [0, 63], vocab_size=64)
+    for ids, at in (([0, -1], 1), ([1, True], 1), ([1.0], 0), (["5"], 0)):
+        assert field_of(check_token_ids, "prompt_ids[0]", ids, 64) == f"prompt_ids[0][{at}]"

@@ -35,7 +35,7 @@ def test_usage_goes_out_in_both_messages():
 def test_top_logprobs_and_per_token_logprobs_go_both_ways():
     assert convert.to_request(llm_pb2.GenerateRequest(prompts=["hi"], top_logprobs=0)).logprobs == 0
     assert convert.to_request(llm_pb2.GenerateRequest(prompts=["hi"])).logprobs is None
-    lp = Logprob(5, " a", -0.5, ((5, " a", -0.5), (7, " b", -1.25)))
+    lp = Logprob(5, " a", -0.5, (Logprob(5, " a", -0.5), Logprob(7, " b", -1.25)))
     (msg,) = convert.to_stream_message(TextDelta(0, " a", (lp,))).logprobs
     assert (msg.token_id, msg.token, msg.logprob) == (5, " a", -0.5)
     assert [(t.token_id, t.token, t.logprob) for t in msg.top_logprobs] == [(5, " a", -0.5), (7, " b", -1.25)]

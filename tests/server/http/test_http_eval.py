@@ -121,6 +121,12 @@ def test_a_guidellm_style_request_runs_to_max_tokens_with_usage_on_every_chunk(c
     counts = [c.usage.completion_tokens for c in with_choice]
     assert counts == sorted(counts) and counts[-1] == 24 and chunks[-1].usage.completion_tokens == 24
     assert with_choice[-1].choices[0].finish_reason == "length"
+    # chat: the role chunk that opens the choice carries usage too (the prompt's tokens, none generated), as vLLM's
+    chat = list(client.chat.completions.create(
+        model=MODEL, messages=user("Hello"), max_tokens=2, stream=True,
+        stream_options={"include_usage": True, "continuous_usage_stats": True}))
+    assert chat[0].choices[0].delta.role == "assistant" and all(c.usage is not None for c in chat)
+    assert chat[0].usage.completion_tokens == 0 and chat[0].usage.prompt_tokens == chat[-1].usage.prompt_tokens > 0
 
 
 def test_grpc_top_logprobs_match_the_http_ones(client, http_server):

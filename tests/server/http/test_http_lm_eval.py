@@ -83,7 +83,7 @@ def test_lm_eval_scores_local_tasks_as_the_engine_computes_them_in_process(http_
             tail = c.prompt_logprobs[len(ctx):]
             assert math.isclose(float(served), sum(lp.logprob for lp in tail), abs_tol=1e-4)
             checked.append((whole, c.prompt_logprobs))
-            assert (greedy == "True") == all(lp.logprob == lp.top[0][2] for lp in tail)
+            assert (greedy == "True") == all(lp.logprob == lp.top[0].logprob for lp in tail)
 
     # And those are the model's own: optimum-intel's full logits agree up to the paged KV cache's precision.
     whole, logprobs = checked[0]

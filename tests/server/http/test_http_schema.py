@@ -1,6 +1,8 @@
 """OpenAI bodies -> engine requests, and engine field names -> OpenAI's, as plain functions (no server)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from server.engine.errors import ValidationError
@@ -109,9 +111,92 @@ def test_token_id_prompts_and_their_error_names():
 
 
 def test_logprob_shapes():
-    lps = [Logprob(1, "A", None), Logprob(2, " b", -0.5, ((3, " c", -0.25), (2, " b", -0.5)))]
+    lps = [Logprob(1, "A", None), Logprob(2, " b", -0.5, (Logprob(3, " c", -0.25), Logprob(2, " b", -0.5)))]
     out = schema.completion_logprobs(lps, 0)
     assert out == {"tokens": ["A", " b"], "token_logprobs": [None, -0.5], "top_logprobs": [None, {" c": -0.25, " b": -0.5}],
                    "text_offset": [0, 1]}
     (entry,) = schema.chat_logprobs(lps[1:])["content"]
     assert entry["bytes"] == [32, 98] and entry["top_logprobs"][0] == {"token": " c", "logprob": -0.25, "bytes": [32, 99]}
+
+
+@pytest.mark.parametrize("body, name, message", [
+    ({"max_tokens": "1"}, "max_tokens", "expected an integer, got a string"),
+    ({"n": True}, "n", "expected an integer, got a boolean"),
+    ({"seed": 1.0}, "seed", "expected an integer, got a number"),
+    ({"temperature": True}, "temperature", "expected a number, got a boolean"),
+    ({"temperature": float("nan")}, "temperature", "expected a finite number"),
+    ({"stream": "true"}, "stream", "expected true or false, got a string"),
+    ({"stream": True, "stream_options": {"include_usage": 1}}, "stream_options.include_usage",
+     "expected true or false, got an integer"),
+    ({"messages": [{"role": "user", "content": "hi"}, {"role": "user", "content": 5}]}, "messages[1].content",
+     "expected a string or an array of text parts, got an integer"),
+    ({"messages": [{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "image_url"}]}]},
+     "messages[0].content[1]", "only text parts are supported, got 'image_url'"),
+    ({"messages": [{"role": "user", "content": [{"type": "text", "text": 3}]}]}, "messages[0].content[0].text",
+     "expected a string, got an integer"),
+    ({"messages": [{"role": "user"}]}, "messages[0].content", "required"),
+    ({"messages": ["hi"]}, "messages[0]", "expected an object, got a string"),
+    ({"messages": []}, "messages", "at least one message is required"),
+    ({"top_k": -2}, "top_k", "must be at least -1"),
+    ({"max_tokens": 2, "max_completion_tokens": 3}, "max_completion_tokens", "differs from max_tokens"),
+    ({"logprobs": False, "top_logprobs": 1}, "top_logprobs", "needs logprobs: true"),
+])
+def test_strict_types_and_one_line_errors_naming_the_path(body, name, message):
+    """No "1" for an integer, no boolean for a number; pydantic's first error as one line, named as the client wrote
+    it."""
+    with pytest.raises(ValidationError) as caught:
+        chat(**body)
+    assert caught.value.field == name and str(caught.value).startswith(f"{name}: {message}")
+
+
+@pytest.mark.parametrize("body, name, message", [
+    ({"prompt": ["a", "b", 3]}, "prompt", "expected a string, an array of strings, an array of token ids or an array"),
+    ({"prompt": [[1], [2], [3, "x"]]}, "prompt[2][1]", "expected an integer, got a string"),
+    ({"prompt": []}, "prompt", "at least one prompt is required"),
+    ({"prompt": "a", "echo": 1}, "echo", "expected true or false, got an integer"),
+    ({"prompt": "a", "logprobs": True}, "logprobs", "expected an integer, got a boolean"),
+    ({"prompt": "a", "stop": ["x", None]}, "stop[1]", "expected a string, got null"),
+    ({"prompt": "a", "suffix": "x"}, "suffix", "not supported by this server"),
+    (["a"], "body", "expected a JSON object, got an array"),
+])
+def test_completion_errors_name_the_path(body, name, message):
+    with pytest.raises(ValidationError) as caught:
+        schema.parse(body, "completion", 8)
+    assert caught.value.field == name and str(caught.value).startswith(f"{name}: {message}")
+
+
+def test_tokenize_and_detokenize_bodies():
+    model, request, special, strs = schema.parse_tokenize({"prompt": "hi", "add_special_tokens": False, "model": "m"})
+    assert (model, request.prompts, request.raw, special, strs) == ("m", ("hi",), True, False, False)
+    _, request, special, strs = schema.parse_tokenize({"messages": [{"role": "user", "content": "hi"}],
+                                                       "return_token_strs": True})
+    assert request.conversations == ((Message("user", "hi"),),) and special is None and strs
+    assert schema.parse_detokenize({"tokens": [1, 2]}) == (None, [1, 2])
+    for parse, body, name in ((schema.parse_tokenize, {}, "prompt"), (schema.parse_tokenize, {"prompt": 3}, "prompt"),
+                              (schema.parse_tokenize, {"prompt": "a", "add_generation_prompt": False},
+                               "add_generation_prompt"),
+                              (schema.parse_tokenize, {"prompt": "a", "x": 1}, "x"),
+                              (schema.parse_detokenize, {"tokens": [1, True]}, "tokens[1]"),
+                              (schema.parse_detokenize, {"tokens": "1"}, "tokens")):
+        with pytest.raises(ValidationError) as caught:
+            parse(body)
+        assert caught.value.field == name
+
+
+def test_every_generation_parameter_has_its_field_and_the_readme_lists_every_field():
+    """A parameter added to GenerationParams needs its OpenAI field; the README's HTTP section names what is accepted."""
+    for kind in ("chat", "completion"):
+        assert set(schema.OPENAI_PARAMS) <= schema.FIELDS[kind]
+    readme = (Path(__file__).parents[3] / "README.md").read_text(encoding="utf-8")
+    http = readme[readme.index("| endpoint | |"):readme.index("Errors have OpenAI's shape")]
+    listed = [*schema.FIELDS["chat"], *schema.FIELDS["completion"], *schema.IGNORED, *schema.NEUTRAL]
+    assert [name for name in listed if f"`{name}" not in http] == []
+    assert [name for name in schema.STREAM_OPTIONS if f"`stream_options.{name}`" not in http] == []
+
+
+def test_logprob_bytes_are_the_tokens_own():
+    """Half of a multi-byte character: its text is U+FFFD, its bytes are its own (as OpenAI gives them)."""
+    half = Logprob(18310, "\ufffd", -0.1, (Logprob(18310, "\ufffd", -0.1, token_bytes=b"\xe5\xae"),),
+                   token_bytes=b"\xe5\xae")
+    (entry,) = schema.chat_logprobs([half])["content"]
+    assert entry["bytes"] == [0xE5, 0xAE] and entry["top_logprobs"][0]["bytes"] == [0xE5, 0xAE]
