@@ -44,6 +44,25 @@ class SamplingParams:
 
 
 @dataclass(frozen=True)
+class Constraint:
+    """The shape every answer of a request must take: exactly one of a JSON schema (as JSON text), a regular
+    expression, or any JSON object. Checked and compiled by the engine (grammar.py)."""
+
+    json_schema: str | None = None
+    regex: str | None = None
+    json_object: bool = False
+
+    @property
+    def field(self) -> str:
+        """The name the engine's errors give it."""
+        return "regex" if self.regex is not None else "json_schema" if self.json_schema is not None else "json_object"
+
+    @property
+    def value(self) -> str | None:
+        return self.regex if self.regex is not None else self.json_schema
+
+
+@dataclass(frozen=True)
 class GenerationRequest:
     """One call: several prompts (or conversations) generated together as one batch."""
 
@@ -57,6 +76,7 @@ class GenerationRequest:
     # None: none; N: every prompt token's logprob (the first has none) with N alternatives. The whole prompt is
     # computed (no prefix cache), and max_new_tokens may be 0.
     prompt_logprobs: int | None = None
+    constraint: Constraint | None = None  # every answer follows this grammar (structured output)
 
 
 @dataclass(frozen=True)

@@ -59,6 +59,21 @@ def check_inputs(request: GenerationRequest, limits: Limits) -> None:
             raise ValidationError(name, f"must be in [0, {limits.max_logprobs}]")
 
 
+def check_constraint(request: GenerationRequest) -> None:
+    """A constraint is one kind of grammar, not empty (whether it compiles, grammar.py checks)."""
+    c = request.constraint
+    if c is None:
+        return
+    given = [name for name, v in (("json_schema", c.json_schema), ("regex", c.regex)) if v is not None]
+    given += ["json_object"] if c.json_object else []
+    if len(given) != 1:
+        raise ValidationError(given[0] if given else "json_schema",
+                              "give one of json_schema, regex or json_object" + (f", not {' and '.join(given)}"
+                                                                                  if given else ""))
+    if c.value is not None and not c.value.strip():
+        raise ValidationError(c.field, "must not be empty")
+
+
 def check_token_ids(field: str, ids, vocab_size: int) -> None:
     """Every id is a token of the model's vocabulary; the error names `field[index]`."""
     for j, token in enumerate(ids):
