@@ -1,8 +1,8 @@
 """Grammar-constrained token choice with llguidance: JSON schemas, regular expressions, any JSON object.
 
 A constrained prompt carries its own matcher (`llguidance.LLMatcher`, a parser over the tokenizer's bytes).
-Each step the core asks `Grammars.allowed` for the allowed tokens of every constrained row at once (llguidance's
-executor fills them in parallel, off the GIL), the sampler sets every other token's logit to -inf before any
+Each step the core asks `Grammars.banned` for the forbidden tokens of every constrained row at once (llguidance's
+executor fills them in parallel, off the GIL), the sampler sets their logits to -inf before any
 other rule, and `Grammars.advance` feeds each matcher its chosen token. End-of-sequence is allowed only where
 the grammar may end. As vLLM's guidance backend, except that llguidance's tokenizer is built from the
 `tokenizers` JSON we already hold (llguidance.hf would import transformers, and with it PyTorch).
@@ -81,9 +81,10 @@ class Grammars:
                 self._cache.popitem(last=False)
         return compiled.deep_copy()
 
-    def allowed(self, matchers: Sequence, width: int) -> np.ndarray:
-        """The allowed tokens of each matcher's next step, as a bool array [matchers, width] (width: the logits';
-        ids beyond the tokenizer's are never allowed)."""
+    def banned(self, matchers: Sequence, width: int) -> np.ndarray:
+        """The tokens each matcher forbids at its next step, as a bool array [matchers, width] (width: the logits';
+        ids beyond the tokenizer's are always banned). Banned rather than allowed: the sampler writes -inf where
+        this is True, in place, with no negation pass."""
         import llguidance.numpy as lln
 
         if self._executor is None:
@@ -92,18 +93,18 @@ class Grammars:
             self._executor = llguidance.LLExecutor()
         bits = lln.allocate_token_bitmask(len(matchers), self._tokenizer.vocab_size)
         lln.fill_next_token_bitmask_par(self._executor, [(m, i) for i, m in enumerate(matchers)], bits)
-        allowed = np.unpackbits(bits.view(np.uint8), axis=1, bitorder="little").view(bool)
-        allowed = allowed[:, :self._tokenizer.vocab_size]
-        if allowed.shape[1] >= width:
-            return allowed[:, :width]
-        return np.pad(allowed, ((0, 0), (0, width - allowed.shape[1])))
+        banned = np.unpackbits(np.invert(bits).view(np.uint8), axis=1, bitorder="little").view(bool)
+        banned = banned[:, :self._tokenizer.vocab_size]
+        if banned.shape[1] >= width:
+            return banned[:, :width]
+        return np.pad(banned, ((0, 0), (0, width - banned.shape[1])), constant_values=True)
 
     def advance(self, pairs: Sequence[tuple[object, int]], eos: Sequence[int]) -> list[str | None]:
         """Feed each matcher its chosen token (an end-of-sequence one ends the answer: nothing to feed); per pair
         None, or the grammar's error, for a matcher that is or goes wrong (that request fails, no other)."""
-        feed = [(m, t) for m, t in pairs if t not in eos and not m.is_error()]
-        if feed:
-            self._executor.consume_token_par(feed)
+        for m, t in pairs:  # a few microseconds each: not worth the executor's threads
+            if t not in eos and not m.is_error():
+                m.consume_token(t)
         return ["the output broke its grammar: " + _one_line(m.get_error()) if m.is_error() else None
                 for m, _ in pairs]
 
