@@ -25,7 +25,7 @@ from server.engine.request import Request
 from server.engine.streamer import TokenStreamer
 from server.engine.types import Completion, Event, GenerationRequest, collect
 from server.engine.validation import (check_cache, check_constraint, check_inputs, check_lengths, check_token_ids,
-                                      resolve_params)
+                                      check_tools, resolve_params)
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,7 @@ class Engine:
         if not self._accepting:
             raise NotReady("the server is shutting down")
         check_inputs(request, self.limits)
+        check_tools(request)
         check_constraint(request)
         params = resolve_params(request, self.defaults, self.limits)
         matcher = self.grammars.matcher(request.constraint) if request.constraint else None
@@ -75,7 +76,7 @@ class Engine:
                 check_token_ids(f"{field}[{i}]", ids, self.model.vocab_size)
         else:
             items = request.prompts or request.conversations
-            texts = [self.model.render(item, request.system_prompt, request.raw) for item in items]
+            texts = [self.model.render(item, request.system_prompt, request.raw, request.tools) for item in items]
             prompt_ids = [self.model.encode(t, request.raw) for t in texts]
             field = "prompts" if request.prompts else "conversations"
         lengths = [len(p) for p in prompt_ids]
@@ -115,11 +116,12 @@ class Engine:
         """The token ids each prompt (or conversation, rendered) of `request` would run as (`add_special_tokens`
         set: with or without the tokenizer's own special tokens instead); nothing is generated."""
         check_inputs(request, self.limits)
+        check_tools(request)
         if request.prompt_ids:
             return [list(ids) for ids in request.prompt_ids]
         items = request.prompts or request.conversations
         special = request.raw if add_special_tokens is None else add_special_tokens
-        return [self.model.encode(self.model.render(item, request.system_prompt, request.raw), special)
+        return [self.model.encode(self.model.render(item, request.system_prompt, request.raw, request.tools), special)
                 for item in items]
 
     def tokenizer_info(self) -> dict:

@@ -1,4 +1,5 @@
-"""Grammar-constrained token choice with llguidance: JSON schemas, regular expressions, any JSON object.
+"""Grammar-constrained token choice with llguidance: JSON schemas, regular expressions, Lark grammars, any JSON
+object.
 
 A constrained prompt carries its own matcher (`llguidance.LLMatcher`, a parser over the tokenizer's bytes).
 Each step the core asks `Grammars.banned` for the forbidden tokens of every constrained row at once (llguidance's
@@ -67,6 +68,8 @@ class Grammars:
         try:
             if constraint.regex is not None:
                 grammar = llguidance.LLMatcher.grammar_from_regex(constraint.regex)
+            elif constraint.grammar is not None:
+                grammar = llguidance.LLMatcher.grammar_from_lark(constraint.grammar)
             else:
                 schema = _schema(constraint)
                 grammar = llguidance.LLMatcher.grammar_from_json_schema(schema, defaults=JSON_OPTIONS)
