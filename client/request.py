@@ -22,7 +22,11 @@ HELP = {
     "repetition_penalty": "penalty for tokens already present (1: none)",
     "do_sample": "sample from the distribution (--no-do-sample: greedy)",
     "seed": "random seed for sampling (sets sampling on)",
+    "json_schema": "a JSON schema file: every answer is JSON that follows it",
+    "regex": "every answer matches this regular expression",
 }
+FILES = {"json_schema"}
+STRUCTURED = ("json_schema", "regex")  # LLMService fields that KServe's parameters do not take  # flags that name a file whose text is the field's value
 TYPES = {FieldDescriptor.CPPTYPE_STRING: str, FieldDescriptor.CPPTYPE_FLOAT: float,
          FieldDescriptor.CPPTYPE_DOUBLE: float, FieldDescriptor.CPPTYPE_UINT32: int,
          FieldDescriptor.CPPTYPE_UINT64: int, FieldDescriptor.CPPTYPE_INT32: int, FieldDescriptor.CPPTYPE_INT64: int}
@@ -40,7 +44,8 @@ def add_generation_flags(p: argparse.ArgumentParser) -> None:
         if f.cpp_type == FieldDescriptor.CPPTYPE_BOOL:
             p.add_argument(flag, action=argparse.BooleanOptionalAction, help=HELP.get(f.name, f"request field {f.name}"))
         else:
-            p.add_argument(flag, type=TYPES[f.cpp_type], help=HELP.get(f.name, f"request field {f.name}"))
+            p.add_argument(flag, type=TYPES[f.cpp_type], metavar="FILE" if f.name in FILES else None,
+                           help=HELP.get(f.name, f"request field {f.name}"))
     p.add_argument("--stop", action="append", default=[], help="stop string (repeatable); not included in the text")
 
 
@@ -61,16 +66,24 @@ def client_parser(description: str) -> argparse.ArgumentParser:
 
 def build_request(args: argparse.Namespace, prompts: list[str] | None = None) -> llm_pb2.GenerateRequest:
     fields = {f.name: getattr(args, f.name) for f in optional_fields() if getattr(args, f.name, None) is not None}
+    for name in FILES.intersection(fields):
+        try:
+            with open(fields[name], encoding="utf-8") as file:
+                fields[name] = file.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ClientError(f"--{name.replace('_', '-')}: cannot read {fields[name]} ({exc.strerror or exc})") from None
     return llm_pb2.GenerateRequest(prompts=prompts if prompts is not None else args.prompts,
                                    stop=getattr(args, "stop", []), **fields)
 
 
 def build_kserve_request(args: argparse.Namespace):
     """The KServe call for the same flags: the prompts in `pre_prompt`, the generation flags as parameters."""
-    if args.system_prompt is not None:
-        raise ClientError("--system-prompt: KServe calls carry prompts and generation parameters only")
+    for name in ("system_prompt", *STRUCTURED):
+        if getattr(args, name, None) is not None:
+            raise ClientError(f"--{name.replace('_', '-')}: KServe calls carry prompts and generation parameters only")
     try:
-        given = kserve_parameters(args, [f.name for f in optional_fields() if f.name != "system_prompt"])
+        given = kserve_parameters(args, [f.name for f in optional_fields()
+                                         if f.name not in ("system_prompt", *STRUCTURED)])
     except ValueError as exc:
         raise ClientError(str(exc)) from None
     return kserve_infer_request(args, given)

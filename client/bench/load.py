@@ -115,6 +115,14 @@ class LoadConfig:
     metadata: tuple[tuple[str, str], ...] = ()
     protocol: str = "grpc"  # or "openai": the same load as HTTP streaming on /v1/chat/completions
     http_url: str = ""  # the HTTP API's base URL, for "openai"
+    json_schema: str | None = None  # structured output: every answer is JSON that follows this schema (JSON text)
+
+
+def add_workload_flags(p, tokens_help: str = "new tokens per request, forced (default 128)") -> None:
+    """The flags the turn-taking benchmarks (variants.py, structured.py) share: tokens, prompts, JSON output."""
+    p.add_argument("--max-new-tokens", type=int, default=128, help=tokens_help)
+    p.add_argument("--prompts", default=str(PROMPTS_FILE), help="prompt file, one per line")
+    p.add_argument("--json", metavar="FILE", help="write the figures as JSON")
 
 
 def requests_at(level: int, requests: int) -> int:
@@ -202,7 +210,7 @@ async def _level(send, concurrency: int, indices: range) -> tuple[float, list[Re
 async def _one(stub, cfg: LoadConfig, i: int) -> RequestTiming:
     prompt = cfg.prompts[i % len(cfg.prompts)]
     request = llm_pb2.GenerateRequest(prompts=[prompt], max_new_tokens=cfg.tokens, min_new_tokens=cfg.tokens,
-                                      do_sample=False)
+                                      do_sample=False, json_schema=cfg.json_schema)
     arrivals: list[float] = []
     pieces: list[str] = []
     tokens = 0
@@ -223,6 +231,9 @@ async def _one_openai(client, cfg: LoadConfig, i: int) -> RequestTiming:
     prompt = cfg.prompts[i % len(cfg.prompts)]
     body = {"messages": [{"role": "user", "content": prompt}], "max_tokens": cfg.tokens, "min_tokens": cfg.tokens,
             "temperature": 0, "stream": True, "stream_options": {"include_usage": True}}
+    if cfg.json_schema is not None:
+        body["response_format"] = {"type": "json_schema",
+                                   "json_schema": {"name": "answer", "schema": json.loads(cfg.json_schema)}}
     arrivals: list[float] = []
     pieces: list[str] = []
     tokens = 0

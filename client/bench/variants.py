@@ -68,9 +68,7 @@ def parser(prog: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--levels", default="8,16", help="concurrency levels, comma-separated (default 8,16)")
     p.add_argument("--rounds", type=int, default=4, help="rounds per level; a round sends each stream one request "
                                                          "to each server in turn (default 4)")
-    p.add_argument("--max-new-tokens", type=int, default=128, help="new tokens per request, forced (default 128)")
-    p.add_argument("--prompts", default=str(load.PROMPTS_FILE), help="prompt file, one per line")
-    p.add_argument("--json", metavar="FILE", help="write the figures as JSON")
+    load.add_workload_flags(p)
     return p
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from server.engine.errors import QueueFull
+from server.engine.grammar import Grammars
 from server.engine.kv_cache import ROOT, BlockManager, block_keys, chain
 from server.engine.paged_model import StepInputs
 from server.engine.params import Limits
@@ -101,8 +102,10 @@ class StepOutput:
 class EngineCore:
     """`model` is anything with `num_blocks`, `block_size` and `forward(StepInputs) -> logits [sampled, vocab]`."""
 
-    def __init__(self, model, eos_token_ids, limits: Limits, max_step_tokens: int, prefix_caching: bool = True):
+    def __init__(self, model, eos_token_ids, limits: Limits, max_step_tokens: int, prefix_caching: bool = True,
+                 grammars: Grammars | None = None):
         self.model = model
+        self.grammars = grammars  # for requests with a matcher (structured output)
         self.limits = limits
         self.max_step_tokens = max_step_tokens
         self.blocks = BlockManager(model.num_blocks, model.block_size, prefix_caching)
@@ -309,10 +312,20 @@ class EngineCore:
         """Every sampled prompt's next token in one pass; the token rules (end of sequence, length) end prompts."""
         if not sampled:
             return []
-        tokens, logprobs = choose_tokens(logits, sampled, self._eos)
-        outputs, done = [], []
-        for request, token, logprob in zip(sampled, tokens, logprobs):
+        constrained = [i for i, r in enumerate(sampled) if r.matcher is not None]
+        banned = self.grammars.banned([sampled[i].matcher for i in constrained], logits.shape[1]) \
+            if constrained else None
+        tokens, logprobs = choose_tokens(logits, sampled, self._eos, constrained, banned)
+        advancing = [i for i in constrained if sampled[i].params.max_new_tokens]
+        errors = dict(zip(advancing, self.grammars.advance([(sampled[i].matcher, tokens[i]) for i in advancing],
+                                                           self._eos))) if advancing else {}
+        outputs, done, failed = [], [], []
+        for i, (request, token, logprob) in enumerate(zip(sampled, tokens, logprobs)):
             first = not request.output_ids
+            if errors.get(i):  # its grammar failed: this request fails, the others go on
+                outputs.append(SeqOutput(request.id, error=errors[i]))
+                failed.append(request)
+                continue
             if request.params.max_new_tokens == 0:  # the prompt's logprobs were all it wanted
                 status, new, logprob = RequestStatus.FINISHED_LENGTH, (), None
             else:
@@ -331,6 +344,7 @@ class EngineCore:
                                      prompt_logprobs=tuple(request.prompt_logprob_values)
                                      if first and request.prompt_logprobs is not None else None))
         self._finish(done, None)
+        self._finish(failed, RequestStatus.FINISHED_FAILED)
         return outputs
 
     def _register(self, r: Request, before: int) -> None:

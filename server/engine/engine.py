@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 
 from server.engine.core import ALL, EngineCore, SeqOutput, StepOutput
 from server.engine.errors import NotReady
+from server.engine.grammar import Grammars
 from server.engine.kv_cache import cache_blocks
 from server.engine.model import LoadedModel
 from server.engine.output import Call, OutputProcessor, ThreadWaker
@@ -23,7 +24,8 @@ from server.engine.params import GenerationParams, KVCacheConfig, Limits, Schedu
 from server.engine.request import Request
 from server.engine.streamer import TokenStreamer
 from server.engine.types import Completion, Event, GenerationRequest, collect
-from server.engine.validation import check_cache, check_inputs, check_lengths, check_token_ids, resolve_params
+from server.engine.validation import (check_cache, check_constraint, check_inputs, check_lengths, check_token_ids,
+                                      check_tools, resolve_params)
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +52,9 @@ class Engine:
         log.info("paged engine: KV cache of %d blocks x %d tokens, %s (%.0f MB), prefix caching %s",
                  paged.num_blocks, paged.block_size, paged.kv_precision,
                  paged.num_blocks * paged.bytes_per_block / 1e6, "on" if kv_cache.prefix_caching else "off")
-        self.core = EngineCore(paged, model.eos_token_ids, limits, scheduler.max_step_tokens, kv_cache.prefix_caching)
+        self.grammars = Grammars.for_tokenizer(model.tokenizer, model.vocab_size, model.eos_token_ids)
+        self.core = EngineCore(paged, model.eos_token_ids, limits, scheduler.max_step_tokens, kv_cache.prefix_caching,
+                               self.grammars)
         self.output = OutputProcessor(self.core.abort)
         self._waker = ThreadWaker()
         self._thread = threading.Thread(target=self._loop, name="engine-core", daemon=True)
@@ -62,14 +66,17 @@ class Engine:
         if not self._accepting:
             raise NotReady("the server is shutting down")
         check_inputs(request, self.limits)
+        check_tools(request)
+        check_constraint(request)
         params = resolve_params(request, self.defaults, self.limits)
+        matcher = self.grammars.matcher(request.constraint) if request.constraint else None
         if request.prompt_ids:
             field, prompt_ids = "prompt_ids", [list(ids) for ids in request.prompt_ids]
             for i, ids in enumerate(prompt_ids):
                 check_token_ids(f"{field}[{i}]", ids, self.model.vocab_size)
         else:
             items = request.prompts or request.conversations
-            texts = [self.model.render(item, request.system_prompt, request.raw) for item in items]
+            texts = [self.model.render(item, request.system_prompt, request.raw, request.tools) for item in items]
             prompt_ids = [self.model.encode(t, request.raw) for t in texts]
             field = "prompts" if request.prompts else "conversations"
         lengths = [len(p) for p in prompt_ids]
@@ -77,8 +84,8 @@ class Engine:
         check_cache(field, lengths, params, self.core.blocks.num_blocks, self.core.blocks.block_size)
 
         call = Call(next(self._ids), time.monotonic(), waker or self._waker, self.core.abort)
-        requests = [Request(next(self._ids), call.id, ids, params, request.logprobs, request.prompt_logprobs)
-                    for ids in prompt_ids]
+        requests = [Request(next(self._ids), call.id, ids, params, request.logprobs, request.prompt_logprobs,
+                            matcher=matcher.deep_copy() if matcher else None) for ids in prompt_ids]
         for index, r in enumerate(requests):
             call.streamers[r.id] = TokenStreamer(self.model.tokenizer, index, r.prompt_ids, params.stop,
                                                  self.model.eos_token_ids, call.collector, call.arrival)
@@ -109,11 +116,12 @@ class Engine:
         """The token ids each prompt (or conversation, rendered) of `request` would run as (`add_special_tokens`
         set: with or without the tokenizer's own special tokens instead); nothing is generated."""
         check_inputs(request, self.limits)
+        check_tools(request)
         if request.prompt_ids:
             return [list(ids) for ids in request.prompt_ids]
         items = request.prompts or request.conversations
         special = request.raw if add_special_tokens is None else add_special_tokens
-        return [self.model.encode(self.model.render(item, request.system_prompt, request.raw), special)
+        return [self.model.encode(self.model.render(item, request.system_prompt, request.raw, request.tools), special)
                 for item in items]
 
     def tokenizer_info(self) -> dict:

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from server.engine.precision import HINT, Numerics, numerics, runtime_options
-from server.engine.types import Message
+from server.engine import tools as tools_format
+from server.engine.types import Message, Tool
 
 log = logging.getLogger(__name__)
 
@@ -99,8 +100,9 @@ class LoadedModel:
         """Token ids a prompt may hold: the tokenizer's, added tokens included."""
         return len(self.tokenizer)
 
-    def render(self, prompt: str | tuple[Message, ...], system_prompt: str | None, raw: bool) -> str:
-        return render(self.tokenizer, prompt, system_prompt, raw)
+    def render(self, prompt: str | tuple[Message, ...], system_prompt: str | None, raw: bool,
+               tools: tuple[Tool, ...] = ()) -> str:
+        return render(self.tokenizer, prompt, system_prompt, raw, tools)
 
     def encode(self, text: str, add_special_tokens: bool) -> list[int]:
         # Called with `raw`: a chat template writes its own special tokens; raw text gets the tokenizer's usual ones.
@@ -130,15 +132,22 @@ def _configs(path: Path, trust_remote_code: bool):
                                                                                   trust_remote_code=trust_remote_code)
 
 
-def render(tokenizer, prompt: str | tuple[Message, ...], system_prompt: str | None = None, raw: bool = False) -> str:
-    """The text the model sees: the prompt wrapped in the chat template, unless raw. (A plain function, so the
-    benchmark's openvino-genai baselines render exactly as the server does.)"""
+def render(tokenizer, prompt: str | tuple[Message, ...], system_prompt: str | None = None, raw: bool = False,
+           tools: tuple[Tool, ...] = ()) -> str:
+    """The text the model sees: the prompt wrapped in the chat template, unless raw; with `tools`, and with the
+    calls and results of a conversation, as tools.py writes them. (A plain function, so the benchmark's
+    openvino-genai baselines render exactly as the server does.)"""
     if raw:
         return prompt
-    messages = [{"role": m.role, "content": m.content} for m in prompt] if not isinstance(prompt, str) \
-        else [{"role": "user", "content": prompt}]
-    if system_prompt is not None and not any(m["role"] == "system" for m in messages):
-        messages.insert(0, {"role": "system", "content": system_prompt})
-    if tokenizer.chat_template:
+    messages = list(prompt) if not isinstance(prompt, str) else [Message("user", prompt)]
+    if system_prompt is not None and not any(m.role == "system" for m in messages):
+        messages.insert(0, Message("system", system_prompt))
+    template = tokenizer.chat_template
+    if tools_format.takes_tools(template):
+        extra = {"tools": [tools_format.openai_tool(t) for t in tools]} if tools else {}
+        return tokenizer.apply_chat_template(tools_format.template_messages(messages), add_generation_prompt=True,
+                                             tokenize=False, **extra)
+    messages = tools_format.default_messages(messages, tools)
+    if template:
         return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     return "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"

@@ -51,6 +51,7 @@ class Request:
     cached_tokens: int = 0  # prompt tokens found in the prefix cache
     reads_cache: bool = True  # False: compute the whole prompt (prompt logprobs need every row)
     generator: np.random.Generator | None = None
+    matcher: object | None = None  # its grammar's llguidance matcher, when the request has a constraint
     prompt_logprob_values: list = field(default_factory=list)  # sampler.TokenLogprob of prompt tokens 1.., so far
 
     def __post_init__(self):

@@ -23,18 +23,27 @@ class TokenLogprob:
     top: tuple[tuple[int, float], ...] = ()
 
 
-def choose_tokens(logits: np.ndarray, rows: Sequence, eos: Sequence[int]) -> tuple[list[int], list[TokenLogprob | None]]:
+def choose_tokens(logits: np.ndarray, rows: Sequence, eos: Sequence[int], constrained: Sequence[int] = (),
+                  banned: np.ndarray | None = None) -> tuple[list[int], list[TokenLogprob | None]]:
     """The next token of each row of `logits` [rows, vocab] (changed in place), and its logprob where asked.
 
     A row is anything with `params` (resolved GenerationParams), `prompt_ids`, `output_ids`, `generator`
-    (a numpy Generator when sampling) and `logprobs` (None, or how many alternatives to report).
+    (a numpy Generator when sampling) and `logprobs` (None, or how many alternatives to report). Rows
+    `constrained` may not choose the tokens `banned` [len(constrained), vocab] (their grammars' masks).
     """
     wanted = [i for i, r in enumerate(rows) if r.logprobs is not None]
     raw = log_softmax(logits[wanted]) if wanted else None  # the model's distribution, before any rule
+    for i, ban in zip(constrained, banned if banned is not None else ()):
+        np.copyto(logits[i], NEG_INF, where=ban)
     penalised = [i for i, r in enumerate(rows) if r.params.repetition_penalty != 1.0]
     if penalised:
         apply_repetition_penalty(logits, penalised, [rows[i] for i in penalised])
     early = [i for i, r in enumerate(rows) if len(r.output_ids) < r.params.min_new_tokens]
+    if early and len(constrained):  # a grammar that may only end now ends the answer, min_new_tokens or not
+        late = set(early)
+        done = {i for i, ban in zip(constrained, banned)
+                if i in late and len(ban) - np.count_nonzero(ban) == len(eos) - np.count_nonzero(ban[list(eos)])}
+        early = [i for i in early if i not in done]
     if early and len(eos):
         logits[np.ix_(early, list(eos))] = NEG_INF  # too early to end
     tokens = logits.argmax(axis=1)

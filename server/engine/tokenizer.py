@@ -97,10 +97,11 @@ class Tokenizer:
                 text = text.replace(before, after)
         return text
 
-    def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = True, tokenize: bool = False):
+    def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = True, tokenize: bool = False,
+                            tools: list[dict] | None = None):
         """The chat template rendered by transformers' own renderer (which does not import PyTorch)."""
         from transformers.utils.chat_template_utils import render_jinja_template
 
-        (text,), _ = render_jinja_template(conversations=[messages], chat_template=self.chat_template,
+        (text,), _ = render_jinja_template(conversations=[messages], chat_template=self.chat_template, tools=tools,
                                            add_generation_prompt=add_generation_prompt, **self.special_tokens_map)
         return self.encode(text, add_special_tokens=False) if tokenize else text

@@ -20,9 +20,29 @@ class FinishReason(enum.IntEnum):
 
 
 @dataclass(frozen=True)
+class ToolCall:
+    """A function call the model made: `arguments` is JSON text (an object)."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True)
+class Tool:
+    """A function the model may call: `parameters` is a JSON schema, as JSON text."""
+
+    name: str
+    description: str | None = None
+    parameters: str = '{"type": "object"}'
+
+
+@dataclass(frozen=True)
 class Message:
-    role: str
+    role: str  # system, user, assistant, or tool (a call's result, answering `tool_call_id`)
     content: str
+    tool_calls: tuple[ToolCall, ...] = ()  # an assistant's calls
+    tool_call_id: str | None = None
 
 
 @dataclass(frozen=True, init=False)
@@ -44,6 +64,32 @@ class SamplingParams:
 
 
 @dataclass(frozen=True)
+class Constraint:
+    """The shape every answer of a request must take: exactly one of a JSON schema (as JSON text), a regular
+    expression, a Lark grammar (llguidance's dialect), or any JSON object. Checked and compiled by the engine
+    (grammar.py)."""
+
+    json_schema: str | None = None
+    regex: str | None = None
+    grammar: str | None = None
+    json_object: bool = False
+
+    @property
+    def texts(self) -> dict[str, str]:
+        """The kinds given as text, by name (the name the engine's errors give them)."""
+        return {k: v for k, v in (("json_schema", self.json_schema), ("regex", self.regex),
+                                  ("grammar", self.grammar)) if v is not None}
+
+    @property
+    def field(self) -> str:
+        return next(iter(self.texts), "json_object")
+
+    @property
+    def value(self) -> str | None:
+        return next(iter(self.texts.values()), None)
+
+
+@dataclass(frozen=True)
 class GenerationRequest:
     """One call: several prompts (or conversations) generated together as one batch."""
 
@@ -57,6 +103,8 @@ class GenerationRequest:
     # None: none; N: every prompt token's logprob (the first has none) with N alternatives. The whole prompt is
     # computed (no prefix cache), and max_new_tokens may be 0.
     prompt_logprobs: int | None = None
+    constraint: Constraint | None = None  # every answer follows this grammar (structured output)
+    tools: tuple[Tool, ...] = ()  # functions the model may call, rendered into the prompt (tools.py)
 
 
 @dataclass(frozen=True)

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 
 from server.engine.errors import ValidationError
 from server.engine.params import PARAMETERS, GenerationParams, Limits
 from server.engine.types import GenerationRequest
 
-ROLES = ("system", "user", "assistant")
+ROLES = ("system", "user", "assistant", "tool")
 MAX_SEED = 2**63 - 1
 SAMPLING = {"temperature", "top_p", "top_k", "seed"}  # setting one turns sampling on, unless do_sample says otherwise
 # Each generation parameter's kind, from its default (seed's default is None: an int when given).
@@ -57,6 +58,44 @@ def check_inputs(request: GenerationRequest, limits: Limits) -> None:
             raise ValidationError(name, f"expected an integer, got {type(n).__name__}")
         if n is not None and not 0 <= n <= limits.max_logprobs:
             raise ValidationError(name, f"must be in [0, {limits.max_logprobs}]")
+
+
+def check_constraint(request: GenerationRequest) -> None:
+    """A constraint is one kind of grammar, not empty (whether it compiles, grammar.py checks)."""
+    c = request.constraint
+    if c is None:
+        return
+    given = [*c.texts, *(["json_object"] if c.json_object else [])]
+    if len(given) != 1:
+        raise ValidationError(given[0] if given else "json_schema",
+                              "give one of json_schema, regex, grammar or json_object" +
+                              (f", not {' and '.join(given)}" if given else ""))
+    if c.value is not None and not c.value.strip():
+        raise ValidationError(c.field, "must not be empty")
+
+
+def check_tools(request: GenerationRequest) -> None:
+    """Tools have distinct names and JSON-object parameters; the calls in a conversation, JSON-object arguments."""
+    names = set()
+    for i, tool in enumerate(request.tools):
+        if not tool.name or tool.name in names:
+            raise ValidationError(f"tools[{i}].name", "must not be empty" if not tool.name else
+                                  f"{tool.name[:64]!r} is given twice")
+        names.add(tool.name)
+        _json_object(f"tools[{i}].parameters", tool.parameters)
+    for i, conversation in enumerate(request.conversations):
+        for j, message in enumerate(conversation):
+            for k, call in enumerate(message.tool_calls):
+                _json_object(f"conversations[{i}].messages[{j}].tool_calls[{k}].arguments", call.arguments)
+
+
+def _json_object(field: str, text: str) -> None:
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise ValidationError(field, f"not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise ValidationError(field, "must be a JSON object")
 
 
 def check_token_ids(field: str, ids, vocab_size: int) -> None:

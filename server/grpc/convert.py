@@ -7,6 +7,7 @@ from proto import llm_pb2
 from server.engine.params import PARAMETERS
 from server.engine.types import (
     Completion,
+    Constraint,
     Finished,
     GenerationRequest,
     Logprob,
@@ -27,6 +28,9 @@ def to_request(msg: llm_pb2.GenerateRequest) -> GenerationRequest:
         raw=msg.raw,
         params=SamplingParams(**given),
         logprobs=msg.top_logprobs if msg.HasField("top_logprobs") else None,
+        constraint=Constraint(json_schema=msg.json_schema if msg.HasField("json_schema") else None,
+                              regex=msg.regex if msg.HasField("regex") else None)
+        if msg.HasField("json_schema") or msg.HasField("regex") else None,
     )
 
 

@@ -23,7 +23,7 @@ from server.auth import bearer_matches
 from server.calls import Calls
 from server.engine.errors import EngineError, NotReady, ValidationError
 from server.engine.types import Event, Finished, TextDelta
-from server.http import errors, schema
+from server.http import errors, schema, tools
 from server.http.errors import HttpError
 
 log = logging.getLogger(__name__)
@@ -224,6 +224,10 @@ class Generation:
             return
         for i, choice in choices.items():
             choice.text = "".join(texts.get(i, []))
+            if r.tool_calls:
+                content, calls = tools.answer(choice.text)
+                if calls:
+                    choice.text, choice.tool_calls, choice.finish_reason = content, calls, "tool_calls"
             if r.logprobs:
                 choice.logprobs = logprobs.get(i, [])
             if r.echo:
@@ -255,6 +259,7 @@ class Generation:
                                         usage_now=now))
         finals: list[schema.Choice] = []
         offsets: dict[int, int] = {}  # completions' text_offset, per choice
+        readers: dict[int, tools.CallReader] = {}  # chat with tools: per choice, calls held back from the content
         try:
             event_pair = first
             while True:
@@ -265,6 +270,8 @@ class Generation:
                     if r.echo and event.prompt_logprobs is not None:  # a choice's first delta: its prompt first
                         prompt, prompt_logprobs = self._echo(copy, event.index, event.prompt_logprobs)
                         text, logprobs = prompt + text, (*prompt_logprobs, *logprobs)
+                    if r.tool_calls:
+                        text = readers.setdefault(i, tools.CallReader()).feed(text)
                     if text or (r.logprobs and logprobs):
                         now = schema.usage(event.prompt_tokens, event.completion_tokens, 0) \
                             if r.continuous_usage else None
@@ -272,6 +279,12 @@ class Generation:
                                                 logprobs=self._logprobs(i, logprobs, offsets), usage_now=now))
                 elif isinstance(event, Finished):
                     reason = schema.FINISH[event.reason]
+                    if i in readers:
+                        content, calls = readers.pop(i).finish()
+                        if content or calls:
+                            await emit(schema.chunk(kind, self.id, self.created, model, i, content or None,
+                                                    with_usage=usage, tool_calls=calls))
+                        reason = "tool_calls" if calls else reason
                     finals.append(schema.Choice(i, "", reason, event.usage))
                     u = event.usage
                     now = schema.usage(u.prompt_tokens, u.completion_tokens, u.cached_tokens) \

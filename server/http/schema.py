@@ -22,6 +22,7 @@ from server.engine.errors import ValidationError
 from server.engine.params import PARAMETERS
 from server.engine.types import FinishReason, GenerationRequest, Logprob, Message, SamplingParams, Usage
 from server.engine.validation import is_int
+from server.http import tools
 
 # Our generation parameters by OpenAI's names, where those differ (chat also takes max_completion_tokens, the
 # newer max_tokens); do_sample has none: OpenAI samples unless temperature is 0.
@@ -35,7 +36,7 @@ OPENAI_PARAMS = {OPENAI_NAMES.get(ours, ours): ours for ours in PARAMETERS if OP
 IGNORED = {"user", "metadata", "store", "service_tier", "parallel_tool_calls", "prediction", "cache_prompt"}
 # Fields we do not implement, accepted only at the value that changes nothing (null is always "not set"); any other
 # value is refused with 400 naming the field, as is every field not declared.
-NEUTRAL = {"frequency_penalty": 0, "presence_penalty": 0, "best_of": 1, "tool_choice": "none", "logit_bias": {}}
+NEUTRAL = {"frequency_penalty": 0, "presence_penalty": 0, "best_of": 1, "logit_bias": {}}
 # OpenAI's "developer" role is its newer name for "system".
 ROLE_ALIASES = {"developer": "system"}
 FINISH = {FinishReason.STOP: "stop", FinishReason.STOP_SEQUENCE: "stop", FinishReason.LENGTH: "length",
@@ -118,15 +119,70 @@ Prompt = Annotated[_shapes("a string, an array of strings, an array of token ids
                    _at_least_one("prompt")]
 
 
+class FunctionCall(Body):
+    name: str
+    arguments: str  # JSON text; the engine checks it is an object
+
+
+class ToolCallItem(Body):
+    """A call an assistant made, in the history."""
+
+    id: str = ""
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class ChatMessage(Body):
-    """A message of a chat; the engine checks the role. A message kind with more fields (an assistant's tool calls,
-    a tool's answer) joins here."""
+    """A message of a chat; the engine checks the role. An assistant's calls may stand in for its content; a tool's
+    message answers the call `tool_call_id`."""
 
     role: str
-    content: Content
+    tool_calls: list[ToolCallItem] | None = None
+    content: Content | None = Field(None, validate_default=True)
+    tool_call_id: str | None = None
+
+    _said = _rule("content", lambda content, before: content is not None or before.get("tool_calls"), "required")
 
 
 Messages = Annotated[list[ChatMessage], _at_least_one("message")]
+
+
+class JsonSchemaFormat(Body):
+    name: str
+    description: str | None = None
+    schema_: dict | bool = Field({}, alias="schema")  # `schema` would shadow BaseModel's own
+    strict: bool | None = None
+
+
+class ResponseFormat(Body):
+    """OpenAI's structured output: none (text), any JSON object, or JSON that follows a schema."""
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = Field(None, validate_default=True)
+
+    _with_schema = _rule("json_schema", lambda spec, before: spec is not None or before.get("type") != "json_schema",
+                         "required with type json_schema")
+
+
+class Function(Body):
+    name: str
+    description: str | None = None
+    parameters: dict | None = None  # a JSON schema; none: no arguments
+    strict: bool | None = None
+
+
+class ToolSpec(Body):
+    type: Literal["function"]
+    function: Function
+
+
+class NamedFunction(Body):
+    name: str
+
+
+class NamedToolChoice(Body):
+    type: Literal["function"]
+    function: NamedFunction
 
 
 class StreamOptions(Body):
@@ -152,6 +208,7 @@ class GenerationBody(Body):
     seed: int | None = Field(None, ge=0)
     stop: Stop | None = None
     ignore_eos: bool | None = None  # every answer runs to max_tokens (benchmarks)
+    response_format: ResponseFormat | None = None  # structured output (server/http/tools.py)
 
     @model_validator(mode="before")
     @classmethod
@@ -173,6 +230,8 @@ class ChatRequest(GenerationBody):
     max_completion_tokens: int | None = Field(None, ge=1)  # OpenAI's newer max_tokens
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0)  # alternatives per token; at most Limits.max_logprobs (the engine's)
+    tools: Annotated[list[ToolSpec], _at_least_one("tool")] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
 
     _one_max = _rule("max_completion_tokens", lambda value, before: before.get("max_tokens") in (None, value),
                      "differs from max_tokens; give one of the two")
@@ -272,6 +331,7 @@ class OpenAIRequest:
     logprobs: bool = False  # each choice carries its tokens' logprobs
     echo: bool = False  # completions: the prompt before the completion (its logprobs too, when asked)
     prompt_ids: tuple[tuple[int, ...], ...] = ()  # the prompts, when sent as token ids
+    tool_calls: bool = False  # chat with tools: the answers' calls are read back (server/http/tools.py)
 
     @property
     def rpc(self) -> str:
@@ -296,7 +356,8 @@ def _params(body: GenerationBody) -> tuple[SamplingParams, str]:
 
 def _conversation(messages: list[ChatMessage]) -> tuple[Message, ...]:
     return tuple(Message(ROLE_ALIASES.get(m.role, m.role),
-                         m.content if isinstance(m.content, str) else "".join(p.text for p in m.content))
+                         m.content if isinstance(m.content, str) else "".join(p.text for p in m.content or ()),
+                         tools.message_calls(m.tool_calls), m.tool_call_id)
                  for m in messages)
 
 
@@ -305,10 +366,17 @@ def parse(body, kind: str, max_choices: int) -> OpenAIRequest:
     b = _check(REQUESTS[kind], body)
     options = b.stream_options or StreamOptions()
     params, max_field = _params(b)
+    constraint = tools.response_format(b.response_format)
+    offered, choice = tools.tools(b.tools, b.tool_choice) if kind == "chat" else ((), None)
+    if (call := tools.forced(offered, choice)) is not None:
+        if constraint is not None:
+            raise ValidationError("response_format", f"cannot be combined with tool_choice {choice!r}")
+        constraint = call
     if kind == "chat":
         logprobs = (b.top_logprobs or 0) if b.logprobs else None
         messages = _conversation(b.messages)
-        base = GenerationRequest(conversations=(messages,), params=params, logprobs=logprobs)
+        base = GenerationRequest(conversations=(messages,), params=params, logprobs=logprobs, constraint=constraint,
+                                 tools=offered)
         texts, count, is_list, ids = ("\n".join(m.content for m in messages),), 1, False, ()
     else:
         logprobs, shape = b.logprobs, _prompt_shape(b.prompt)
@@ -319,11 +387,12 @@ def parse(body, kind: str, max_choices: int) -> OpenAIRequest:
         if shape in ("ids", "id_arrays"):
             ids = tuple(tuple(p) for p in prompts)
             texts = tuple(f"<{len(p)} token ids>" for p in ids)
-            base = GenerationRequest(prompt_ids=ids, params=params, logprobs=logprobs, prompt_logprobs=prompt_logprobs)
+            base = GenerationRequest(prompt_ids=ids, params=params, logprobs=logprobs, prompt_logprobs=prompt_logprobs,
+                                     constraint=constraint)
         else:
             ids, texts = (), prompts
             base = GenerationRequest(prompts=prompts, raw=True, params=params, logprobs=logprobs,
-                                     prompt_logprobs=prompt_logprobs)
+                                     prompt_logprobs=prompt_logprobs, constraint=constraint)
         count = len(prompts)
     if count * b.n > max_choices:
         where = "n" if b.n > 1 else "prompt"
@@ -335,7 +404,7 @@ def parse(body, kind: str, max_choices: int) -> OpenAIRequest:
         for c in range(b.n))
     return OpenAIRequest(kind, b.model, b.stream, options.include_usage, b.n, count, is_list, max_field, copies,
                          tuple(texts), options.continuous_usage_stats, logprobs is not None,
-                         kind == "completion" and b.echo, ids)
+                         kind == "completion" and b.echo, ids, choice is not None)
 
 
 def parse_tokenize(body) -> tuple[str | None, GenerationRequest, bool | None, bool]:
@@ -367,6 +436,8 @@ def openai_error(error: ValidationError, request: OpenAIRequest | None) -> tuple
         field = "top_logprobs" if request.kind == "chat" else "logprobs"
     elif head in names:
         field = names[head]
+    elif tools.openai_field(field) is not None:
+        field = tools.openai_field(field)
     elif head == "prompt_ids" and request is not None:
         # prompt_ids[i][j] -> prompt[i][j], or prompt[j] for a single array of ids
         field = "prompt" + (f"[{rest}" if request.prompt_is_list else rest[rest.index("]") + 1:] if "]" in rest else "")
@@ -374,7 +445,7 @@ def openai_error(error: ValidationError, request: OpenAIRequest | None) -> tuple
         if request.kind == "chat":
             # conversations[0].messages[j].role -> messages[j].role; the conversation itself -> messages
             _, _, inner = rest.partition("].")
-            field = inner if inner.startswith("messages") else "messages"
+            field = inner.replace(".arguments", ".function.arguments") if inner.startswith("messages") else "messages"
         elif rest and request.prompt_is_list:
             field = f"prompt[{rest}"
         else:
@@ -409,6 +480,7 @@ class Choice:
     logprobs: list[Logprob] | None = None  # None: not asked for
     prompt: str = ""  # echo: the prompt's text, before the completion
     prompt_logprobs: tuple[Logprob, ...] = ()  # echo with logprobs
+    tool_calls: list[dict] | None = None  # chat: the calls read from the text (OpenAI's shape)
 
 
 def _object(kind: str, chunk: bool) -> str:
@@ -448,7 +520,10 @@ def whole(kind: str, id_: str, created: int, model: str, choices: list[Choice], 
     out = []
     for c in sorted(choices, key=lambda c: c.index):
         if kind == "chat":
-            out.append({"index": c.index, "message": {"role": "assistant", "content": c.text},
+            message = {"role": "assistant", "content": c.text}
+            if c.tool_calls:
+                message["tool_calls"] = c.tool_calls
+            out.append({"index": c.index, "message": message,
                         "logprobs": None if c.logprobs is None else chat_logprobs(c.logprobs),
                         "finish_reason": c.finish_reason})
         else:
@@ -468,10 +543,13 @@ def total_usage(choices: list[Choice], n: int) -> dict:
 
 def chunk(kind: str, id_: str, created: int, model: str, index: int, text: str | None = None,
           finish_reason: str | None = None, role: bool = False, with_usage: bool = False, logprobs: dict | None = None,
-          usage_now: dict | None = None) -> dict:
-    """One streamed chunk for one choice (`logprobs` already in the kind's shape; `usage_now`: continuous usage)."""
+          usage_now: dict | None = None, tool_calls: list[dict] | None = None) -> dict:
+    """One streamed chunk for one choice (`logprobs` already in the kind's shape; `usage_now`: continuous usage;
+    `tool_calls`: chat's tool-call deltas)."""
     if kind == "chat":
         delta = {"role": "assistant", "content": ""} if role else ({} if text is None else {"content": text})
+        if tool_calls:
+            delta["tool_calls"] = tool_calls
         choice = {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}
     else:
         choice = {"index": index, "text": text or "", "logprobs": logprobs, "finish_reason": finish_reason}

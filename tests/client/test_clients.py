@@ -200,3 +200,16 @@ def test_kserve_api_prints_the_report_and_refusals_in_one_line(live_server, run_
         out = run_script(script, "--url", live_server.address, "--api", "kserve", "-p", Q1, *flags)
         lines = out.stderr.strip().splitlines()
         assert out.returncode == 1 and len(lines) == 1 and message in lines[0], out.stderr
+
+
+def test_json_schema_flag_reads_the_schema_file_and_every_answer_follows_it(live_server, run_script, tmp_path):
+    schema = {"type": "object", "properties": {"city": {"enum": ["Paris", "Tokyo"]}}, "required": ["city"],
+              "additionalProperties": False}
+    (tmp_path / "schema.json").write_text(json.dumps(schema))
+    out = run_script("client_unary.py", "--url", live_server.address, "-p", "Name a city.", "--json-schema",
+                     tmp_path / "schema.json", "--max-new-tokens", "20", "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(json.loads(out.stdout)["prompts"][0]["text"])["city"] in ("Paris", "Tokyo")
+    out = run_script("client_stream.py", "--url", live_server.address, "-p", Q1, "--json-schema", tmp_path / "none")
+    assert out.returncode == 1 and out.stderr.strip().splitlines() == [
+        f"error: --json-schema: cannot read {tmp_path / 'none'} (No such file or directory)"]

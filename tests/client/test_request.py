@@ -20,3 +20,16 @@ def test_unset_flags_stay_unset_so_the_servable_defaults_apply():
     for name in ("max_new_tokens", "temperature", "seed", "system_prompt"):
         assert not request.HasField(name), name
     assert isinstance(request, llm_pb2.GenerateRequest)
+
+
+def test_json_schema_names_a_file_whose_text_is_sent_and_kserve_refuses_it(tmp_path):
+    import pytest
+
+    from client.connection import ClientError
+    from client.request import build_kserve_request
+
+    (tmp_path / "s.json").write_text('{"type": "object"}')
+    args = client_parser("t").parse_args(["-p", "a", "--json-schema", str(tmp_path / "s.json"), "--api", "kserve"])
+    assert build_request(args).json_schema == '{"type": "object"}' and not build_request(args).HasField("regex")
+    with pytest.raises(ClientError, match="^--json-schema: KServe"):
+        build_kserve_request(args)

@@ -74,3 +74,25 @@ class FakeTokenizer:
 
     def decode(self, ids, **kwargs) -> str:
         return "".join(chr(ord("a") + t % 26) for t in ids if t != EOS)
+
+
+class FakeGrammarTokenizer:
+    """FakeTokenizer's vocabulary as llguidance reads one (its TokenizerWrapper): token t is one letter, EOS special."""
+
+    eos_token_id = EOS
+    bos_token_id = None
+    tokens = [chr(ord("a") + t % 26).encode() for t in range(EOS)] + [b"\xff<eos>"]
+    special_token_ids = [EOS]
+
+    def __call__(self, text):
+        text = text.decode() if isinstance(text, bytes) else text
+        return [ord(c) - ord("a") for c in text]
+
+
+def fake_grammars():
+    """The core's grammar machinery over the fake vocabulary."""
+    import llguidance
+
+    from server.engine.grammar import Grammars
+
+    return Grammars(lambda: llguidance.LLTokenizer(llguidance.TokenizerWrapper(FakeGrammarTokenizer())))

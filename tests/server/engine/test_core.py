@@ -12,7 +12,8 @@ from server.engine.kv_cache import block_keys
 from server.engine.params import GenerationParams, Limits
 from server.engine.request import Request, RequestStatus
 from server.engine.types import FinishReason
-from tests.server.engine.fake import EOS, FakeModel
+from server.engine.types import Constraint
+from tests.server.engine.fake import EOS, FakeModel, fake_grammars
 
 _ids = iter(range(1, 10**6))
 
@@ -400,3 +401,47 @@ def test_prompt_logprobs_beside_ordinary_requests_leave_their_answers_alone():
     c.add(others)
     got = tokens_by_request(run(c))
     assert [got[o.id] for o in others] == list(alone.values()) and got[r.id] == [7, 8]
+
+
+def test_a_constrained_and_an_unconstrained_prompt_in_one_step_each_follow_their_own_rules():
+    grammars = fake_grammars()
+    c = EngineCore(FakeModel(), [EOS], Limits(max_batch=8), 64, grammars=grammars)
+    free, bound = requests([0], [0], max_new_tokens=6)
+    bound.matcher = grammars.matcher(Constraint(regex="bc?z"))  # letters: b=1, c=2, z=25
+    c.add([free, bound])
+    steps = run(c)
+    assert all(len(s.outputs) == 2 for s in steps[:3])  # both ran in every step until the grammar ended
+    got = tokens_by_request(steps)
+    # The fake model counts up (b, c, d, ...); the grammar lets it write "bc", then only "z", then only the end.
+    assert got == {free.id: [1, 2, 3, 4, 5, 6], bound.id: [1, 2, 25, EOS]}
+    assert reasons(steps) == {free.id: FinishReason.LENGTH, bound.id: FinishReason.STOP}
+    assert_cache_empty(c)
+
+
+def test_a_grammar_that_may_only_end_ends_the_answer_before_min_new_tokens():
+    grammars = fake_grammars()
+    c = EngineCore(FakeModel(), [EOS], Limits(max_batch=8), 64, grammars=grammars)
+    (r,) = requests([0], max_new_tokens=6, min_new_tokens=6)
+    r.matcher = grammars.matcher(Constraint(regex="b+"))
+    c.add([r])
+    assert tokens_by_request(run(c)) == {r.id: [1, 1, 1, 1, 1, 1]}  # "b" again and again: EOS held back
+    (r,) = requests([0], max_new_tokens=6, min_new_tokens=6)
+    r.matcher = grammars.matcher(Constraint(regex="bc"))
+    c.add([r])
+    assert tokens_by_request(run(c)) == {r.id: [1, 2, EOS]}
+
+
+def test_a_matcher_that_fails_fails_its_own_prompt_only():
+    grammars = fake_grammars()
+    c = EngineCore(FakeModel(), [EOS], Limits(max_batch=8), 64, grammars=grammars)
+    ok, broken, free = requests([0], [0], [0], max_new_tokens=4)
+    ok.matcher, broken.matcher = (grammars.matcher(Constraint(regex="[b-e]+")) for _ in range(2))
+    c.add([ok, broken, free])
+    c.step()
+    assert not broken.matcher.consume_token(25)  # "z", as a matcher bug would: it is in an error state now
+    steps = run(c)
+    errors = {o.request_id: o.error for s in steps for o in s.outputs if o.error}
+    assert list(errors) == [broken.id] and "grammar" in errors[broken.id]
+    assert broken.status is RequestStatus.FINISHED_FAILED
+    assert tokens_by_request(steps)[ok.id] == tokens_by_request(steps)[free.id] == [2, 3, 4]
+    assert_cache_empty(c)

@@ -1,6 +1,7 @@
 """The engine in-process, without transport, on the real default model: parity with OVModelForCausalLM.generate,
 batch invariance, joining mid-generation, chunked prompts, a small KV cache under load, cancellation, faults,
 stop strings."""
+import re
 import threading
 
 import pytest
@@ -10,6 +11,7 @@ from server.engine.errors import QueueFull, ValidationError
 from server.engine.model import LoadedModel
 from server.engine.params import KVCacheConfig, Limits, SchedulerConfig
 from server.engine.types import (
+    Constraint,
     Finished,
     FinishReason,
     GenerationRequest,
@@ -453,3 +455,46 @@ def test_conversations_through_a_small_cache_none_lost_none_mixed(model):
     finally:
         on.close()
         off.close()
+
+
+PERSON = {"type": "object", "additionalProperties": False, "required": ["name", "age", "pets"],
+          "properties": {"name": {"type": "string", "maxLength": 20}, "age": {"type": "integer", "minimum": 0,
+                                                                             "maximum": 150},
+                         "pets": {"type": "array", "maxItems": 2, "items": {"enum": ["cat", "dog", "fish"]}}}}
+
+
+def test_json_schema_answers_parse_and_validate_when_sampled_beside_a_free_one(model):
+    import json
+
+    import jsonschema
+
+    engine = Engine(model)
+    try:
+        constraint = Constraint(json_schema=json.dumps(PERSON))
+        bound = engine.submit(GenerationRequest(prompts=("Describe a person as JSON.", "Who is Albert Einstein?"),
+                                                params=SamplingParams(max_new_tokens=48, temperature=1.0, seed=3),
+                                                constraint=constraint))
+        free = engine.submit(ask(SHORT[1], max_new_tokens=16))
+        for answer in collect(bound.events(60)):
+            assert answer.reason is FinishReason.STOP
+            jsonschema.validate(json.loads(answer.text), PERSON)
+        assert "Tokyo" in collect(free.events(60))[0].text
+    finally:
+        engine.close()
+
+
+def test_a_constraint_that_does_not_compile_is_refused_naming_its_field_and_a_regex_holds(model):
+    engine = Engine(model)
+    try:
+        for constraint, field, reason in [(Constraint(json_schema='{"type": "foo"}'), "json_schema", "foo"),
+                                          (Constraint(json_schema="{not json"), "json_schema", "not valid JSON"),
+                                          (Constraint(regex="[0-9"), "regex", "unclosed character class"),
+                                          (Constraint(regex="a", json_object=True), "regex", "give one of")]:
+            with pytest.raises(ValidationError) as error:
+                engine.submit(GenerationRequest(prompts=("Hi",), constraint=constraint))
+            assert error.value.field == field and reason in str(error.value)
+        answer = engine.generate(GenerationRequest(prompts=("Give me a date.",), params=SamplingParams(
+            max_new_tokens=16), constraint=Constraint(regex="[0-9]{4}-[0-9]{2}-[0-9]{2}")), timeout=60)[0]
+        assert re.fullmatch("[0-9]{4}-[0-9]{2}-[0-9]{2}", answer.text) and answer.reason is FinishReason.STOP
+    finally:
+        engine.close()

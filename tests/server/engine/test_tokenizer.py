@@ -75,8 +75,11 @@ def test_a_directory_without_tokenizer_json_is_left_to_transformers(tmp_path):
 
 
 def test_loading_a_model_imports_neither_pytorch_nor_optimum(fp32_model_dir):
-    """The point of reading tokenizer.json ourselves: transformers' model side costs ~10 s per server start."""
-    code = ("import sys; from server.engine.model import LoadedModel; LoadedModel.load(sys.argv[1]); "
+    """The point of reading tokenizer.json ourselves: transformers' model side costs ~10 s per server start. A
+    grammar (llguidance's tokenizer, built from the same tokenizer.json) imports neither either."""
+    code = ("import sys; from server.engine.model import LoadedModel; from server.engine.grammar import Grammars; "
+            "from server.engine.types import Constraint; m = LoadedModel.load(sys.argv[1]); "
+            "Grammars.for_tokenizer(m.tokenizer, m.vocab_size, m.eos_token_ids).matcher(Constraint(json_object=True)); "
             "print(sorted(m for m in ('torch', 'optimum', 'sklearn', 'scipy') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code, str(fp32_model_dir)], cwd=REPO, capture_output=True,
                          text=True, timeout=300)

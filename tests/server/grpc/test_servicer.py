@@ -147,3 +147,31 @@ def test_the_servable_key_batch_invariant_is_in_force(server):
     numerics = next(line for line in server.log().splitlines() if "numerics: " in line)
     assert "inference_precision=f32 " in numerics and "dynamic_quantization=off" in numerics
     assert "batch-invariant mode" in server.log()
+
+
+def test_json_schema_answers_parse_and_validate_unary_and_streamed(stub):
+    import json
+
+    import jsonschema
+
+    trip = {"type": "object", "additionalProperties": False, "required": ["city", "year"],
+            "properties": {"city": {"enum": ["Paris", "Rome"]}, "year": {"type": "integer", "minimum": 1900,
+                                                                          "maximum": 2100}}}
+    fields = dict(json_schema=json.dumps(trip), max_new_tokens=24, temperature=1.0, seed=11)
+    unary = stub.Generate(request(QUESTION, **fields), timeout=120)
+    texts, finals = stream_texts(stub.GenerateStream(request(QUESTION, **fields), timeout=120))
+    (answer,) = unary.completions
+    assert answer.text == texts[0] and answer.finish_reason == finals[0].finish_reason == F.STOP  # the same draws
+    jsonschema.validate(json.loads(answer.text), trip)
+
+
+def test_a_bad_json_schema_or_regex_is_invalid_argument_naming_it(stub):
+    import grpc
+    import pytest
+
+    for fields, field in [({"json_schema": '{"type": "nope"}'}, "json_schema"), ({"regex": "(a"}, "regex"),
+                          ({"json_schema": "{}", "regex": "a"}, "json_schema")]:
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.Generate(request(QUESTION, **fields), timeout=60)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert caught.value.details().startswith(f"{field}: "), caught.value.details()

@@ -158,8 +158,6 @@ def test_n_gives_n_choices_that_differ_and_repeat_with_the_seed(client):
 
 
 @pytest.mark.parametrize("field, value", [
-    ("response_format", {"type": "json_object"}),
-    ("tools", [{"type": "function", "function": {"name": "f", "parameters": {}}}]), ("tool_choice", "auto"),
     ("frequency_penalty", 0.5), ("presence_penalty", 0.5), ("logit_bias", {"50256": -100}),
 ])
 def test_unsupported_fields_are_refused_naming_them(client, field, value):

@@ -1,0 +1,96 @@
+"""Tool calls in the prompt and in the answer: how tools and calls are written for the model, and read back.
+
+A chat template that takes `tools` (it names the variable) gets them, and the conversation's calls and results,
+as transformers passes them. Any other template gets the default format below (Hermes' and Qwen's, which many
+models were trained on): the tools as JSON lines inside <tools></tools> in the system message, each call as a
+JSON object {"name", "arguments"} inside <tool_call></tool_call>, each result inside <tool_response> in a user
+message. The model's answer is read back in that same format (`parse_calls`), and `forced_grammar` makes it
+write a call that matches a function's parameters.
+"""
+from __future__ import annotations
+
+import json
+import re
+
+from server.engine.types import Message, Tool, ToolCall
+
+OPEN, CLOSE = "<tool_call>", "</tool_call>"
+SYSTEM = ("You may call one or more functions to assist with the user query. You are provided with function "
+          "signatures within <tools></tools> XML tags:\n<tools>\n{tools}\n</tools>\n\nFor each function call, return "
+          "a json object with function name and arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n"
+          '{{"name": <function-name>, "arguments": <args-json-object>}}\n</tool_call>')
+CALL = re.compile(re.escape(OPEN) + r"\s*(.*?)\s*(?:" + re.escape(CLOSE) + r"|$)", re.S)
+# The JSON a forced call is written in: as the model would write it, no free whitespace (grammar.py says why).
+JSON_STYLE = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
+
+
+def takes_tools(template: str | None) -> bool:
+    return bool(template) and re.search(r"\btools\b", template) is not None
+
+
+def openai_tool(tool: Tool) -> dict:
+    function = {"name": tool.name, "parameters": json.loads(tool.parameters)}
+    if tool.description is not None:
+        function["description"] = tool.description
+    return {"type": "function", "function": function}
+
+
+def template_messages(messages: list[Message]) -> list[dict]:
+    """Messages as a template that takes tools reads them (the arguments of a call as an object)."""
+    out = []
+    for m in messages:
+        d = {"role": m.role, "content": m.content}
+        if m.tool_calls:
+            d["tool_calls"] = [{"id": c.id, "type": "function",
+                                "function": {"name": c.name, "arguments": json.loads(c.arguments)}}
+                               for c in m.tool_calls]
+        if m.tool_call_id is not None:
+            d["tool_call_id"] = m.tool_call_id
+        out.append(d)
+    return out
+
+
+def default_messages(messages: list[Message], tools: tuple[Tool, ...]) -> list[dict]:
+    """Messages in the default format, for a template that knows only role and content."""
+    out = []
+    for m in messages:
+        if m.role == "tool":
+            out.append({"role": "user", "content": f"<tool_response>\n{m.content}\n</tool_response>"})
+            continue
+        calls = [f"{OPEN}\n{json.dumps({'name': c.name, 'arguments': json.loads(c.arguments)})}\n{CLOSE}"
+                 for c in m.tool_calls]
+        out.append({"role": m.role, "content": "\n".join(([m.content] if m.content else []) + calls)})
+    if tools:
+        described = SYSTEM.format(tools="\n".join(json.dumps(openai_tool(t)) for t in tools))
+        if out and out[0]["role"] == "system":
+            out[0] = {"role": "system", "content": f"{out[0]['content']}\n\n{described}"}
+        else:
+            out.insert(0, {"role": "system", "content": described})
+    return out
+
+
+def parse_calls(text: str) -> tuple[str, list[tuple[str, str]]]:
+    """(the text outside the calls, [(name, arguments JSON)]) of an answer in the default format; no calls when
+    any of them is not a JSON object with a name and object arguments (the answer is then plain text)."""
+    calls = []
+    for body in CALL.findall(text):
+        try:
+            call = json.loads(body)
+        except ValueError:
+            return text, []
+        if not (isinstance(call, dict) and isinstance(call.get("name"), str)
+                and isinstance(call.get("arguments", {}), dict)):
+            return text, []
+        calls.append((call["name"], json.dumps(call.get("arguments", {}), ensure_ascii=False)))
+    return (CALL.sub("", text).strip() if calls else text), calls
+
+
+def forced_grammar(tools: tuple[Tool, ...], name: str | None = None) -> str:
+    """A Lark grammar for one call in the default format, of function `name` (None: any of `tools`), whose
+    arguments follow that function's parameters."""
+    chosen = [t for t in tools if name is None or t.name == name]
+    schema = {"anyOf": [{"type": "object", "additionalProperties": False, "required": ["name", "arguments"],
+                         "properties": {"name": {"const": t.name}, "arguments": json.loads(t.parameters)}}
+                        for t in chosen], "x-guidance": JSON_STYLE}
+    return f'start: "{OPEN}\\n" call "\\n{CLOSE}"\ncall: %json {json.dumps(schema)}'
+
