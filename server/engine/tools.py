@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 
+from server.engine.grammar import JSON_OPTIONS
 from server.engine.types import Message, Tool, ToolCall
 
 OPEN, CLOSE = "<tool_call>", "</tool_call>"
@@ -20,8 +21,6 @@ SYSTEM = ("You may call one or more functions to assist with the user query. You
           "a json object with function name and arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n"
           '{{"name": <function-name>, "arguments": <args-json-object>}}\n</tool_call>')
 CALL = re.compile(re.escape(OPEN) + r"\s*(.*?)\s*(?:" + re.escape(CLOSE) + r"|$)", re.S)
-# The JSON a forced call is written in: as the model would write it, no free whitespace (grammar.py says why).
-JSON_STYLE = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
 
 
 def takes_tools(template: str | None) -> bool:
@@ -91,6 +90,6 @@ def forced_grammar(tools: tuple[Tool, ...], name: str | None = None) -> str:
     chosen = [t for t in tools if name is None or t.name == name]
     schema = {"anyOf": [{"type": "object", "additionalProperties": False, "required": ["name", "arguments"],
                          "properties": {"name": {"const": t.name}, "arguments": json.loads(t.parameters)}}
-                        for t in chosen], "x-guidance": JSON_STYLE}
+                        for t in chosen], "x-guidance": JSON_OPTIONS}  # as other JSON is written
     return f'start: "{OPEN}\\n" call "\\n{CLOSE}"\ncall: %json {json.dumps(schema)}'
 
