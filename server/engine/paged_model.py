@@ -156,4 +156,14 @@ def compile_paged(ov_model, device: str, ov_config: dict, config=None):
     import openvino as ov
 
     transform(ov_model, config)
-    return ov.Core().compile_model(ov_model, device, ov_config)
+    core = ov.Core()
+    try:
+        return core.compile_model(ov_model, device, ov_config)
+    except RuntimeError as exc:
+        if not ov_config.get("CACHE_DIR") or "filesystem error" not in str(exc):
+            raise
+        # Two processes compiling the same model into one cache directory at once (replicas on a shared
+        # volume) race on its blob, and the loser's compile fails. The cache only saves time: go without it.
+        log.warning("the model cache %s failed (%s); compiling without it", ov_config["CACHE_DIR"],
+                    str(exc).strip().splitlines()[-1])
+        return core.compile_model(ov_model, device, {k: v for k, v in ov_config.items() if k != "CACHE_DIR"})

@@ -303,6 +303,24 @@ def test_a_model_the_paged_rewrite_refuses_stops_the_load_naming_its_architectur
         LoadedModel.load(fp32_model_dir, "CPU", OV_CONFIG)
 
 
+def test_a_model_cache_that_fails_under_a_racing_process_is_done_without(fp32_model_dir, tmp_path, monkeypatch, caplog):
+    import openvino as ov
+
+    compile_model, calls = ov.Core.compile_model, []
+
+    def racing(core, model, device, config):  # what the loser of two processes writing one blob sees
+        calls.append(dict(config))
+        if "CACHE_DIR" in config:
+            raise RuntimeError(f"filesystem error: cannot set permissions: No such file or directory "
+                               f"[{config['CACHE_DIR']}/1.blob]")
+        return compile_model(core, model, device, config)
+
+    monkeypatch.setattr(ov.Core, "compile_model", racing)
+    model = LoadedModel.load(fp32_model_dir, "CPU", {**OV_CONFIG, "CACHE_DIR": str(tmp_path)})
+    assert model.info.precision and [("CACHE_DIR" in c) for c in calls] == [True, False]
+    assert f"the model cache {tmp_path} failed" in caplog.text
+
+
 # --- prefix caching: cached KV gives the answer computing it again gives (batch-invariant mode) ---------------
 
 SYSTEM = ("You are a patient assistant for a small library in a harbour town. " + " ".join(
