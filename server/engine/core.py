@@ -313,9 +313,9 @@ class EngineCore:
         if not sampled:
             return []
         constrained = [i for i, r in enumerate(sampled) if r.matcher is not None]
-        banned = self.grammars.banned([sampled[i].matcher for i in constrained], logits.shape[1]) \
+        grammars = self.grammars.step({i: sampled[i].matcher for i in constrained}, logits.shape[1]) \
             if constrained else None
-        tokens, logprobs = choose_tokens(logits, sampled, self._eos, constrained, banned)
+        tokens, logprobs = choose_tokens(logits, sampled, self._eos, grammars)
         advancing = [i for i in constrained if sampled[i].params.max_new_tokens]
         errors = dict(zip(advancing, self.grammars.advance([(sampled[i].matcher, tokens[i]) for i in advancing],
                                                            self._eos))) if advancing else {}

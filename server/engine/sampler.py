@@ -23,30 +23,31 @@ class TokenLogprob:
     top: tuple[tuple[int, float], ...] = ()
 
 
-def choose_tokens(logits: np.ndarray, rows: Sequence, eos: Sequence[int], constrained: Sequence[int] = (),
-                  banned: np.ndarray | None = None) -> tuple[list[int], list[TokenLogprob | None]]:
+def choose_tokens(logits: np.ndarray, rows: Sequence, eos: Sequence[int], grammars=None,
+                  ) -> tuple[list[int], list[TokenLogprob | None]]:
     """The next token of each row of `logits` [rows, vocab] (changed in place), and its logprob where asked.
 
     A row is anything with `params` (resolved GenerationParams), `prompt_ids`, `output_ids`, `generator`
-    (a numpy Generator when sampling) and `logprobs` (None, or how many alternatives to report). Rows
-    `constrained` may not choose the tokens `banned` [len(constrained), vocab] (their grammars' masks).
+    (a numpy Generator when sampling) and `logprobs` (None, or how many alternatives to report). `grammars`
+    (grammar.StepGrammars) constrains its `rows`: a greedy one keeps its best token where `allows` says its
+    grammar accepts it (a mask could only lower the others); the rest choose among what `banned` leaves them.
     """
     wanted = [i for i, r in enumerate(rows) if r.logprobs is not None]
     raw = log_softmax(logits[wanted]) if wanted else None  # the model's distribution, before any rule
-    for i, ban in zip(constrained, banned if banned is not None else ()):
-        np.copyto(logits[i], NEG_INF, where=ban)
     penalised = [i for i, r in enumerate(rows) if r.params.repetition_penalty != 1.0]
     if penalised:
         apply_repetition_penalty(logits, penalised, [rows[i] for i in penalised])
     early = [i for i, r in enumerate(rows) if len(r.output_ids) < r.params.min_new_tokens]
-    if early and len(constrained):  # a grammar that may only end now ends the answer, min_new_tokens or not
-        late = set(early)
-        done = {i for i, ban in zip(constrained, banned)
-                if i in late and len(ban) - np.count_nonzero(ban) == len(eos) - np.count_nonzero(ban[list(eos)])}
-        early = [i for i in early if i not in done]
-    if early and len(eos):
-        logits[np.ix_(early, list(eos))] = NEG_INF  # too early to end
+    eos = list(eos)
+    held = logits[np.ix_(early, eos)].copy() if early and eos and grammars is not None else None
+    if early and eos:
+        logits[np.ix_(early, eos)] = NEG_INF  # too early to end
     tokens = logits.argmax(axis=1)
+    if grammars is not None:
+        masked = [i for i in grammars.rows if rows[i].params.do_sample or not grammars.allows(i, int(tokens[i]))]
+        if masked:
+            _mask(logits, masked, grammars.banned(masked), early, eos, held)
+            tokens[masked] = logits[masked].argmax(axis=1)
     sampling = [i for i, r in enumerate(rows) if r.params.do_sample]
     if sampling:
         p = [rows[i].params for i in sampling]
@@ -62,6 +63,21 @@ def choose_tokens(logits: np.ndarray, rows: Sequence, eos: Sequence[int], constr
     for j, i in enumerate(wanted):
         logprobs[i] = _logprob(raw[j], chosen[i], rows[i].logprobs)
     return chosen, logprobs
+
+
+def _mask(logits: np.ndarray, masked: Sequence[int], banned: np.ndarray, early: Sequence[int], eos: list[int],
+          held: np.ndarray | None) -> None:
+    """Set each masked row's banned tokens to -inf. A grammar that may only end now ends the answer,
+    min_new_tokens or not: such a row gets back the end-of-sequence scores (`held`) that `early` took."""
+    for i, ban in zip(masked, banned):
+        np.copyto(logits[i], NEG_INF, where=ban)
+    if held is None:
+        return
+    where = {row: j for j, row in enumerate(early)}
+    for i, ban in zip(masked, banned):
+        allowed_eos = ~ban[eos]
+        if i in where and np.count_nonzero(~ban) == np.count_nonzero(allowed_eos):
+            logits[i, eos] = np.where(allowed_eos, held[where[i]], NEG_INF)
 
 
 def apply_repetition_penalty(logits: np.ndarray, which: Sequence[int], rows: Sequence) -> None:
