@@ -53,7 +53,8 @@ def load_engine(settings: Settings, metrics: Metrics | None):
              "; batch-invariant mode: the same prompt gives the same greedy text whatever runs beside it"
              if settings.batch_invariant else "")
     engine = Engine(model, settings.generation, settings.limits, settings.scheduler,
-                    on_batch=metrics.batch_size.observe if metrics else None, kv_cache=settings.kv_cache)
+                    on_batch=metrics.batch_size.observe if metrics else None, kv_cache=settings.kv_cache,
+                    speculation=settings.speculation)
     if metrics:
         metrics.load_seconds.set(info.load_seconds)
         metrics.watch_engine(engine)

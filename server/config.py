@@ -13,7 +13,7 @@ from pydantic import Field, TypeAdapter, ValidationError, model_validator, with_
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 from typing_extensions import TypedDict
 
-from server.engine.params import GenerationParams, KVCacheConfig, Limits, SchedulerConfig
+from server.engine.params import GenerationParams, KVCacheConfig, Limits, SchedulerConfig, SpeculationConfig
 
 
 class ConfigError(Exception):
@@ -56,6 +56,7 @@ class Settings(BaseSettings):
     limits: Limits = Limits()
     scheduler: SchedulerConfig = SchedulerConfig()
     kv_cache: KVCacheConfig = KVCacheConfig()  # the KV cache's size
+    speculation: SpeculationConfig = SpeculationConfig()  # prompt-lookup speculation (off by default)
     # f32 and no dynamic quantization, over ov_config: the same prompt, the same greedy text, whatever runs beside it
     batch_invariant: bool = False
     grace_seconds: float = 30.0  # how long running calls may finish on SIGTERM
@@ -174,6 +175,8 @@ def check(s: Settings) -> None:
         raise ConfigError("kv_cache: give blocks or gb (positive), not both")
     if s.scheduler.max_step_tokens < 1:
         raise ConfigError("scheduler.max_step_tokens: must be at least 1")
+    if s.speculation.max_tokens < 0 or not 1 <= s.speculation.min_ngram <= s.speculation.max_ngram:
+        raise ConfigError("speculation: max_tokens >= 0 and 1 <= min_ngram <= max_ngram")
     if s.log_format not in ("text", "json"):
         raise ConfigError(f"log_format: expected text or json, got {s.log_format!r}")
     if bool(s.tls_cert) != bool(s.tls_key):

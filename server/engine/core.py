@@ -9,6 +9,7 @@ the output side (output.py), which turns tokens into text.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import threading
@@ -22,9 +23,10 @@ from server.engine.errors import QueueFull
 from server.engine.grammar import Grammars
 from server.engine.kv_cache import ROOT, BlockManager, block_keys, chain
 from server.engine.paged_model import StepInputs
-from server.engine.params import Limits
+from server.engine.params import Limits, SpeculationConfig
 from server.engine.request import FINISH_REASON, Request, RequestStatus
 from server.engine.sampler import TokenLogprob, choose_tokens, prompt_logprobs
+from server.engine.speculation import adapt, propose
 from server.engine.types import FinishReason
 
 log = logging.getLogger(__name__)
@@ -39,11 +41,13 @@ class ScheduledSeq:
     block_table: list[int]
     sampled: bool  # its last token is its last known one: the step chooses the next
     every_row: bool = False  # the logits of every token are wanted (prompt logprobs), not only the sampled one
+    proposed: int = 0  # trailing tokens that are speculation's proposals (speculation.py), checked by the step
 
     @property
     def rows(self) -> int:
-        """Rows of logits this sequence gets: every token's, or its last one's when sampled."""
-        return len(self.token_ids) if self.every_row else int(self.sampled)
+        """Rows of logits this sequence gets: every token's, or its last known one's and each proposal's when
+        sampled."""
+        return len(self.token_ids) if self.every_row else (1 + self.proposed) * int(self.sampled)
 
 
 @dataclass(frozen=True)
@@ -97,17 +101,20 @@ class StepOutput:
     outputs: list[SeqOutput] = field(default_factory=list)
     scheduled: int = 0  # sequences the model ran
     time: float = 0.0  # when the tokens were chosen (time.monotonic)
+    proposed: int = 0  # speculation's proposals the step checked
+    accepted: int = 0  # of them, the ones kept
 
 
 class EngineCore:
     """`model` is anything with `num_blocks`, `block_size` and `forward(StepInputs) -> logits [sampled, vocab]`."""
 
     def __init__(self, model, eos_token_ids, limits: Limits, max_step_tokens: int, prefix_caching: bool = True,
-                 grammars: Grammars | None = None):
+                 grammars: Grammars | None = None, speculation: SpeculationConfig | None = None):
         self.model = model
         self.grammars = grammars  # for requests with a matcher (structured output)
         self.limits = limits
         self.max_step_tokens = max_step_tokens
+        self.speculation = speculation or SpeculationConfig()
         self.blocks = BlockManager(model.num_blocks, model.block_size, prefix_caching)
         self._eos = tuple(eos_token_ids)
         self._waiting: deque[list[Request]] = deque()  # calls; the prompts of one call start together
@@ -200,8 +207,8 @@ class EngineCore:
         sampled, rows, row = [], [], 0
         for s in scheduled.seqs:
             request = by_id[s.request_id]
-            request.computed += len(s.token_ids)
-            if self.blocks.caching:
+            request.computed += len(s.token_ids) - s.proposed  # proposals count once kept (_update)
+            if self.blocks.caching and not s.proposed:
                 self._register(request, s.start)
             if s.every_row:  # rows of prompt tokens but the last predict the next prompt token
                 predicting = len(s.token_ids) - int(s.sampled)
@@ -210,10 +217,12 @@ class EngineCore:
                     request.prompt_logprobs))
             row += s.rows
             if s.sampled:
-                sampled.append(request)
-                rows.append(row - 1)
-        outputs.extend(self._update(sampled, logits[rows] if len(rows) < len(logits) else logits))
-        return StepOutput(outputs, len(scheduled.seqs), time.monotonic())
+                sampled.append((request, s))
+                rows.extend(range(row - 1 - s.proposed, row))
+        chosen, accepted = self._update(sampled, logits[rows] if len(rows) < len(logits) else logits)
+        outputs.extend(chosen)
+        return StepOutput(outputs, len(scheduled.seqs), time.monotonic(), sum(s.proposed for _, s in sampled),
+                          accepted)
 
     def _drain_aborts(self) -> list[SeqOutput]:
         ids: set[int] = set()
@@ -263,6 +272,7 @@ class EngineCore:
                     request.blocks = blocks  # the hits, then a partial hit's block or its copy
                     request.computed = request.cached_tokens = cached
                     request.reserved = need - (partial is not None)
+                    request.speculate = self.speculation.max_tokens if request.speculative else 0
                     request.status = RequestStatus.RUNNING
                     self._running.append(request)
 
@@ -306,46 +316,92 @@ class EngineCore:
             seqs.append(ScheduledSeq(r.id, r.pending(n), r.computed, list(r.blocks),
                                      r.computed + n >= len(r.prompt_ids),
                                      r.prompt_logprobs is not None and r.computed < len(r.prompt_ids)))
+        if self.speculation.max_tokens:  # proposals get only the budget every prompt left
+            by_id = {r.id: r for r in self._running}
+            for i, s in enumerate(seqs):
+                r = by_id[s.request_id]
+                if budget > 0 and r.computed >= len(r.prompt_ids) and (proposal := self._proposal(r, budget)):
+                    budget -= len(proposal)
+                    r.reserved -= self.blocks.grow(r.blocks, r.computed + 1 + len(proposal))
+                    seqs[i] = dataclasses.replace(s, token_ids=s.token_ids + proposal, block_table=list(r.blocks),
+                                                  proposed=len(proposal))
         return ScheduledStep(seqs)
 
-    def _update(self, sampled: list[Request], logits: np.ndarray) -> list[SeqOutput]:
-        """Every sampled prompt's next token in one pass; the token rules (end of sequence, length) end prompts."""
-        if not sampled:
+    def _proposal(self, r: Request, budget: int) -> list[int]:
+        """Speculation's proposals for a decoding prompt, within the step's budget and its own max_new_tokens
+        (so within the blocks it was promised)."""
+        k = min(r.speculate, budget, r.params.max_new_tokens - len(r.output_ids) - 1)
+        if k <= 0 or r.params.do_sample:
             return []
-        constrained = [i for i, r in enumerate(sampled) if r.matcher is not None]
-        grammars = self.grammars.step({i: sampled[i].matcher for i in constrained}, logits.shape[1]) \
-            if constrained else None
-        tokens, logprobs = choose_tokens(logits, sampled, self._eos, grammars)
-        advancing = [i for i in constrained if sampled[i].params.max_new_tokens]
-        errors = dict(zip(advancing, self.grammars.advance([(sampled[i].matcher, tokens[i]) for i in advancing],
-                                                           self._eos))) if advancing else {}
-        outputs, done, failed = [], [], []
-        for i, (request, token, logprob) in enumerate(zip(sampled, tokens, logprobs)):
-            first = not request.output_ids
-            if errors.get(i):  # its grammar failed: this request fails, the others go on
-                outputs.append(SeqOutput(request.id, error=errors[i]))
-                failed.append(request)
-                continue
-            if request.params.max_new_tokens == 0:  # the prompt's logprobs were all it wanted
-                status, new, logprob = RequestStatus.FINISHED_LENGTH, (), None
-            else:
+        return propose(np.fromiter((*r.prompt_ids, *r.output_ids), dtype=np.int64), k, self.speculation)
+
+    def _update(self, sampled: list[tuple[Request, ScheduledSeq]], logits: np.ndarray) -> tuple[list[SeqOutput], int]:
+        """Every sampled prompt's next tokens; the token rules (end of sequence, length) end prompts. Returns the
+        outputs and how many proposals were kept.
+
+        `logits` holds each prompt's rows in order: its last known token's, then one per proposal. Tokens are
+        chosen in rounds, one row of every prompt still going per round, exactly as steps without speculation
+        would choose them (the rules see the tokens kept so far); a prompt goes on to its next row while the
+        token chosen equals its proposal."""
+        if not sampled:
+            return [], 0
+        first = {r.id: not r.output_ids for r, _ in sampled}
+        new: dict[int, list[int]] = {r.id: [] for r, _ in sampled}
+        logprobs: dict[int, list[TokenLogprob]] = {r.id: [] for r, _ in sampled}
+        offsets = np.cumsum([0] + [1 + s.proposed for _, s in sampled[:-1]])
+        going, depth = list(range(len(sampled))), 0
+        done, failed, errors = [], [], {}
+        while going:
+            requests = [sampled[i][0] for i in going]
+            constrained = [j for j, r in enumerate(requests) if r.matcher is not None]
+            grammars = self.grammars.step({j: requests[j].matcher for j in constrained}, logits.shape[1]) \
+                if constrained else None
+            tokens, chosen_logprobs = choose_tokens(logits[offsets[going] + depth], requests, self._eos, grammars)
+            advancing = [j for j in constrained if requests[j].params.max_new_tokens]
+            broken = dict(zip(advancing, self.grammars.advance([(requests[j].matcher, tokens[j]) for j in advancing],
+                                                               self._eos))) if advancing else {}
+            still = []
+            for j, (i, request, token, logprob) in enumerate(zip(going, requests, tokens, chosen_logprobs)):
+                if broken.get(j):  # its grammar failed: this request fails, the others go on
+                    errors[request.id] = broken[j]
+                    failed.append(request)
+                    continue
+                if request.params.max_new_tokens == 0:  # the prompt's logprobs were all it wanted
+                    request.status = RequestStatus.FINISHED_LENGTH
+                    done.append(request)
+                    continue
                 request.output_ids.append(token)
-                status, new = None, (token,)
+                new[request.id].append(token)
+                if logprob is not None:
+                    logprobs[request.id].append(logprob)
                 if token in self._eos:  # never before min_new_tokens (ignore_eos: max_new_tokens)
-                    status = RequestStatus.FINISHED_STOPPED
+                    request.status = RequestStatus.FINISHED_STOPPED
                 elif len(request.output_ids) >= request.params.max_new_tokens:
-                    status = RequestStatus.FINISHED_LENGTH
-            if status is not None:
-                request.status = status
-                done.append(request)
-            outputs.append(SeqOutput(request.id, new, FINISH_REASON[status] if status else None,
-                                     (logprob,) if logprob is not None else (),
-                                     cached_tokens=request.cached_tokens if first else None,
-                                     prompt_logprobs=tuple(request.prompt_logprob_values)
-                                     if first and request.prompt_logprobs is not None else None))
+                    request.status = RequestStatus.FINISHED_LENGTH
+                if request.status.finished:
+                    done.append(request)
+                elif depth < sampled[i][1].proposed and token == sampled[i][1].token_ids[1 + depth]:
+                    still.append(i)  # its proposal was the token chosen: its next row's logits hold
+            going, depth = still, depth + 1
+        accepted = 0
+        for r, s in sampled:
+            if s.proposed and r.status is not RequestStatus.FINISHED_FAILED:
+                kept = len(new[r.id]) - 1  # proposals kept: every token chosen but the last
+                accepted += kept
+                r.computed += kept
+                if self.blocks.caching:
+                    self._register(r, s.start)
+            if r.speculative and self.speculation.max_tokens:
+                r.speculate = adapt(r.speculate, s.proposed, max(0, len(new[r.id]) - 1), self.speculation.max_tokens)
+        outputs = [SeqOutput(r.id, error=errors[r.id]) if r.id in errors else
+                   SeqOutput(r.id, tuple(new[r.id]), FINISH_REASON[r.status] if r.status.finished else None,
+                             tuple(logprobs[r.id]), cached_tokens=r.cached_tokens if first[r.id] else None,
+                             prompt_logprobs=tuple(r.prompt_logprob_values)
+                             if first[r.id] and r.prompt_logprobs is not None else None)
+                   for r, _ in sampled]
         self._finish(done, None)
         self._finish(failed, RequestStatus.FINISHED_FAILED)
-        return outputs
+        return outputs, accepted
 
     def _register(self, r: Request, before: int) -> None:
         """Key the blocks this step filled, now that their KV exists (blocks of generated tokens get their

@@ -20,7 +20,7 @@ from server.engine.kv_cache import cache_blocks
 from server.engine.model import LoadedModel
 from server.engine.output import Call, OutputProcessor, ThreadWaker
 from server.engine.paged_model import PagedModel
-from server.engine.params import GenerationParams, KVCacheConfig, Limits, SchedulerConfig
+from server.engine.params import GenerationParams, KVCacheConfig, Limits, SchedulerConfig, SpeculationConfig
 from server.engine.request import Request
 from server.engine.streamer import TokenStreamer
 from server.engine.types import Completion, Event, GenerationRequest, collect
@@ -36,7 +36,7 @@ class Engine:
     def __init__(self, model: LoadedModel, defaults: GenerationParams | None = None,
                  limits: Limits | None = None, scheduler: SchedulerConfig | None = None,
                  on_batch: Callable[[int], None] | None = None,
-                 kv_cache: KVCacheConfig | None = None):
+                 kv_cache: KVCacheConfig | None = None, speculation: SpeculationConfig | None = None):
         self.model = model
         self.on_batch = on_batch  # called with each step's number of sequences, for metrics
         defaults = defaults or GenerationParams()
@@ -49,12 +49,15 @@ class Engine:
         paged = PagedModel(model.paged)
         paged.allocate(cache_blocks(kv_cache, paged.bytes_per_block, paged.block_size, limits.max_batch,
                                     model.info.context_length))
-        log.info("paged engine: KV cache of %d blocks x %d tokens, %s (%.0f MB), prefix caching %s",
+        speculation = speculation or SpeculationConfig()
+        log.info("paged engine: KV cache of %d blocks x %d tokens, %s (%.0f MB), prefix caching %s, speculation %s",
                  paged.num_blocks, paged.block_size, paged.kv_precision,
-                 paged.num_blocks * paged.bytes_per_block / 1e6, "on" if kv_cache.prefix_caching else "off")
+                 paged.num_blocks * paged.bytes_per_block / 1e6, "on" if kv_cache.prefix_caching else "off",
+                 f"up to {speculation.max_tokens} tokens ({speculation.min_ngram}-{speculation.max_ngram}-grams)"
+                 if speculation.max_tokens else "off")
         self.grammars = Grammars.for_tokenizer(model.tokenizer, model.vocab_size, model.eos_token_ids)
         self.core = EngineCore(paged, model.eos_token_ids, limits, scheduler.max_step_tokens, kv_cache.prefix_caching,
-                               self.grammars)
+                               self.grammars, speculation)
         self.output = OutputProcessor(self.core.abort)
         self._waker = ThreadWaker()
         self._thread = threading.Thread(target=self._loop, name="engine-core", daemon=True)

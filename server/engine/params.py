@@ -47,6 +47,16 @@ class SchedulerConfig:
 
 
 @dataclass(frozen=True)
+class SpeculationConfig:
+    """Prompt-lookup speculation (speculation.py): a decoding prompt proposes up to `max_tokens` tokens that
+    followed an earlier occurrence of its last `max_ngram` down to `min_ngram` tokens. 0: off."""
+
+    max_tokens: int = 0
+    min_ngram: int = 1
+    max_ngram: int = 3
+
+
+@dataclass(frozen=True)
 class KVCacheConfig:
     """The paged engine's KV cache: `blocks`, or `gb`; neither: room for max_batch sequences of the
     model's whole context, at most DEFAULT_KV_CACHE_GB (memory is touched only as blocks are used).

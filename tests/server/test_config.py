@@ -105,6 +105,9 @@ def test_both_servables_load():
     ({"kv_cache": {"blocks": 10, "gb": 1.0}}, "kv_cache: give blocks or gb"),
     ({"kv_cache": {"gb": -1}}, "kv_cache: give blocks or gb"),
     ({"scheduler": {"max_step_tokens": 0}}, "max_step_tokens: must be at least 1"),
+    ({"speculation": {"max_tokens": -1}}, "speculation: max_tokens >= 0"),
+    ({"speculation": {"min_ngram": 3, "max_ngram": 2}}, "1 <= min_ngram <= max_ngram"),
+    ({"speculation": {"tokens": 4}}, "speculation.tokens: unknown key; expected one of max_ngram, max_tokens, min_ngram"),
     ({"log_format": "xml"}, "log_format: expected text or json"),
     ({"generation": {"stop": ["### End", ""]}}, "generation.stop: expected a list of non-empty strings"),
     ({"http_port": 9000}, "http_port: 9000 is already taken"),
@@ -125,6 +128,8 @@ def test_engine_settings_from_file(tmp_path):
     assert not load({"config_path": write(tmp_path, {"kv_cache": {"prefix_caching": False}})}).kv_cache.prefix_caching
     with pytest.raises(ConfigError, match="kv_cache.prefix_caching: expected bool"):
         load({"config_path": write(tmp_path, {"kv_cache": {"prefix_caching": "no"}})})
+    assert s.speculation.max_tokens == 0  # off by default
+    assert load({"config_path": write(tmp_path, {"speculation": {"max_tokens": 4}})}).speculation.max_tokens == 4
 
 
 def test_a_flag_can_settle_a_rule_the_file_alone_breaks(tmp_path):

@@ -9,7 +9,7 @@ import pytest
 from server.engine.core import ALL, EngineCore
 from server.engine.errors import QueueFull
 from server.engine.kv_cache import block_keys
-from server.engine.params import GenerationParams, Limits
+from server.engine.params import GenerationParams, Limits, SpeculationConfig
 from server.engine.request import Request, RequestStatus
 from server.engine.types import FinishReason
 from server.engine.types import Constraint
@@ -336,39 +336,79 @@ def test_caching_off_reuses_nothing():
     assert cached == [0, 0] and c.blocks.cached() == 0 and got[0] == got[1]
 
 
-def test_a_random_workload_keeps_the_invariants_and_the_answers_of_caching_off():
-    def workload(caching: bool):
-        rng = random.Random(17)
-        prefixes = [[rng.randrange(EOS) for _ in range(rng.randrange(13))] for _ in range(5)]
-        c = EngineCore(FakeModel(num_blocks=24, context=True), [EOS], Limits(max_batch=8, max_waiting=10**4), 8,
-                       prefix_caching=caching)
-        calls, got, cached = [], {}, {}
-        turns = []  # earlier prompts and their answers but the last token (never computed): next turns' heads
-        while len(calls) < 100 or c.counts() != (0, 0):
-            if len(calls) < 100 and rng.random() < 0.5:
-                head = rng.choice([*prefixes, *turns[-8:]])  # a call's prompts often share a partial block
-                prompts = [[*head[:rng.randint(0, 16)], *(rng.randrange(EOS) for _ in range(rng.randint(1, 8)))]
-                           for _ in range(rng.randint(1, 3))]
-                calls.append(requests(*prompts, max_new_tokens=rng.randint(1, 8)))
-                c.add(calls[-1])
-                for tokens in prompts:
-                    for _ in range(calls[-1][0].params.max_new_tokens - 1):
-                        tokens = [*tokens, c.model.next_token(tokens)]
-                    turns.append(tokens)
-            out = c.step()
-            c.check()
-            for o in out.outputs:
-                got.setdefault(o.request_id, []).extend(o.new_token_ids)
-                if o.cached_tokens is not None:
-                    cached[o.request_id] = o.cached_tokens
-        assert_idle(c)
-        rs = [r for call in calls for r in call]
-        return [got[r.id] for r in rs], list(cached.values()), len(rs), c.model.copies
+def random_workload(caching: bool, speculation: SpeculationConfig | None = None, context: bool = True):
+    """100 random calls, half of them continuing earlier prompts and answers, through a small cache; the
+    invariants checked after every step. Returns every prompt's tokens, the cached counts, the number of
+    prompts, the blocks copied and (proposed, accepted) speculation totals."""
+    rng = random.Random(17)
+    prefixes = [[rng.randrange(EOS) for _ in range(rng.randrange(13))] for _ in range(5)]
+    c = EngineCore(FakeModel(num_blocks=24, context=context), [EOS], Limits(max_batch=8, max_waiting=10**4), 8,
+                   prefix_caching=caching, speculation=speculation)
+    calls, got, cached, spec = [], {}, {}, [0, 0]
+    turns = []  # earlier prompts and their answers but the last token (never computed): next turns' heads
+    while len(calls) < 100 or c.counts() != (0, 0):
+        if len(calls) < 100 and rng.random() < 0.5:
+            head = rng.choice([*prefixes, *turns[-8:]])  # a call's prompts often share a partial block
+            prompts = [[*head[:rng.randint(0, 16)], *(rng.randrange(EOS) for _ in range(rng.randint(1, 8)))]
+                       for _ in range(rng.randint(1, 3))]
+            calls.append(requests(*prompts, max_new_tokens=rng.randint(1, 8)))
+            c.add(calls[-1])
+            for tokens in prompts:
+                for _ in range(calls[-1][0].params.max_new_tokens - 1):
+                    tokens = [*tokens, c.model.next_token(tokens)]
+                turns.append(tokens)
+        out = c.step()
+        c.check()
+        spec[0] += out.proposed
+        spec[1] += out.accepted
+        for o in out.outputs:
+            got.setdefault(o.request_id, []).extend(o.new_token_ids)
+            if o.cached_tokens is not None:
+                cached[o.request_id] = o.cached_tokens
+    assert_idle(c)
+    rs = [r for call in calls for r in call]
+    return [got[r.id] for r in rs], list(cached.values()), len(rs), c.model.copies, tuple(spec)
 
-    on, hits, n, copies = workload(True)
-    off, none, _, _ = workload(False)
+
+def test_a_random_workload_keeps_the_invariants_and_the_answers_of_caching_off():
+    on, hits, n, copies, _ = random_workload(True)
+    off, none, _, _, _ = random_workload(False)
     assert n >= 180 and on == off and sum(none) == 0
     assert sum(h % 4 != 0 for h in hits) >= 10 and copies  # partial blocks reused, taken and copied
+
+
+@pytest.mark.parametrize("context", [False, True], ids=["counting", "context"])
+def test_speculation_keeps_the_answers_of_plain_decoding_and_the_invariants(context):
+    plain = random_workload(True, context=context)[0]
+    for caching in (True, False):
+        got, _, _, _, (proposed, accepted) = random_workload(caching, SpeculationConfig(max_tokens=4), context)
+        assert got == plain
+        assert proposed > accepted >= (0 if context else 1)  # refused proposals, and (counting) kept ones
+
+
+def test_a_prompt_that_repeats_itself_gets_its_answer_in_fewer_steps_and_never_past_max_new_tokens():
+    prompt = [*range(10, 30), 5, 10, 11]  # "10 11" came before, followed by 12, 13, ...: what the fake says next
+    plain = run(_added(core(), requests(prompt, max_new_tokens=10)))
+    c = EngineCore(FakeModel(), [EOS], Limits(max_batch=8), 64, speculation=SpeculationConfig(max_tokens=4))
+    (r,) = requests(prompt, max_new_tokens=10)
+    c.add([r])
+    fast = run(c)
+    assert tokens_by_request(fast)[r.id] == list(tokens_by_request(plain).values())[0] == list(range(12, 22))
+    assert len(fast) < len(plain) // 2 and sum(s.accepted for s in fast) == sum(s.proposed for s in fast) >= 6
+    assert max(len(st.input_ids) for st in c.model.steps[1:]) <= 5  # its token and at most 4 proposals
+    assert_cache_empty(c)
+
+
+def test_cancelling_a_speculating_prompt_frees_its_blocks():
+    c = EngineCore(FakeModel(), [EOS], Limits(max_batch=8), 64, speculation=SpeculationConfig(max_tokens=4))
+    (r,) = requests([*range(10, 30), 5, 10, 11], max_new_tokens=40)
+    c.add([r])
+    c.step()
+    c.step()
+    assert c.model.steps[-1].input_ids.size > 1  # it proposed
+    c.abort([r.id])
+    assert reasons(run(c)) == {r.id: FinishReason.CANCELLED}
+    assert_cache_empty(c)
 
 
 def test_prompt_logprobs_come_from_every_prompt_row_in_chunks_without_reading_the_cache():

@@ -9,7 +9,7 @@ import pytest
 from server.engine.engine import Engine
 from server.engine.errors import QueueFull, ValidationError
 from server.engine.model import LoadedModel
-from server.engine.params import KVCacheConfig, Limits, SchedulerConfig
+from server.engine.params import KVCacheConfig, Limits, SchedulerConfig, SpeculationConfig
 from server.engine.types import (
     Constraint,
     Finished,
@@ -319,6 +319,33 @@ def test_a_model_cache_that_fails_under_a_racing_process_is_done_without(fp32_mo
     model = LoadedModel.load(fp32_model_dir, "CPU", {**OV_CONFIG, "CACHE_DIR": str(tmp_path)})
     assert model.info.precision and [("CACHE_DIR" in c) for c in calls] == [True, False]
     assert f"the model cache {tmp_path} failed" in caplog.text
+
+
+PASSAGE = ("The lighthouse on Gull Point was built in 1871 from granite quarried on the island itself. Its lamp, "
+           "first fuelled by whale oil and later by kerosene, was electrified in 1934, and the last keeper left in "
+           "1962 when the light was automated.")
+
+
+def test_speculation_gives_the_greedy_text_of_plain_decoding_alone_and_beside_seven_others(model):
+    """Proposals hit on a prompt the answer copies, and miss on open questions; either way, the same text."""
+    copy = f"Copy the following paragraph exactly:\n\n{PASSAGE}"
+    prompts = [copy, *PARITY_PROMPTS[:7]]
+    plain, fast = Engine(model), Engine(model, speculation=SpeculationConfig(max_tokens=4))
+    steps = []
+    fast.on_batch = steps.append  # one call per step: fewer steps, fewer calls
+    try:
+        want = [plain.generate(ask(p, max_new_tokens=48), timeout=120)[0].text for p in prompts]
+        alone = fast.generate(ask(copy, max_new_tokens=48), timeout=120)[0]
+        assert alone.text == want[0] and "1871 from granite" in alone.text
+        assert len(steps) < alone.usage.completion_tokens * 2 // 3  # most proposals were kept
+        together = [fast.submit(ask(p, max_new_tokens=48)) for p in prompts]
+        assert [text_of(h.events(120)) for h in together] == want
+        assert wait_until(lambda: fast.counts() == (0, 0))
+        fast.core.check()
+        assert fast.core.blocks.used() == 0 and fast.core.blocks.reserved() == 0
+    finally:
+        plain.close()
+        fast.close()
 
 
 # --- prefix caching: cached KV gives the answer computing it again gives (batch-invariant mode) ---------------

@@ -1,0 +1,41 @@
+"""Prompt-lookup speculation (openvino-genai's prompt lookup, vLLM's n-gram proposer): no second model.
+
+A decoding prompt whose last n tokens appeared earlier in its prompt or answer proposes the tokens that followed
+them there. The core runs its last token and the proposals in one step, takes logits at every one of them, and
+keeps the proposals in order while they equal the token its own rules choose (core.py). An accepted proposal
+costs little: on a CPU a step over a few tokens of one sequence costs about what a step over one does.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from server.engine.params import SpeculationConfig
+
+RETRY_AFTER = 16  # steps a prompt whose proposals kept failing waits before it proposes again
+
+
+def propose(tokens: np.ndarray, k: int, config: SpeculationConfig) -> list[int]:
+    """Up to k tokens that followed the latest earlier occurrence of the longest n-gram (max_ngram down to
+    min_ngram) that `tokens` ends with; [] when none occurred."""
+    size = len(tokens)
+    for n in range(min(config.max_ngram, size - 1), config.min_ngram - 1, -1):
+        windows = np.lib.stride_tricks.sliding_window_view(tokens[:size - 1], n)  # ends before the last token
+        hits = np.flatnonzero((windows == tokens[size - n:]).all(axis=1))
+        if len(hits):
+            start = int(hits[-1]) + n
+            return tokens[start:start + k].tolist()
+    return []
+
+
+def adapt(k: int, proposed: int, accepted: int, limit: int) -> int:
+    """The next proposal length from this step's outcome: one more after a run fully accepted, half after one
+    fully refused; a prompt at 0 stays out for RETRY_AFTER steps (counted as negative values), then tries 1."""
+    if k <= 0:
+        return 1 if k <= -RETRY_AFTER else k - 1
+    if not proposed:
+        return k
+    if accepted == proposed:
+        return min(limit, k + 1)
+    if accepted == 0:
+        return k // 2 if k > 1 else 0
+    return k
