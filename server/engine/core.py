@@ -331,7 +331,7 @@ class EngineCore:
         """Speculation's proposals for a decoding prompt, within the step's budget and its own max_new_tokens
         (so within the blocks it was promised)."""
         k = min(r.speculate, budget, r.params.max_new_tokens - len(r.output_ids) - 1)
-        if k <= 0 or r.params.do_sample:
+        if k <= 0:
             return []
         return propose(np.fromiter((*r.prompt_ids, *r.output_ids), dtype=np.int64), k, self.speculation)
 
@@ -356,7 +356,9 @@ class EngineCore:
             constrained = [j for j, r in enumerate(requests) if r.matcher is not None]
             grammars = self.grammars.step({j: requests[j].matcher for j in constrained}, logits.shape[1]) \
                 if constrained else None
-            tokens, chosen_logprobs = choose_tokens(logits[offsets[going] + depth], requests, self._eos, grammars)
+            proposals = [sampled[i][1].token_ids[1 + depth] if depth < sampled[i][1].proposed else None for i in going]
+            tokens, chosen_logprobs = choose_tokens(logits[offsets[going] + depth], requests, self._eos, grammars,
+                                                    proposals)
             advancing = [j for j in constrained if requests[j].params.max_new_tokens]
             broken = dict(zip(advancing, self.grammars.advance([(requests[j].matcher, tokens[j]) for j in advancing],
                                                                self._eos))) if advancing else {}
@@ -380,7 +382,7 @@ class EngineCore:
                     request.status = RequestStatus.FINISHED_LENGTH
                 if request.status.finished:
                     done.append(request)
-                elif depth < sampled[i][1].proposed and token == sampled[i][1].token_ids[1 + depth]:
+                elif token == proposals[j]:
                     still.append(i)  # its proposal was the token chosen: its next row's logits hold
             going, depth = still, depth + 1
         accepted = 0

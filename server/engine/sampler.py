@@ -24,13 +24,15 @@ class TokenLogprob:
 
 
 def choose_tokens(logits: np.ndarray, rows: Sequence, eos: Sequence[int], grammars=None,
-                  ) -> tuple[list[int], list[TokenLogprob | None]]:
+                  proposals: Sequence[int | None] | None = None) -> tuple[list[int], list[TokenLogprob | None]]:
     """The next token of each row of `logits` [rows, vocab] (changed in place), and its logprob where asked.
 
     A row is anything with `params` (resolved GenerationParams), `prompt_ids`, `output_ids`, `generator`
     (a numpy Generator when sampling) and `logprobs` (None, or how many alternatives to report). `grammars`
     (grammar.StepGrammars) constrains its `rows`: a greedy one keeps its best token where `allows` says its
     grammar accepts it (a mask could only lower the others); the rest choose among what `banned` leaves them.
+    `proposals`: per row, speculation's proposed token or None; a sampling row takes it by the rejection rule
+    (`sample`), so that its draw follows the same distribution as without one.
     """
     wanted = [i for i, r in enumerate(rows) if r.logprobs is not None]
     raw = log_softmax(logits[wanted]) if wanted else None  # the model's distribution, before any rule
@@ -57,6 +59,7 @@ def choose_tokens(logits: np.ndarray, rows: Sequence, eos: Sequence[int], gramma
             np.array([x.top_k for x in p], dtype=np.int64),
             np.array([x.top_p for x in p], dtype=np.float64),
             [rows[i].generator for i in sampling],
+            None if proposals is None else np.array([-1 if proposals[i] is None else proposals[i] for i in sampling]),
         )
     chosen = tokens.tolist()
     logprobs: list[TokenLogprob | None] = [None] * len(rows)
@@ -93,9 +96,14 @@ def apply_repetition_penalty(logits: np.ndarray, which: Sequence[int], rows: Seq
 
 
 def sample(logits: np.ndarray, temperature: np.ndarray, top_k: np.ndarray, top_p: np.ndarray,
-           generators: Sequence[np.random.Generator]) -> np.ndarray:
+           generators: Sequence[np.random.Generator], proposed: np.ndarray | None = None) -> np.ndarray:
     """One token per row: temperature, then top-k, then nucleus (top-p), then one uniform draw per row from
-    that row's generator, by the inverse of the kept tokens' cumulative distribution."""
+    that row's generator, by the inverse of the kept tokens' cumulative distribution.
+
+    `proposed`: per row a token proposed without a model (speculation), or -1. Such a row takes it when its
+    draw falls under its probability p, and otherwise draws again from the rest (p without it, renormalized):
+    speculative sampling's rule for a proposal that is certain rather than drawn, so every token keeps exactly
+    its probability."""
     rows, vocab = logits.shape
     scaled = logits / temperature[:, None]
     k = np.where((top_k > 0) & (top_k < vocab), top_k, vocab)
@@ -119,8 +127,17 @@ def sample(logits: np.ndarray, temperature: np.ndarray, top_k: np.ndarray, top_p
     probs = np.where(keep, probs, 0.0)
     cumulative = np.cumsum(probs, axis=1)
     draws = np.array([g.random() for g in generators]) * cumulative[:, -1]
+    taken = np.zeros(rows, dtype=bool)
+    if proposed is not None and (proposed >= 0).any():
+        own = (candidates == proposed[:, None]) & (proposed[:, None] >= 0)
+        taken = draws < (probs * own).sum(axis=1)
+        refused = np.flatnonzero((proposed >= 0) & ~taken)
+        if len(refused):
+            probs[refused] = np.where(own[refused], 0.0, probs[refused])
+            cumulative[refused] = np.cumsum(probs[refused], axis=1)
+            draws[refused] = np.array([generators[i].random() for i in refused]) * cumulative[refused, -1]
     position = np.minimum((cumulative <= draws[:, None]).sum(axis=1), width - 1)
-    tokens = candidates[np.arange(rows), position]
+    tokens = np.where(taken, proposed if proposed is not None else 0, candidates[np.arange(rows), position])
     # A tiny temperature overflowed the scores: take the limit, the most likely token.
     broken = ~np.isfinite(best[:, 0]) | ~np.isfinite(cumulative[:, -1])
     if broken.any():

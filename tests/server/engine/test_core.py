@@ -399,6 +399,16 @@ def test_a_prompt_that_repeats_itself_gets_its_answer_in_fewer_steps_and_never_p
     assert_cache_empty(c)
 
 
+def test_sampling_prompts_speculate_too_and_leave_the_cache_idle():
+    c = EngineCore(FakeModel(), [EOS], Limits(max_batch=8), 64, speculation=SpeculationConfig(max_tokens=4))
+    rs = requests(*([*range(10, 30), 5, 10, 11] for _ in range(6)), max_new_tokens=12, do_sample=True, seed=3)
+    c.add(rs)
+    steps = run(c)
+    assert all(len(t) == 12 for t in tokens_by_request(steps).values())
+    assert 0 < sum(s.accepted for s in steps) < sum(s.proposed for s in steps)  # p(next) is 0.7 in the fake
+    assert_idle(c)
+
+
 def test_cancelling_a_speculating_prompt_frees_its_blocks():
     c = EngineCore(FakeModel(), [EOS], Limits(max_batch=8), 64, speculation=SpeculationConfig(max_tokens=4))
     (r,) = requests([*range(10, 30), 5, 10, 11], max_new_tokens=40)
