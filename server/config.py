@@ -177,6 +177,8 @@ def check(s: Settings) -> None:
         raise ConfigError("scheduler.max_step_tokens: must be at least 1")
     if s.speculation.max_tokens < 0 or not 1 <= s.speculation.min_ngram <= s.speculation.max_ngram:
         raise ConfigError("speculation: max_tokens >= 0 and 1 <= min_ngram <= max_ngram")
+    if s.speculation.max_step_tokens < 2:
+        raise ConfigError("speculation.max_step_tokens: must be at least 2")
     if s.log_format not in ("text", "json"):
         raise ConfigError(f"log_format: expected text or json, got {s.log_format!r}")
     if bool(s.tls_cert) != bool(s.tls_key):

@@ -88,14 +88,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="bench-variants-"))
     try:
         with ExitStack() as stack:
-            servers = []
-            for v in variants:
-                config = workdir / f"{v.name}.json"
-                config.write_text(json.dumps(v.servable(servable)))
-                print(f"starting {v.name} ({v.options or 'the servable as it is'}; log {workdir / v.name}.log)",
-                      file=sys.stderr, flush=True)
-                servers.append(stack.enter_context(LaunchedServer(
-                    ["--config_path", config, "--model", args.serve], workdir / f"{v.name}.log")))
+            servers = start(stack, variants, servable, args.serve, workdir)
             numerics = {v.name: _numerics(s.log()) for v, s in zip(variants, servers)}
             figures = measure(servers, variants, levels, args.rounds, prompts, args.max_new_tokens)
     except ServerFailed as exc:
@@ -108,11 +101,26 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     return 0
 
 
-def measure(servers, variants, levels, rounds, prompts, tokens) -> dict:
-    """Per variant and level: tokens/s per round, and the median of per-round ratios to the base server."""
+def start(stack: ExitStack, variants: list[Variant], servable: dict, model: str, workdir: Path) -> list[LaunchedServer]:
+    """A server per variant, each with its servable and log in `workdir`, stopped when `stack` closes."""
+    servers = []
+    for v in variants:
+        config = workdir / f"{v.name}.json"
+        config.write_text(json.dumps(v.servable(servable)))
+        print(f"starting {v.name} ({v.options or 'the servable as it is'}; log {workdir / v.name}.log)",
+              file=sys.stderr, flush=True)
+        servers.append(stack.enter_context(LaunchedServer(["--config_path", config, "--model", model],
+                                                          workdir / f"{v.name}.log")))
+    return servers
+
+
+def measure(servers, variants, levels, rounds, prompts, tokens, requests: int = 0) -> dict:
+    """Per variant and level: tokens/s per round, and the median of per-round ratios to the base server.
+    `requests` per round and server (0: one per stream), rounded up to a multiple of the level."""
     def step(server, name):
         def run(level: int, r: int) -> dict:
-            cfg = load.LoadConfig(url=server.address, prompts=prompts, tokens=tokens, levels=[level], requests=level,
+            cfg = load.LoadConfig(url=server.address, prompts=prompts, tokens=tokens, levels=[level],
+                                  requests=load.requests_at(level, requests or level),
                                   warmup=1 if r == 0 else 0, timeout=600)
             return {name: load.run_protocols([cfg], progress=lambda line: None)[0][0]}
         return run

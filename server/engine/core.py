@@ -272,7 +272,7 @@ class EngineCore:
                     request.blocks = blocks  # the hits, then a partial hit's block or its copy
                     request.computed = request.cached_tokens = cached
                     request.reserved = need - (partial is not None)
-                    request.speculate = self.speculation.max_tokens if request.speculative else 0
+                    request.speculate = self.speculation.max_tokens if request.params.speculation else 0
                     request.status = RequestStatus.RUNNING
                     self._running.append(request)
 
@@ -316,10 +316,14 @@ class EngineCore:
             seqs.append(ScheduledSeq(r.id, r.pending(n), r.computed, list(r.blocks),
                                      r.computed + n >= len(r.prompt_ids),
                                      r.prompt_logprobs is not None and r.computed < len(r.prompt_ids)))
-        if self.speculation.max_tokens:  # proposals get only the budget every prompt left
+        if self.speculation.max_tokens:
+            # Proposals get what the step has left once every prompt has its tokens, and only while the step stays
+            # small (a CPU's step over a few tokens costs about what a step over one does); the prompts whose
+            # proposals were kept most recently first.
+            budget = min(budget, self.speculation.max_step_tokens - sum(len(s.token_ids) for s in seqs))
             by_id = {r.id: r for r in self._running}
-            for i, s in enumerate(seqs):
-                r = by_id[s.request_id]
+            for i in sorted(range(len(seqs)), key=lambda i: -by_id[seqs[i].request_id].speculate):
+                s, r = seqs[i], by_id[seqs[i].request_id]
                 if budget > 0 and r.computed >= len(r.prompt_ids) and (proposal := self._proposal(r, budget)):
                     budget -= len(proposal)
                     r.reserved -= self.blocks.grow(r.blocks, r.computed + 1 + len(proposal))
@@ -393,7 +397,7 @@ class EngineCore:
                 r.computed += kept
                 if self.blocks.caching:
                     self._register(r, s.start)
-            if r.speculative and self.speculation.max_tokens:
+            if r.params.speculation and self.speculation.max_tokens:
                 r.speculate = adapt(r.speculate, s.proposed, max(0, len(new[r.id]) - 1), self.speculation.max_tokens)
         outputs = [SeqOutput(r.id, error=errors[r.id]) if r.id in errors else
                    SeqOutput(r.id, tuple(new[r.id]), FINISH_REASON[r.status] if r.status.finished else None,

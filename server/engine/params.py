@@ -25,6 +25,7 @@ class GenerationParams:
     # end-of-answer markers (its manifest's stop strings).
     stop: tuple[str, ...] = ()
     ignore_eos: bool = False  # end-of-sequence tokens do not end the answer: it runs to max_new_tokens (benchmarks)
+    speculation: bool = True  # False: no speculation's proposals for this request (when the servable turns it on)
 
 
 PARAMETERS = tuple(f.name for f in fields(GenerationParams))
@@ -49,11 +50,13 @@ class SchedulerConfig:
 @dataclass(frozen=True)
 class SpeculationConfig:
     """Prompt-lookup speculation (speculation.py): a decoding prompt proposes up to `max_tokens` tokens that
-    followed an earlier occurrence of its last `max_ngram` down to `min_ngram` tokens. 0: off."""
+    followed an earlier occurrence of its last `max_ngram` down to `min_ngram` tokens (0: off), in steps that
+    hold fewer than `max_step_tokens` tokens with them."""
 
     max_tokens: int = 0
     min_ngram: int = 1
     max_ngram: int = 3
+    max_step_tokens: int = 8
 
 
 @dataclass(frozen=True)

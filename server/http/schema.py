@@ -208,6 +208,7 @@ class GenerationBody(Body):
     seed: int | None = Field(None, ge=0)
     stop: Stop | None = None
     ignore_eos: bool | None = None  # every answer runs to max_tokens (benchmarks)
+    speculation: bool | None = None  # false: no prompt-lookup speculation for this request
     response_format: ResponseFormat | None = None  # structured output (server/http/tools.py)
 
     @model_validator(mode="before")

@@ -107,7 +107,9 @@ def test_both_servables_load():
     ({"scheduler": {"max_step_tokens": 0}}, "max_step_tokens: must be at least 1"),
     ({"speculation": {"max_tokens": -1}}, "speculation: max_tokens >= 0"),
     ({"speculation": {"min_ngram": 3, "max_ngram": 2}}, "1 <= min_ngram <= max_ngram"),
-    ({"speculation": {"tokens": 4}}, "speculation.tokens: unknown key; expected one of max_ngram, max_tokens, min_ngram"),
+    ({"speculation": {"tokens": 4}}, "speculation.tokens: unknown key; expected one of max_ngram, max_step_tokens, "
+                                     "max_tokens, min_ngram"),
+    ({"speculation": {"max_step_tokens": 1}}, "speculation.max_step_tokens: must be at least 2"),
     ({"log_format": "xml"}, "log_format: expected text or json"),
     ({"generation": {"stop": ["### End", ""]}}, "generation.stop: expected a list of non-empty strings"),
     ({"http_port": 9000}, "http_port: 9000 is already taken"),
