@@ -84,6 +84,7 @@ def test_extension_fields_clients_send_are_accepted():
     r = chat(ignore_eos=True, stop=None, stream=True, stream_options={"include_usage": True, "continuous_usage_stats": True},
              user="u", metadata={"k": "v"}, store=False, service_tier="auto", parallel_tool_calls=True)
     assert r.requests[0].params.given == {"ignore_eos": True} and r.continuous_usage and r.include_usage
+    assert chat(speculation=False).requests[0].params.given == {"speculation": False}  # ours: no proposals for it
 
 
 def test_logprobs_fields_become_the_engine_request():
