@@ -92,6 +92,8 @@ class SeqOutput:
     error: str | None = None  # the model step failed for it
     cached_tokens: int | None = None  # on its first token (or cancellation): prompt tokens found in the cache
     prompt_logprobs: tuple[TokenLogprob, ...] | None = None  # on its first output, when asked: prompt tokens 1..
+    proposed: int = 0  # speculation's proposals this step checked for it
+    accepted: int = 0  # of them, the ones kept (each a token of new_token_ids)
 
 
 @dataclass(frozen=True)
@@ -101,8 +103,16 @@ class StepOutput:
     outputs: list[SeqOutput] = field(default_factory=list)
     scheduled: int = 0  # sequences the model ran
     time: float = 0.0  # when the tokens were chosen (time.monotonic)
-    proposed: int = 0  # speculation's proposals the step checked
-    accepted: int = 0  # of them, the ones kept
+
+    @property
+    def proposed(self) -> int:
+        """Speculation's proposals the step checked."""
+        return sum(o.proposed for o in self.outputs)
+
+    @property
+    def accepted(self) -> int:
+        """Of them, the ones kept."""
+        return sum(o.accepted for o in self.outputs)
 
 
 class EngineCore:
@@ -219,10 +229,8 @@ class EngineCore:
             if s.sampled:
                 sampled.append((request, s))
                 rows.extend(range(row - 1 - s.proposed, row))
-        chosen, accepted = self._update(sampled, logits[rows] if len(rows) < len(logits) else logits)
-        outputs.extend(chosen)
-        return StepOutput(outputs, len(scheduled.seqs), time.monotonic(), sum(s.proposed for _, s in sampled),
-                          accepted)
+        outputs.extend(self._update(sampled, logits[rows] if len(rows) < len(logits) else logits))
+        return StepOutput(outputs, len(scheduled.seqs), time.monotonic())
 
     def _drain_aborts(self) -> list[SeqOutput]:
         ids: set[int] = set()
@@ -339,16 +347,15 @@ class EngineCore:
             return []
         return propose(np.fromiter((*r.prompt_ids, *r.output_ids), dtype=np.int64), k, self.speculation)
 
-    def _update(self, sampled: list[tuple[Request, ScheduledSeq]], logits: np.ndarray) -> tuple[list[SeqOutput], int]:
-        """Every sampled prompt's next tokens; the token rules (end of sequence, length) end prompts. Returns the
-        outputs and how many proposals were kept.
+    def _update(self, sampled: list[tuple[Request, ScheduledSeq]], logits: np.ndarray) -> list[SeqOutput]:
+        """Every sampled prompt's next tokens; the token rules (end of sequence, length) end prompts.
 
         `logits` holds each prompt's rows in order: its last known token's, then one per proposal. Tokens are
         chosen in rounds, one row of every prompt still going per round, exactly as steps without speculation
         would choose them (the rules see the tokens kept so far); a prompt goes on to its next row while the
         token chosen equals its proposal."""
         if not sampled:
-            return [], 0
+            return []
         first = {r.id: not r.output_ids for r, _ in sampled}
         new: dict[int, list[int]] = {r.id: [] for r, _ in sampled}
         logprobs: dict[int, list[TokenLogprob]] = {r.id: [] for r, _ in sampled}
@@ -389,12 +396,11 @@ class EngineCore:
                 elif token == proposals[j]:
                     still.append(i)  # its proposal was the token chosen: its next row's logits hold
             going, depth = still, depth + 1
-        accepted = 0
+        kept: dict[int, int] = {}
         for r, s in sampled:
             if s.proposed and r.status is not RequestStatus.FINISHED_FAILED:
-                kept = len(new[r.id]) - 1  # proposals kept: every token chosen but the last
-                accepted += kept
-                r.computed += kept
+                kept[r.id] = len(new[r.id]) - 1  # proposals kept: every token chosen but the last
+                r.computed += kept[r.id]
                 if self.blocks.caching:
                     self._register(r, s.start)
             if r.params.speculation and self.speculation.max_tokens:
@@ -403,11 +409,12 @@ class EngineCore:
                    SeqOutput(r.id, tuple(new[r.id]), FINISH_REASON[r.status] if r.status.finished else None,
                              tuple(logprobs[r.id]), cached_tokens=r.cached_tokens if first[r.id] else None,
                              prompt_logprobs=tuple(r.prompt_logprob_values)
-                             if first[r.id] and r.prompt_logprobs is not None else None)
-                   for r, _ in sampled]
+                             if first[r.id] and r.prompt_logprobs is not None else None,
+                             proposed=s.proposed, accepted=kept.get(r.id, 0))
+                   for r, s in sampled]
         self._finish(done, None)
         self._finish(failed, RequestStatus.FINISHED_FAILED)
-        return outputs, accepted
+        return outputs
 
     def _register(self, r: Request, before: int) -> None:
         """Key the blocks this step filled, now that their KV exists (blocks of generated tokens get their
