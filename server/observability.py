@@ -92,6 +92,12 @@ class CallRecord:
         self.observer.report(self, code, detail)
 
 
+def _first(times: list[float | None]) -> float | None:
+    """The earliest of the prompts' times (a call's prompts are queued and admitted together), rounded."""
+    present = [t for t in times if t is not None]
+    return round(min(present), 1) if present else None
+
+
 class Observer:
     def __init__(self, metrics: Metrics | None, log_prompts: bool):
         self.metrics = metrics
@@ -106,9 +112,11 @@ class Observer:
         tokens_in = sum(u.prompt_tokens for u in call.usages)
         tokens_out = sum(u.completion_tokens for u in call.usages)
         tokens_cached = sum(u.cached_tokens for u in call.usages)
-        ttft_ms = min((u.ttft_ms for u in call.usages), default=None)
+        # Stages, in ms from the call's arrival in the engine: in the core's queue (rendered), admitted (the
+        # start of its first step), first token; total_ms is the whole call, from the front door.
+        stages = {name: _first([getattr(u, name) for u in call.usages]) for name in ("queued_ms", "admitted_ms", "ttft_ms")}
         fields = {"request_id": call.id, "protocol": call.protocol, "rpc": call.rpc, "prompts": call.prompts,
-                  "tokens_in": tokens_in, "tokens_cached": tokens_cached, "tokens_out": tokens_out, "ttft_ms": None if ttft_ms is None else round(ttft_ms, 1),
+                  "tokens_in": tokens_in, "tokens_cached": tokens_cached, "tokens_out": tokens_out, **stages,
                   "total_ms": round(total_s * 1000, 1), "status": code}
         if detail:
             fields["detail"] = detail

@@ -8,9 +8,17 @@ its prefix caching, in turns round after round.
 
 Each round puts a fresh nonce at the start of the system prompt, so no round reuses another's cache while the
 conversations of one round share it. Every answer has exactly `tokens` tokens, greedy, so the engines' histories
-have the same lengths. The last line: prefix_ttft_ratio (p50 first-token time on turns >= 2, on / off),
-prefix_hit_rate (cached / prompt tokens on turns >= 2, on) and vs_genai_prefix (genai's p50 / ours, turns >= 2),
-each the median of its per-round values.
+have the same lengths.
+
+Both engines are timed alike: a turn's clock starts before its history is rendered and stops at its first token,
+and it waits behind the step in flight. Ours is the gRPC client's clock (transport and the server's rendering
+included); genai runs in process as a server drives it (genai_cb.GenAICB.chat: a stepping thread, one thread per
+conversation), its clock stopping when the step that brought the first token returns. The server's own
+first-token time (its final message's ttft_ms, from the call's arrival in the engine) is kept beside ours.
+
+The last line: prefix_ttft_ratio (p50 first-token time on turns >= 2, on / off), prefix_hit_rate (cached / prompt
+tokens on turns >= 2, on), vs_genai_prefix (genai's p50 / ours by the client's clock, turns >= 2) and
+vs_genai_prefix_server (the same over the server's own clock), each the median of its per-round values.
 """
 from __future__ import annotations
 
@@ -42,10 +50,11 @@ SYSTEM_PROMPT_FILE = Path(__file__).with_name("system_prompt.txt")
 class ChatTurn:
     conversation: int
     turn: int  # from 1
-    ttft_ms: float
+    ttft_ms: float  # the client's clock: from before the request is rendered (genai) or sent (ours)
     prompt_tokens: int
     cached_tokens: int | None  # None: the engine does not say (openvino-genai)
     answer: str
+    server_ttft_ms: float | None = None  # the server's own clock (its final message's ttft_ms); None: genai
 
 
 def user_turns(prompts: list[str], conversations: int, turns: int) -> list[list[str]]:
@@ -72,18 +81,18 @@ def server_chat(address: str, system: str, questions: list[list[str]], tokens: i
             answers: list[str] = []
             done = []
             for t in range(len(questions[c])):
+                start, first, pieces, final = time.perf_counter(), None, [], None
                 messages = [llm_pb2.Message(role=r, content=m) for r, m in history(questions[c][:t + 1], answers)]
                 request = llm_pb2.GenerateRequest(conversations=[llm_pb2.Conversation(messages=messages)],
                                                   system_prompt=system, max_new_tokens=tokens, min_new_tokens=tokens,
                                                   do_sample=False)
-                start, first, pieces, final = time.perf_counter(), None, [], None
                 for m in stub.GenerateStream(request, timeout=600):
                     first = first or time.perf_counter()
                     pieces.append(m.text)
                     final = m if m.finish_reason else final
                 answers.append("".join(pieces))
                 done.append(ChatTurn(c, t + 1, (first - start) * 1000, final.prompt_tokens, final.cached_tokens,
-                                     answers[-1]))
+                                     answers[-1], final.ttft_ms))
             return done
 
         with ThreadPoolExecutor(len(questions)) as pool:
@@ -110,8 +119,18 @@ def measure(run: dict, questions, tokens: int, rounds: int, progress) -> list[Ro
     return results
 
 
-def p50_later(turns: list[ChatTurn]) -> float:
-    return percentile([t.ttft_ms for t in turns if t.turn >= 2], 50)
+def p50_later(turns: list[ChatTurn], server: bool = False) -> float | None:
+    """p50 first-token time on turns >= 2, by the client's clock or (`server`) the server's own; None if the
+    engine has no such clock."""
+    times = [t.server_ttft_ms if server else t.ttft_ms for t in turns if t.turn >= 2]
+    return percentile(times, 50) if times and None not in times else None
+
+
+def vs_genai(results: list[Round], server: bool = False) -> float | None:
+    """genai's p50 first-token time on turns >= 2 over ours (caching on; ours by the client's clock or the
+    server's), the median of the per-round ratios; None without genai."""
+    return median(p50_later(r.turns["genai"]) / p50_later(r.turns["on"], server)
+                  for r in results if "genai" in r.turns and p50_later(r.turns["on"], server))
 
 
 def hit_rate(turns: list[ChatTurn]) -> float | None:
@@ -157,26 +176,31 @@ def figures(results: list[Round]) -> dict:
     return {
         "prefix_ttft_ratio": median(p50_later(r.turns["on"]) / p50_later(r.turns["off"]) for r in results),
         "prefix_hit_rate": median(hit_rate([t for t in r.turns["on"] if t.turn >= 2]) for r in results),
-        "vs_genai_prefix": median(p50_later(r.turns["genai"]) / p50_later(r.turns["on"])
-                                  for r in results if "genai" in r.turns),
+        "vs_genai_prefix": vs_genai(results),
+        "vs_genai_prefix_server": vs_genai(results, server=True),
         "turn1_hit_rate": median(hit_rate([t for t in r.turns["on"] if t.turn == 1]) for r in results),
         # Pooled over the rounds, per engine and turn.
         "p50_ttft_ms_per_turn": {name: {n: percentile([t.ttft_ms for t in at(name, n)], 50)
                                         for n in range(1, turns + 1)} for name in names},
+        "p50_server_ttft_ms_per_turn": {name: {n: percentile([t.server_ttft_ms for t in at(name, n)], 50)
+                                               for n in range(1, turns + 1)}
+                                        for name in names if all(t.server_ttft_ms is not None for t in at(name, 1))},
         "prompt_tokens_per_turn": {name: {n: sum(t.prompt_tokens for t in at(name, n)) / len(at(name, n))
                                           for n in range(1, turns + 1)} for name in names},
     }
 
 
 def report(got: dict) -> None:
-    per_turn = got["p50_ttft_ms_per_turn"]
-    print(f"{'turn':>4} {'prompt tokens':>13} " + " ".join(f"{f'{name} p50 ms':>14}" for name in per_turn))
+    columns = {f"{name} p50 ms": per_turn for name, per_turn in got["p50_ttft_ms_per_turn"].items()}
+    columns.update({f"{name} server ms": per_turn for name, per_turn in got["p50_server_ttft_ms_per_turn"].items()})
+    print(f"{'turn':>4} {'prompt tokens':>13} " + " ".join(f"{title:>15}" for title in columns))
     for n, tokens in got["prompt_tokens_per_turn"]["on"].items():
-        print(f"{n:>4} {tokens:>13.0f} " + " ".join(f"{per_turn[name][n]:>14.1f}" for name in per_turn))
+        print(f"{n:>4} {tokens:>13.0f} " + " ".join(f"{per_turn[n]:>15.1f}" for per_turn in columns.values()))
     print(f"turn-1 hit rate (the shared system prompt): {got['turn1_hit_rate']:.3f}; "
           f"hits of what the history could give: {_show(got['prefix_hit_of_reachable'])}")
     print(f"prefix_ttft_ratio={got['prefix_ttft_ratio']:.3f} prefix_hit_rate={got['prefix_hit_rate']:.3f} "
-          f"vs_genai_prefix={_show(got['vs_genai_prefix'])}", flush=True)
+          f"vs_genai_prefix={_show(got['vs_genai_prefix'])} "
+          f"vs_genai_prefix_server={_show(got['vs_genai_prefix_server'])}", flush=True)
 
 
 def _show(value: float | None) -> str:

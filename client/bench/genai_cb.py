@@ -1,16 +1,19 @@
 """openvino-genai's ContinuousBatchingPipeline fed by N closed-loop streams, exactly as the server is loaded.
 
-One driver thread (the caller's) steps the pipeline; after each step it reads every handle's new tokens
-(their arrival time is the end of that step) and, when a request is finished, gives its stream the next
+`closed_loop`: one driver thread (the caller's) steps the pipeline; after each step it reads every handle's new
+tokens (their arrival time is the end of that step) and, when a request is finished, gives its stream the next
 request at once, as a client of the server sends its next request when its answer is complete. So both
-engines see the same arrivals. Prompts are rendered with the chat template and tokenized as the server does
+engines see the same arrivals. `chat`: a stepping thread and one thread per conversation, as a server is
+driven (see there). Prompts are rendered with the chat template and tokenized as the server does
 (no added special tokens): both engines get the same token ids. `ignore_eos` and min_new_tokens make every
 request yield exactly `tokens` tokens, greedy.
 """
 from __future__ import annotations
 
 import itertools
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +32,63 @@ class _Live:
     start: float
     ids: list[int] = field(default_factory=list)
     arrivals_ms: list[float] = field(default_factory=list)
+    status: object = None  # once it ended
+    ended: threading.Event = field(default_factory=threading.Event)
+
+
+class _Core:
+    """One stepping thread over the pipeline, fed by streams on other threads (`submit` blocks until the
+    request ended); it stops once every stream has left."""
+
+    def __init__(self, pipe, running, open_streams: int):
+        self.pipe = pipe
+        self.running = running  # GenerationStatus.RUNNING
+        self.error: BaseException | None = None
+        self._open = open_streams
+        self._inbox: list[tuple[_Live, int, object, object]] = []  # (request, id, input ids, config)
+        self._cond = threading.Condition()
+
+    def submit(self, live: _Live, request_id: int, ids, cfg) -> _Live:
+        with self._cond:
+            if self.error is not None:
+                raise RuntimeError("openvino-genai: the stepping thread failed") from self.error
+            self._inbox.append((live, request_id, ids, cfg))
+            self._cond.notify()
+        live.ended.wait()
+        if self.error is not None:
+            raise RuntimeError("openvino-genai: the stepping thread failed") from self.error
+        return live
+
+    def leave(self) -> None:
+        with self._cond:
+            self._open -= 1
+            self._cond.notify()
+
+    def run(self) -> None:
+        live: list[_Live] = []
+        arrived: list = []
+        try:
+            while True:
+                with self._cond:
+                    while not (self._inbox or live) and self._open:
+                        self._cond.wait()
+                    if not (self._inbox or live):
+                        return
+                    arrived, self._inbox = self._inbox, []
+                for r, request_id, ids, cfg in arrived:
+                    r.handle = self.pipe.add_request(request_id, ids, cfg)
+                    live.append(r)
+                if self.pipe.has_non_finished_requests():
+                    self.pipe.step()
+                for r, status, _ in _ended(live, self.running):
+                    r.status = status
+                    r.ended.set()
+        except BaseException as exc:  # no stream may wait forever on a request that cannot end
+            with self._cond:
+                self.error = exc
+                waiting = live + [r for r, *_ in arrived + self._inbox]
+            for r in waiting:
+                r.ended.set()
 
 
 class GenAICB:
@@ -117,50 +177,72 @@ class GenAICB:
     def chat(self, system: str, questions: list[list[str]], tokens: int, history) -> list:
         """Conversation c asks questions[c] in turn, closed loop (its next turn goes when an answer is complete),
         the whole history each time: `history(questions, answers)` gives its (role, content) pairs. Returns
-        chat.ChatTurn's; first-token time is the end of the step that brought the first token."""
+        chat.ChatTurn's.
+
+        Driven as a server with one core thread drives it (OVMS's executor): a stepping thread loops `step()`
+        while `has_non_finished_requests()`; each conversation runs on its own thread and submits its turn when
+        it is ready, so a turn waits behind the step in flight as it would in a server. A turn's clock starts
+        before its chat template is rendered and stops when the step that brought its first token returns.
+        The conversations hand their requests to the stepping thread, which adds them at the start of its next
+        step, where genai's own `step()` would take them anyway: `add_request` locks only the awaiting queue,
+        not the prefix-cache restore it runs first (pipeline_impl.cpp), and the Python binding of `step()`
+        keeps the GIL, so a turn is rendered between steps, not during one as a C++ server would.
+        """
         from client.bench.chat import ChatTurn
         from server.engine.types import Message
 
         cfg = self._config(tokens)
-        answers: list[list[str]] = [[] for _ in questions]
-        live: list[_Live] = []
-        turns: list[ChatTurn] = []
-        prompt_tokens: dict[int, int] = {}
+        core = _Core(self.pipe, self._genai.GenerationStatus.RUNNING, open_streams=len(questions))
 
-        def send(c: int) -> None:
-            messages = tuple(Message(*m) for m in history(questions[c][:len(answers[c]) + 1], answers[c]))
-            ids = self._input(messages, system)
-            prompt_tokens[c] = ids.get_shape()[1]
-            live.append(_Live(c, self.pipe.add_request(next(self._request_ids), ids, cfg), time.perf_counter()))
+        def conversation(c: int) -> list[ChatTurn]:
+            answers: list[str] = []
+            done = []
+            try:
+                for t in range(len(questions[c])):
+                    start = time.perf_counter()
+                    messages = tuple(Message(*m) for m in history(questions[c][:t + 1], answers))
+                    ids = self._input(messages, system)
+                    r = core.submit(_Live(c, None, start), next(self._request_ids), ids, cfg)
+                    if r.status != self._genai.GenerationStatus.FINISHED:
+                        raise RuntimeError(f"openvino-genai: a chat turn ended {r.status.name}")
+                    answers.append(self.tokenizer.decode(r.ids, skip_special_tokens=True))
+                    done.append(ChatTurn(c, t + 1, r.arrivals_ms[0], ids.get_shape()[1], None, answers[-1]))
+            finally:
+                core.leave()
+            return done
 
-        def done(r: _Live, status, now: float) -> None:
-            if status != self._genai.GenerationStatus.FINISHED:
-                raise RuntimeError(f"openvino-genai: a chat turn ended {status.name}")
-            c = r.index
-            answers[c].append(self.tokenizer.decode(r.ids, skip_special_tokens=True))
-            turns.append(ChatTurn(c, len(answers[c]), r.arrivals_ms[0], prompt_tokens[c], None, answers[c][-1]))
-            if len(answers[c]) < len(questions[c]):
-                send(c)
-
-        for c in range(len(questions)):
-            send(c)
-        self._drive(live, done)
-        return turns
+        stepping = threading.Thread(target=core.run, name="genai-step", daemon=True)
+        stepping.start()
+        try:
+            with ThreadPoolExecutor(len(questions)) as pool:
+                return [turn for turns in pool.map(conversation, range(len(questions))) for turn in turns]
+        finally:
+            stepping.join()
+            if core.error is not None:
+                raise core.error
 
     def _drive(self, live: list[_Live], done) -> None:
         """Step the pipeline until nothing is in flight; each request's tokens are timed at the end of the
         step that brought them, and `done(request, status, now)` is told when one ends."""
-        running = self._genai.GenerationStatus.RUNNING
         while live:
             self.pipe.step()
-            now = time.perf_counter()
-            for r in list(live):
-                if r.handle.can_read():
-                    new = [t for out in r.handle.read().values() for t in out.generated_ids]
-                    if new:
-                        r.ids += new
-                        r.arrivals_ms.append((now - r.start) * 1000)
-                status = r.handle.get_status()
-                if status != running:
-                    live.remove(r)
-                    done(r, status, now)
+            for r, status, now in _ended(live, self._genai.GenerationStatus.RUNNING):
+                done(r, status, now)
+
+
+def _ended(live: list[_Live], running) -> list[tuple[_Live, object, float]]:
+    """Right after a step: every request's new tokens, timed now (the end of the step that brought them);
+    the requests that ended leave `live` and are returned with their status and that time."""
+    now = time.perf_counter()
+    ended = []
+    for r in list(live):
+        if r.handle.can_read():
+            new = [t for out in r.handle.read().values() for t in out.generated_ids]
+            if new:
+                r.ids += new
+                r.arrivals_ms.append((now - r.start) * 1000)
+        status = r.handle.get_status()
+        if status != running:
+            live.remove(r)
+            ended.append((r, status, now))
+    return ended

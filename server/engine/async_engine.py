@@ -8,6 +8,7 @@ the request in the engine.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -31,6 +32,7 @@ class AsyncEngine:
         engine failed this request. Closing the iterator early cancels the request. A reader slower than
         the engine gets each prompt's waiting text as one longer TextDelta.
         """
+        received = time.monotonic()  # the server-side times count from here, before the submit threads
         loop = asyncio.get_running_loop()
         if self._waker is None or self._waker.loop is not loop:
             self._waker = LoopWaker(loop)
@@ -38,7 +40,8 @@ class AsyncEngine:
         call = None
         try:
             try:
-                submitting = loop.run_in_executor(self._submitter, self.engine.submit, request, self._waker)
+                submitting = loop.run_in_executor(self._submitter, self.engine.submit, request, self._waker,
+                                                  received)
             except RuntimeError as exc:  # the submit pool was shut down: we are stopping
                 raise NotReady("the server is shutting down") from exc
             try:

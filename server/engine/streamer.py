@@ -31,6 +31,8 @@ class TokenStreamer(TextIteratorStreamer):
         self.sent = 0  # characters of `text` already sent
         self.first_token_at: float | None = None
         self.cached_tokens = 0  # set by the output side from the core's first output
+        self.queued_at: float | None = None  # set by the engine: when it entered the core's waiting queue
+        self.admitted_at: float | None = None  # set by the engine's loop: the start of the step that admitted it
         self.finish_reason: FinishReason | None = None
         self.prefix_offset = 0  # window start: context for the tokens being decoded
         self.read_offset = 0  # tokens before this are already text
@@ -93,10 +95,14 @@ class TokenStreamer(TextIteratorStreamer):
         self.on_finalized_text(self.text[self.sent:], stream_end=True)
         self.sent = len(self.text)
         first = self.first_token_at if self.first_token_at is not None else now
+
+        def since_arrival(at: float | None) -> float | None:
+            return None if at is None else (at - self.arrival) * 1000.0
+
         self.sink.put(Finished(self.index, reason, Usage(
             prompt_tokens=len(self.prompt_ids), completion_tokens=self.completion_tokens,
-            ttft_ms=(first - self.arrival) * 1000.0, total_ms=(now - self.arrival) * 1000.0,
-            cached_tokens=self.cached_tokens)))
+            ttft_ms=since_arrival(first), total_ms=since_arrival(now), cached_tokens=self.cached_tokens,
+            queued_ms=since_arrival(self.queued_at), admitted_ms=since_arrival(self.admitted_at))))
 
     def end(self) -> None:
         """The parent's end of generation: the prompt ran into its length limit."""

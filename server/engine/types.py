@@ -138,13 +138,16 @@ class TextDelta:
 
 @dataclass(frozen=True)
 class Usage:
-    """What one prompt took: its tokens, and server-side times from the request's arrival."""
+    """What one prompt took: its tokens, and server-side times from the request's arrival in the engine (before
+    it waits for a submit thread, is validated, rendered and tokenized)."""
 
     prompt_tokens: int
     completion_tokens: int
     ttft_ms: float  # to the first new token
     total_ms: float  # to the last one
     cached_tokens: int = 0  # prompt tokens whose KV came from the prefix cache
+    queued_ms: float | None = None  # to its place in the core's waiting queue (rendered and tokenized)
+    admitted_ms: float | None = None  # to the start of the step that admitted it; None: never admitted
 
 
 @dataclass(frozen=True)

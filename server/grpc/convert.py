@@ -14,6 +14,7 @@ from server.engine.types import (
     Message,
     SamplingParams,
     TextDelta,
+    Usage,
 )
 
 
@@ -40,10 +41,9 @@ def prompt_texts(msg: llm_pb2.GenerateRequest) -> list[str]:
 
 
 def to_response(completions: list[Completion]) -> llm_pb2.GenerateResponse:
-    # The proto's Completion and GenerateStreamResponse name the usage fields as Usage does.
     return llm_pb2.GenerateResponse(completions=[
         llm_pb2.Completion(index=c.index, text=c.text, finish_reason=int(c.reason), logprobs=_logprobs(c.logprobs),
-                           **asdict(c.usage))
+                           **_usage(c.usage, llm_pb2.Completion))
         for c in completions
     ])
 
@@ -51,7 +51,13 @@ def to_response(completions: list[Completion]) -> llm_pb2.GenerateResponse:
 def to_stream_message(event: TextDelta | Finished) -> llm_pb2.GenerateStreamResponse:
     if isinstance(event, TextDelta):
         return llm_pb2.GenerateStreamResponse(index=event.index, text=event.text, logprobs=_logprobs(event.logprobs))
-    return llm_pb2.GenerateStreamResponse(index=event.index, finish_reason=int(event.reason), **asdict(event.usage))
+    return llm_pb2.GenerateStreamResponse(index=event.index, finish_reason=int(event.reason),
+                                          **_usage(event.usage, llm_pb2.GenerateStreamResponse))
+
+
+def _usage(usage: Usage, message) -> dict:
+    """The Usage fields the message has, which name them as Usage does (the stage times go only to the log)."""
+    return {k: v for k, v in asdict(usage).items() if k in message.DESCRIPTOR.fields_by_name}
 
 
 def _logprobs(logprobs: tuple[Logprob, ...]) -> list[llm_pb2.TokenLogprob]:

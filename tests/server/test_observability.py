@@ -71,6 +71,9 @@ def test_metrics_count_what_happened(observed):
         ("Generate", "OK", 2), ("GenerateStream", "OK", 1), ("Generate", "INVALID_ARGUMENT", 1)]
     assert logs[0]["tokens_out"] == 16 and logs[1]["tokens_out"] == 5 and logs[0]["ttft_ms"] <= logs[0]["total_ms"]
     assert logs[0]["tokens_cached"] == 0 and 0 < logs[1]["tokens_cached"] < logs[1]["tokens_in"]
+    for e in logs[:2]:  # the stages, from the call's arrival in the engine
+        assert 0 <= e["queued_ms"] <= e["admitted_ms"] <= e["ttft_ms"] <= e["total_ms"]
+    assert logs[2]["queued_ms"] is logs[2]["admitted_ms"] is logs[2]["ttft_ms"] is None  # refused before the queue
     assert len({e["request_id"] for e in logs}) == 3
     assert "temperature" in logs[2]["detail"]
     assert secret not in observed.log()  # no prompt text without --log-prompts

@@ -253,6 +253,26 @@ def test_full_queue_and_cancelled_waiting_request(model):
         engine.close()
 
 
+def test_usage_times_each_stage_from_the_arrival(model):
+    """In the core's queue (rendered) <= admitted (the start of its first step) <= first token <= last; a prompt
+    waiting for a place in the batch is admitted once the place is free; one cancelled while waiting never is."""
+    engine = Engine(model, limits=Limits(max_batch=1))
+    try:
+        running = engine.submit(ask(SHORT[0], max_new_tokens=24, min_new_tokens=24))
+        next(running.events(60))
+        waiting = engine.submit(ask(SHORT[1], max_new_tokens=4))
+        gone = engine.submit(ask(SHORT[1], max_new_tokens=4))
+        gone.cancel()
+        usages = [[e.usage for e in call.events(60) if isinstance(e, Finished)][0] for call in (running, waiting, gone)]
+    finally:
+        engine.close()
+    for u in usages[:2]:
+        assert 0 <= u.queued_ms <= u.admitted_ms <= u.ttft_ms <= u.total_ms
+    first, second, cancelled = usages
+    assert waiting.arrival + second.admitted_ms / 1000 > running.arrival + first.total_ms / 1000
+    assert cancelled.queued_ms is not None and cancelled.admitted_ms is None
+
+
 def test_fault_in_one_request_fails_only_that_request(model):
     engine = Engine(model)
     try:

@@ -116,12 +116,14 @@ def test_held_back_keeps_a_possible_stop_prefix():
 def test_usage_counts_every_token_once_with_times_from_the_arrival():
     stream = TokenStreamer(None, 3, [1, 2, 3, 4], (), (EOS,), Sink(), arrival=10.0)
     stream.tokenizer = type("T", (), {"decode": staticmethod(lambda ids, **kw: "x" * len(ids))})()
+    stream.queued_at, stream.admitted_at = 10.125, 10.25
     stream.put(7, 10.5)
     stream.put(EOS, 11.0, last=True)
     stream.finish(FinishReason.STOP, 11.0)
     final = stream.sink[-1]
     assert final.index == 3 and final.usage.prompt_tokens == 4 and final.usage.completion_tokens == 2
-    assert (final.usage.ttft_ms, final.usage.total_ms) == (500.0, 1000.0)
+    assert (final.usage.queued_ms, final.usage.admitted_ms, final.usage.ttft_ms, final.usage.total_ms) == \
+        (125.0, 250.0, 500.0, 1000.0)
 
 
 def test_logprobs_carry_each_tokens_own_bytes(fp32_model_dir):
