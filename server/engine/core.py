@@ -92,6 +92,7 @@ class SeqOutput:
     error: str | None = None  # the model step failed for it
     cached_tokens: int | None = None  # on its first token (or cancellation): prompt tokens found in the cache
     prompt_logprobs: tuple[TokenLogprob, ...] | None = None  # on its first output, when asked: prompt tokens 1..
+    admitted: float | None = None  # on its first output: when a step admitted it (time.monotonic)
     proposed: int = 0  # speculation's proposals this step checked for it
     accepted: int = 0  # of them, the ones kept (each a token of new_token_ids)
 
@@ -256,10 +257,12 @@ class EngineCore:
                     kept.append([r for r in call if r not in gone])
             self._waiting = kept
         self._finish(aborted, RequestStatus.FINISHED_ABORTED)
-        return [SeqOutput(r.id, finish_reason=FinishReason.CANCELLED, cached_tokens=r.cached_tokens) for r in aborted]
+        return [SeqOutput(r.id, finish_reason=FinishReason.CANCELLED, cached_tokens=r.cached_tokens, admitted=r.admitted)
+                for r in aborted]
 
     def _admit(self) -> None:
         with self._cond:
+            now = time.monotonic()  # after every prompt in the queue was queued (add holds the same lock)
             while self._waiting:
                 call = self._waiting[0]
                 if len(self._running) + len(call) > self.limits.max_batch:
@@ -282,6 +285,7 @@ class EngineCore:
                     request.reserved = need - (partial is not None)
                     request.speculate = self.speculation.max_tokens if request.params.speculation else 0
                     request.status = RequestStatus.RUNNING
+                    request.admitted = now
                     self._running.append(request)
 
     def _hit_limit(self, r: Request) -> int:
@@ -408,6 +412,7 @@ class EngineCore:
         outputs = [SeqOutput(r.id, error=errors[r.id]) if r.id in errors else
                    SeqOutput(r.id, tuple(new[r.id]), FINISH_REASON[r.status] if r.status.finished else None,
                              tuple(logprobs[r.id]), cached_tokens=r.cached_tokens if first[r.id] else None,
+                             admitted=r.admitted if first[r.id] else None,
                              prompt_logprobs=tuple(r.prompt_logprob_values)
                              if first[r.id] and r.prompt_logprobs is not None else None,
                              proposed=s.proposed, accepted=kept.get(r.id, 0))

@@ -21,7 +21,7 @@ from server.engine.model import LoadedModel
 from server.engine.output import Call, OutputProcessor, ThreadWaker
 from server.engine.paged_model import PagedModel
 from server.engine.params import GenerationParams, KVCacheConfig, Limits, SchedulerConfig, SpeculationConfig
-from server.engine.request import Request, RequestStatus
+from server.engine.request import Request
 from server.engine.streamer import TokenStreamer
 from server.engine.types import Completion, Event, GenerationRequest, collect
 from server.engine.validation import (check_cache, check_constraint, check_inputs, check_lengths, check_token_ids,
@@ -59,9 +59,6 @@ class Engine:
         self.core = EngineCore(paged, model.eos_token_ids, limits, scheduler.max_step_tokens, kv_cache.prefix_caching,
                                self.grammars, speculation)
         self.output = OutputProcessor(self.core.abort)
-        # Queued prompts not yet admitted, with their streamers: the loop stamps each one's admission.
-        self._unadmitted: dict[int, tuple[Request, TokenStreamer]] = {}
-        self._unadmitted_lock = threading.Lock()
         self._waker = ThreadWaker()
         self._thread = threading.Thread(target=self._loop, name="engine-core", daemon=True)
         self._thread.start()
@@ -100,16 +97,11 @@ class Engine:
                                                  self.model.eos_token_ids, call.collector, call.arrival)
         self.output.add(call)
         queued = time.monotonic()
-        with self._unadmitted_lock:  # before core.add: the loop may admit them at once
-            for r in requests:
-                call.streamers[r.id].queued_at = queued
-                self._unadmitted[r.id] = (r, call.streamers[r.id])
+        for streamer in call.streamers.values():
+            streamer.queued_at = queued
         try:
             self.core.add(requests)
         except BaseException:
-            with self._unadmitted_lock:
-                for r in requests:
-                    self._unadmitted.pop(r.id, None)
             self.output.remove(call)
             raise
         return call
@@ -172,27 +164,13 @@ class Engine:
         self.output.put(None)
 
     def _step(self) -> None:
-        started = time.monotonic()
         try:
             output = self.core.step()
         except Exception as exc:  # a bug here must not leave requests hanging forever
             log.exception("engine step failed")
             output = StepOutput([SeqOutput(rid, error=f"generation failed: {type(exc).__name__}: {exc}")
                                  for rid in self.core.fail_all()], 0, time.monotonic())
-        self._stamp_admissions(started)
         if output.scheduled and self.on_batch:
             self.on_batch(output.scheduled)
         if output.outputs:
             self.output.put(output)
-
-    def _stamp_admissions(self, step_started: float) -> None:
-        """After a step: the prompts it admitted were admitted at its start (the core admits first thing);
-        prompts it cancelled or failed before admission leave unstamped. Streamers read the stamp on the
-        output thread, after this step's output is handed over."""
-        with self._unadmitted_lock:
-            left = [(r, s) for r, s in self._unadmitted.values() if r.status is not RequestStatus.WAITING]
-            for r, s in left:
-                del self._unadmitted[r.id]
-        for r, s in left:
-            if r.status not in (RequestStatus.FINISHED_ABORTED, RequestStatus.FINISHED_FAILED) or r.computed:
-                s.admitted_at = max(step_started, s.queued_at)  # queued during the step's first instants

@@ -176,6 +176,8 @@ class OutputProcessor:
                     continue
                 if out.cached_tokens is not None:
                     streamer.cached_tokens = out.cached_tokens
+                if out.admitted is not None:
+                    streamer.admitted_at = out.admitted
                 if out.prompt_logprobs is not None:
                     streamer.prompt_logprobs(out.prompt_logprobs)
                 last = len(out.new_token_ids) - 1

@@ -53,6 +53,7 @@ class Request:
     generator: np.random.Generator | None = None
     matcher: object | None = None  # its grammar's llguidance matcher, when the request has a constraint
     prompt_logprob_values: list = field(default_factory=list)  # sampler.TokenLogprob of prompt tokens 1.., so far
+    admitted: float | None = None  # when a step admitted it (time.monotonic)
     speculate: int = 0  # how many tokens speculation may propose for it next (speculation.adapt), set at admission
 
     def __post_init__(self):

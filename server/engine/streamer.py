@@ -32,7 +32,7 @@ class TokenStreamer(TextIteratorStreamer):
         self.first_token_at: float | None = None
         self.cached_tokens = 0  # set by the output side from the core's first output
         self.queued_at: float | None = None  # set by the engine: when it entered the core's waiting queue
-        self.admitted_at: float | None = None  # set by the engine's loop: the start of the step that admitted it
+        self.admitted_at: float | None = None  # set by the output side: when a step admitted it
         self.finish_reason: FinishReason | None = None
         self.prefix_offset = 0  # window start: context for the tokens being decoded
         self.read_offset = 0  # tokens before this are already text
