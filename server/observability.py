@@ -44,6 +44,10 @@ class Metrics:
         self.prefix_queries = Counter("llm_prefix_cache_queries", "Prompt tokens looked up in the prefix cache",
                                       registry=r)
         self.prefix_hits = Counter("llm_prefix_cache_hits", "Prompt tokens found in the prefix cache", registry=r)
+        # As vLLM's spec_decode_num_draft_tokens / spec_decode_num_accepted_tokens.
+        self.spec_proposed = Counter("llm_spec_proposed_tokens", "Tokens prompt-lookup speculation proposed",
+                                     registry=r)
+        self.spec_accepted = Counter("llm_spec_accepted_tokens", "Proposed tokens kept", registry=r)
         self.prefix_caching = False
         self.load_seconds = Gauge("llm_model_load_seconds", "Time to load and compile the model", registry=r)
         self.kv_blocks_used = Gauge("llm_kv_cache_blocks_used", "KV-cache blocks holding tokens",
@@ -118,6 +122,8 @@ class Observer:
         fields = {"request_id": call.id, "protocol": call.protocol, "rpc": call.rpc, "prompts": call.prompts,
                   "tokens_in": tokens_in, "tokens_cached": tokens_cached, "tokens_out": tokens_out, **stages,
                   "total_ms": round(total_s * 1000, 1), "status": code}
+        if proposed := sum(u.proposed_tokens for u in call.usages):  # speculation ran for it
+            fields["tokens_proposed"], fields["tokens_accepted"] = proposed, sum(u.accepted_tokens for u in call.usages)
         if detail:
             fields["detail"] = detail
         if call.prompt_text is not None:
@@ -138,3 +144,5 @@ class Observer:
             if m.prefix_caching:
                 m.prefix_queries.inc(u.prompt_tokens)
                 m.prefix_hits.inc(u.cached_tokens)
+            m.spec_proposed.inc(u.proposed_tokens)
+            m.spec_accepted.inc(u.accepted_tokens)

@@ -178,6 +178,8 @@ class OutputProcessor:
                     streamer.cached_tokens = out.cached_tokens
                 if out.admitted is not None:
                     streamer.admitted_at = out.admitted
+                streamer.proposed += out.proposed
+                streamer.accepted += out.accepted
                 if out.prompt_logprobs is not None:
                     streamer.prompt_logprobs(out.prompt_logprobs)
                 last = len(out.new_token_ids) - 1

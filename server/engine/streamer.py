@@ -33,6 +33,7 @@ class TokenStreamer(TextIteratorStreamer):
         self.cached_tokens = 0  # set by the output side from the core's first output
         self.queued_at: float | None = None  # set by the engine: when it entered the core's waiting queue
         self.admitted_at: float | None = None  # set by the output side: when a step admitted it
+        self.proposed = self.accepted = 0  # speculation's proposals for it, and the ones kept (the output side's)
         self.finish_reason: FinishReason | None = None
         self.prefix_offset = 0  # window start: context for the tokens being decoded
         self.read_offset = 0  # tokens before this are already text
@@ -102,7 +103,8 @@ class TokenStreamer(TextIteratorStreamer):
         self.sink.put(Finished(self.index, reason, Usage(
             prompt_tokens=len(self.prompt_ids), completion_tokens=self.completion_tokens,
             ttft_ms=since_arrival(first), total_ms=since_arrival(now), cached_tokens=self.cached_tokens,
-            queued_ms=since_arrival(self.queued_at), admitted_ms=since_arrival(self.admitted_at))))
+            queued_ms=since_arrival(self.queued_at), admitted_ms=since_arrival(self.admitted_at),
+            proposed_tokens=self.proposed, accepted_tokens=self.accepted)))
 
     def end(self) -> None:
         """The parent's end of generation: the prompt ran into its length limit."""

@@ -148,6 +148,8 @@ class Usage:
     cached_tokens: int = 0  # prompt tokens whose KV came from the prefix cache
     queued_ms: float | None = None  # to its place in the core's waiting queue (rendered and tokenized)
     admitted_ms: float | None = None  # to the start of the step that admitted it; None: never admitted
+    proposed_tokens: int = 0  # speculation's proposals checked for it
+    accepted_tokens: int = 0  # of them, the ones kept (counted in completion_tokens)
 
 
 @dataclass(frozen=True)

@@ -466,10 +466,13 @@ def now() -> int:
     return int(time.time())
 
 
-def usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int) -> dict:
-    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens,
-            "prompt_tokens_details": {"cached_tokens": cached_tokens}}
+def usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int, proposed: int = 0, accepted: int = 0) -> dict:
+    out = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+           "total_tokens": prompt_tokens + completion_tokens, "prompt_tokens_details": {"cached_tokens": cached_tokens}}
+    if proposed:  # speculation's proposals, as OpenAI reports a predicted output's
+        out["completion_tokens_details"] = {"accepted_prediction_tokens": accepted,
+                                            "rejected_prediction_tokens": proposed - accepted}
+    return out
 
 
 @dataclass
@@ -539,7 +542,8 @@ def total_usage(choices: list[Choice], n: int) -> dict:
     # A prompt counts once however many copies were generated from it (as OpenAI counts).
     firsts = [c.usage for c in choices if c.index % n == 0]
     return usage(sum(u.prompt_tokens for u in firsts), sum(c.usage.completion_tokens for c in choices),
-                 sum(u.cached_tokens for u in firsts))
+                 sum(u.cached_tokens for u in firsts), sum(c.usage.proposed_tokens for c in choices),
+                 sum(c.usage.accepted_tokens for c in choices))
 
 
 def chunk(kind: str, id_: str, created: int, model: str, index: int, text: str | None = None,

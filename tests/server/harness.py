@@ -48,7 +48,7 @@ def start_server(model_dir, workdir: Path, config: dict | None = None, args: tup
     `fault_marker`, prompts holding it fail mid-generation (tests/faults.py)."""
     servable = json.loads((ROOT / "servable_stream" / "config.json").read_text())
     for key, value in (config or {}).items():
-        servable[key] = {**servable[key], **value} if isinstance(value, dict) else value
+        servable[key] = {**servable.get(key, {}), **value} if isinstance(value, dict) else value
     workdir.mkdir(parents=True, exist_ok=True)
     config_path = workdir / "config.json"
     config_path.write_text(json.dumps(servable))

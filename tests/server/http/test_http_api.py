@@ -108,6 +108,33 @@ def test_cached_prompt_tokens_are_reported_on_grpc_and_http(client, http_server)
     assert chunks[-1].usage.prompt_tokens_details.cached_tokens == again.cached_tokens
 
 
+def test_speculation_is_reported_on_grpc_http_and_metrics_and_can_be_turned_off(client, http_server):
+    """The server speculates (conftest): an answer that copies its prompt keeps proposals; the same request with
+    speculation off gets the same text with none."""
+    copy = ("Copy the following paragraph exactly: The lighthouse on Gull Point was built in 1871 from granite "
+            "quarried on the island itself, and its lamp was electrified in 1934.")
+    before = metrics(http_server)
+    (on,) = http_server.stub.Generate(request(copy, max_new_tokens=40), timeout=60).completions
+    (off,) = http_server.stub.Generate(request(copy, max_new_tokens=40, speculation=False), timeout=60).completions
+    assert on.text == off.text and "1871 from granite" in on.text
+    assert on.proposed_tokens >= on.accepted_tokens > 0 and off.proposed_tokens == off.accepted_tokens == 0
+    _, finals = stream_texts(http_server.stub.GenerateStream(request(copy, max_new_tokens=40), timeout=60))
+    assert (finals[0].proposed_tokens, finals[0].accepted_tokens) == (on.proposed_tokens, on.accepted_tokens)
+    r = client.chat.completions.create(model=MODEL, messages=user(copy), max_tokens=40)
+    details = r.usage.completion_tokens_details
+    assert r.choices[0].message.content == on.text
+    assert (details.accepted_prediction_tokens, details.rejected_prediction_tokens) == \
+           (on.accepted_tokens, on.proposed_tokens - on.accepted_tokens)
+    plain = client.chat.completions.create(model=MODEL, messages=user(copy), max_tokens=40,
+                                           extra_body={"speculation": False})
+    assert plain.choices[0].message.content == on.text and plain.usage.completion_tokens_details is None
+    after = metrics(http_server)
+    assert value(after, "llm_spec_proposed_tokens_total") - value(before, "llm_spec_proposed_tokens_total") == \
+           3 * on.proposed_tokens
+    assert value(after, "llm_spec_accepted_tokens_total") - value(before, "llm_spec_accepted_tokens_total") == \
+           3 * on.accepted_tokens
+
+
 def test_completions_are_raw_prompts_and_a_list_is_one_batch(client, http_server):
     prompts = ["The capital of France is", "Once upon a time"]
     g = http_server.stub.Generate(request(*prompts, raw=True, max_new_tokens=8), timeout=60).completions
