@@ -105,6 +105,7 @@ def test_both_servables_load():
     ({"kv_cache": {"blocks": 10, "gb": 1.0}}, "kv_cache: give blocks or gb"),
     ({"kv_cache": {"gb": -1}}, "kv_cache: give blocks or gb"),
     ({"scheduler": {"max_step_tokens": 0}}, "max_step_tokens: must be at least 1"),
+    ({"limits": {"max_batch": -1}}, "limits.max_batch: must be at least 1"),
     ({"log_format": "xml"}, "log_format: expected text or json"),
     ({"generation": {"stop": ["### End", ""]}}, "generation.stop: expected a list of non-empty strings"),
     ({"http_port": 9000}, "http_port: 9000 is already taken"),
