@@ -10,7 +10,7 @@ HTTP_PORT ?= 8000
 SERVABLE ?= servable_stream
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: setup proto download compress serve serve-unary test bench clean browser
+.PHONY: setup proto download compress serve serve-unary test bench peers clean browser
 
 setup: $(STAMP) proto
 
@@ -67,6 +67,12 @@ bench: download
 	# Structured output: the same load with a JSON schema against without, in turns (json_tpot_ratio_1, _8).
 	$(PY) -m client.bench.structured --serve $(MODELS_DIR)/$(MODEL)_INT8_compressed_weights --servable $(SERVABLE)/config.json \
 		--levels 1,8 --rounds $(BENCH_ROUNDS) --json bench-json.json
+
+# Optional, not part of `make test`: llama.cpp's server built from llama-cpp-python's source distribution (pinned in
+# client/bench/peers.py) and the default model as a Q8_0 GGUF, under peers/ (client/bench/peers.py; about 5 minutes on
+# 2 cores, nothing when already built). `make bench` then measures it beside the server over HTTP (vs_llamacpp_N).
+peers: setup
+	$(PY) -m client.bench.peers --dir peers
 
 # Debian's chromium and its driver, for the chat page's browser test (tests/server/http/test_http_page.py).
 browser:
