@@ -45,6 +45,7 @@ serve-unary: serve
 # this process (OVModelForCausalLM.generate, openvino-genai's continuous batching, one raw step); the last
 # line sums it up. The server and genai-cb (and the raw step) take turns in BENCH_ROUNDS rounds per level:
 # the ratios are medians of per-round ratios, so a shared machine's drift touches both alike.
+# With the llama.cpp peer built (make peers), its server too, beside the server's HTTP API in the same turns (vs_llamacpp_N).
 BENCH_REQUESTS ?= 16
 BENCH_ROUNDS ?= 3
 bench: download

@@ -3,7 +3,10 @@ comparison's ratios; the same-client path (token ids on /v1/completions) against
 skipped when done and one line when one fails."""
 from __future__ import annotations
 
+import json
+import re
 import stat
+import sys
 
 import pytest
 
@@ -11,7 +14,8 @@ from client.bench import load, peers
 from client.bench.llamacpp import LlamaCpp, LlamaCppServer, server_command
 from client.bench.load import LevelResult, RequestTiming
 from client.bench.serving import LLAMACPP, SERVER_HTTP, render, vs_llamacpp
-from client.launcher import ServerFailed
+from client.launcher import ServerFailed, free_port
+from modelcheck import OV_CACHE, REPO
 from tests.server.harness import start_server
 
 
@@ -103,3 +107,34 @@ def test_a_failing_step_is_one_line_naming_it_and_the_log(tmp_path, capsys):
     assert peers.main(["--dir", str(tmp_path / "file" / "p")]) == 1  # cannot even make its directory
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("error: make peers: ")
+
+
+def test_the_benchmark_measures_a_built_peer_in_turns_and_adds_vs_llamacpp(fp32_model_dir, run_script, tmp_path,
+                                                                          monkeypatch):
+    """A stand-in for llama-server (our own server on the HTTP port it is given: the same /health and /v1/completions
+    with ignore_eos) takes llama.cpp's turns, so the whole path runs without building llama.cpp."""
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # the servers' logs
+    servable = REPO / "servable_stream" / "config.json"
+    peer = fake_peer(tmp_path / "peers", f"""#!/bin/sh
+while [ $# -gt 0 ]; do [ "$1" = --port ] && port=$2; shift; done
+exec {sys.executable} -m server --config_path {servable} --model {fp32_model_dir} --cache-dir {OV_CACHE} \\
+    --port {free_port()} --http-port $port
+""")
+    out = run_script("client.bench", "--serve", fp32_model_dir, "--servable", servable, "--levels", "1,2",
+                     "--requests", "2", "--max-new-tokens", "4", "--warmup", "1", "--rounds", "2",
+                     "--llamacpp", peer.root, "--json", tmp_path / "b.json", timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert "not built" not in out.stdout and "Baseline llama.cpp's server" in out.stdout
+    assert re.search(r" vs_llamacpp_1=\d+\.\d\d vs_llamacpp_2=\d+\.\d\d$", out.stdout.strip().splitlines()[-1])
+    rounds = [line for line in out.stderr.splitlines() if line.startswith("level ")]
+    assert len(rounds) == 4 and all(re.search(r": server \d+ tok/s, server-http \d+ tok/s, llama.cpp \d+ tok/s$", line)
+                                    for line in rounds), rounds
+
+    report = json.loads((tmp_path / "b.json").read_text())["llamacpp"]
+    flags = dict(zip(report["command"][1::2], report["command"][2::2]))
+    assert flags["-np"] == "2" and int(flags["-c"]) > 2 * 4  # two slots, each with room for a prompt and 4 tokens
+    for side in ("server_http", "llamacpp"):
+        assert [r["concurrency"] for r in report[side]] == [1, 2]
+        assert [r["requests"] for r in report[side]] == [4, 4] and all(r["errors"] == 0 for r in report[side])
+        assert all(t["tokens"] == 4 for r in report[side] for t in r["timings"])
+    assert set(report["vs_llamacpp"]) == {"1", "2"} and all(v > 0 for v in report["vs_llamacpp"].values())
