@@ -37,10 +37,11 @@ def build(peer: LlamaCpp, python: str = sys.executable) -> list[str]:
     peer.root.mkdir(parents=True, exist_ok=True)
     done = []
     tree = peer.root / "src" / f"llama_cpp_python-{LLAMA_CPP_PYTHON}" / "vendor" / "llama.cpp"
-    if not (peer.server.is_file() and peer.quantize.is_file()):
-        if not (tree / "CMakeLists.txt").is_file():
-            _unpack(peer, python)
-            done.append(f"unpacked llama-cpp-python {LLAMA_CPP_PYTHON}")
+    tools = peer.server.is_file() and peer.quantize.is_file()
+    if not (tools and peer.gguf.is_file()) and not (tree / "CMakeLists.txt").is_file():  # both need the tree
+        _unpack(peer, python)
+        done.append(f"unpacked llama-cpp-python {LLAMA_CPP_PYTHON}")
+    if not tools:
         _compile(peer, tree)
         done.append(f"built {', '.join(TARGETS)}")
     if not peer.gguf.is_file():
@@ -95,7 +96,7 @@ def _compile(peer: LlamaCpp, tree: Path) -> None:
 def _convert(peer: LlamaCpp, tree: Path, python: str) -> None:
     work = peer.root / "convert"
     checkpoint, f32 = work / "hf", work / f"{MODEL_NAME}-f32.gguf"
-    if not (checkpoint / "config.json").is_file():
+    if not (checkpoint / "tokenizer.json").is_file():  # written last
         _run(peer, "de-quantizing the embedded GGUF to a checkpoint",
              [python, "-c", "import sys; from pathlib import Path; from modelprep.smollm2_gguf import "
                             "write_checkpoint; write_checkpoint(Path(sys.argv[1]))", str(checkpoint)],
