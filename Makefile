@@ -69,9 +69,9 @@ bench: download
 	$(PY) -m client.bench.structured --serve $(MODELS_DIR)/$(MODEL)_INT8_compressed_weights --servable $(SERVABLE)/config.json \
 		--levels 1,8 --rounds $(BENCH_ROUNDS) --json bench-json.json
 
-# Optional, not part of `make test`: llama.cpp's server built from llama-cpp-python's source distribution (pinned in
-# client/bench/peers.py) and the default model as a Q8_0 GGUF, under peers/ (client/bench/peers.py; about 5 minutes on
-# 2 cores, nothing when already built). `make bench` then measures it beside the server over HTTP (vs_llamacpp_N).
+# Optional, not part of `make test`: llama.cpp's server built from llama-cpp-python's source distribution (the version
+# pinned in client/bench/peers.py) and the default model as a Q8_0 GGUF, under peers/; minutes on 2 quiet cores, much
+# longer on busy ones; nothing when already built. `make bench` then measures it beside the server (vs_llamacpp_N).
 peers: setup
 	$(PY) -m client.bench.peers --dir peers
 

@@ -47,11 +47,23 @@ class LlamaCpp:
 
 
 def server_command(peer: LlamaCpp, port: int, slots: int, prompt_tokens: int, new_tokens: int,
-                   threads: int = 2) -> list[str]:
+                   threads: int = 2, no_repack: bool = False) -> list[str]:
     """llama-server on loopback with `slots` sequences at once (-np) and `threads` threads (our server's 2 cores).
-    The context (-c) is shared by the slots: slots x (longest prompt + new tokens), so no slot runs out of room."""
+    The context (-c) is shared by the slots: slots x (longest prompt + new tokens), so no slot runs out of room.
+    `no_repack`: weights as they are in the file, no CPU-specific layout (see has_amx)."""
     return [str(peer.server), "-m", str(peer.gguf), "--host", "127.0.0.1", "--port", str(port),
-            "-t", str(threads), "-np", str(slots), "-c", str(slots * (prompt_tokens + new_tokens)), "--no-webui"]
+            "-t", str(threads), "-np", str(slots), "-c", str(slots * (prompt_tokens + new_tokens)), "--no-webui",
+            *(["--no-repack"] if no_repack else [])]
+
+
+def has_amx(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """Whether the CPU has AMX. There llama.cpp's repacking hands Q8_0 matmuls to its AMX kernel, and this build
+    (llama-cpp-python 0.3.36's tree) dies of SIGSEGV in ggml_backend_amx_mul_mat at its first decode on this
+    project's AMX machines (2026-12-02); without repacking it runs its AVX-512 kernels."""
+    try:
+        return " amx_int8" in cpuinfo.read_text()
+    except OSError:
+        return False
 
 
 class LlamaCppServer:
@@ -62,7 +74,7 @@ class LlamaCppServer:
                  ready_timeout: float = 120.0):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.command = server_command(peer, self.port, slots, prompt_tokens, new_tokens)
+        self.command = server_command(peer, self.port, slots, prompt_tokens, new_tokens, no_repack=has_amx())
         self.log_path = Path(log_path)
         self.ready_timeout = ready_timeout
         self.proc: subprocess.Popen | None = None

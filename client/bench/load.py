@@ -145,7 +145,11 @@ async def _run_levels(cfgs: list[LoadConfig], progress) -> list[list[LevelResult
         senders = [await stack.enter_async_context(_sender(cfg)) for cfg in cfgs]
         for cfg, send in zip(cfgs, senders):
             for i in range(cfg.warmup):
-                await send(i)
+                try:
+                    await send(i)
+                except Exception as exc:  # noqa: BLE001 - any protocol's: the run cannot go on, one line says why
+                    raise RequestFailed(f"a warm-up request to {cfg.http_url or cfg.url} failed: "
+                                        f"{type(exc).__name__}: {exc}") from None
         results: list[list[LevelResult]] = [[] for _ in cfgs]
         for level in cfgs[0].levels:
             count = requests_at(level, cfgs[0].requests)
@@ -171,7 +175,10 @@ async def _sender(cfg: LoadConfig):
     if cfg.protocol in ("openai", "completions"):
         import httpx
 
-        limits = httpx.Limits(max_connections=None, max_keepalive_connections=64)
+        # "completions" compares servers: a connection per request, as llama.cpp's server may close one after a
+        # streamed answer (a reused one then fails), so both sides pay the same connect on loopback.
+        limits = httpx.Limits(max_connections=None,
+                              max_keepalive_connections=0 if cfg.protocol == "completions" else 64)
         async with httpx.AsyncClient(base_url=cfg.http_url, timeout=cfg.timeout, limits=limits,
                                      headers=dict(cfg.metadata)) as client:
             one = _one_openai if cfg.protocol == "openai" else _one_completion

@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         baselines = {name: baselines[name] for name in names if name in baselines}  # in the order asked
     except ServerFailed as exc:
         return fail(exc.summary)
-    except (ClientError, RuntimeError) as exc:
+    except (ClientError, RuntimeError, load.RequestFailed) as exc:
         return fail(str(exc))
     except KeyboardInterrupt:
         return fail("interrupted")

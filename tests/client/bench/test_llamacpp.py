@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from client.bench import load, peers
-from client.bench.llamacpp import LlamaCpp, LlamaCppServer, server_command
+from client.bench.llamacpp import LlamaCpp, LlamaCppServer, has_amx, server_command
 from client.bench.load import LevelResult, RequestTiming
 from client.bench.serving import LLAMACPP, SERVER_HTTP, render, vs_llamacpp
 from client.launcher import ServerFailed, free_port
@@ -51,6 +51,14 @@ def test_the_command_line_serves_loopback_with_a_slot_per_stream_and_room_for_ea
     flags = dict(zip(cmd[1::2], cmd[2::2]))
     assert flags["-m"] == str(peer.gguf) and flags["--host"] == "127.0.0.1" and flags["--port"] == "4321"
     assert flags["-t"] == "2" and flags["-np"] == "16" and flags["-c"] == str(16 * (60 + 128))
+    assert "--no-repack" not in cmd
+    assert server_command(peer, 4321, 1, 60, 128, no_repack=True)[-1] == "--no-repack"
+
+
+def test_amx_is_read_from_the_cpu_flags(tmp_path):
+    (tmp_path / "amx").write_text("flags\t\t: fpu avx512f amx_bf16 amx_int8 amx_tile\n")
+    (tmp_path / "avx").write_text("flags\t\t: fpu avx2 avx512f avx512_vnni\n")
+    assert has_amx(tmp_path / "amx") and not has_amx(tmp_path / "avx") and not has_amx(tmp_path / "none")
 
 
 def test_a_peer_server_that_exits_at_start_is_one_line_naming_its_log(tmp_path):
