@@ -10,7 +10,7 @@ HTTP_PORT ?= 8000
 SERVABLE ?= servable_stream
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: setup proto download compress serve serve-unary test bench clean browser
+.PHONY: setup proto download compress serve serve-unary test bench peers clean browser
 
 setup: $(STAMP) proto
 
@@ -45,6 +45,7 @@ serve-unary: serve
 # this process (OVModelForCausalLM.generate, openvino-genai's continuous batching, one raw step); the last
 # line sums it up. The server and genai-cb (and the raw step) take turns in BENCH_ROUNDS rounds per level:
 # the ratios are medians of per-round ratios, so a shared machine's drift touches both alike.
+# With the llama.cpp peer built (make peers), its server too, beside the server's HTTP API in the same turns (vs_llamacpp_N).
 BENCH_REQUESTS ?= 16
 BENCH_ROUNDS ?= 3
 bench: download
@@ -70,6 +71,12 @@ bench: download
 	# Structured output: the same load with a JSON schema against without, in turns (json_tpot_ratio_1, _8).
 	$(PY) -m client.bench.structured --serve $(MODELS_DIR)/$(MODEL)_INT8_compressed_weights --servable $(SERVABLE)/config.json \
 		--levels 1,8 --rounds $(BENCH_ROUNDS) --json bench-json.json
+
+# Optional, not part of `make test`: llama.cpp's server built from llama-cpp-python's source distribution (the version
+# pinned in client/bench/peers.py) and the default model as a Q8_0 GGUF, under peers/; minutes on 2 quiet cores, much
+# longer on busy ones; nothing when already built. `make bench` then measures it beside the server (vs_llamacpp_N).
+peers: setup
+	$(PY) -m client.bench.peers --dir peers
 
 # Debian's chromium and its driver, for the chat page's browser test (tests/server/http/test_http_page.py).
 browser:

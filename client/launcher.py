@@ -39,8 +39,8 @@ class ServerFailed(RuntimeError):
     """The server exited, or was not SERVING in time. `summary` is one line (for a command's error message);
     str() adds the log's last lines."""
 
-    def __init__(self, reason: str, log_path: Path, tail: str):
-        self.reason, self.log_path, self.tail = reason, log_path, tail
+    def __init__(self, reason: str, log_path: Path, tail: str, name: str = "the server"):
+        self.reason, self.log_path, self.tail, self.name = reason, log_path, tail, name
         super().__init__(f"{self.summary}\n{tail}")
 
     @property
@@ -50,7 +50,7 @@ class ServerFailed(RuntimeError):
 
     @property
     def summary(self) -> str:
-        return f"the server {self.reason}: {self.last_line} (log: {self.log_path})"
+        return f"{self.name} {self.reason}: {self.last_line} (log: {self.log_path})"
 
 
 class LaunchedServer:

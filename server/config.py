@@ -173,6 +173,8 @@ def check(s: Settings) -> None:
         raise ConfigError(f"generation.stop: expected a list of non-empty strings, got {list(s.generation.stop)!r}")
     if s.kv_cache.blocks < 0 or s.kv_cache.gb < 0 or (s.kv_cache.blocks and s.kv_cache.gb):
         raise ConfigError("kv_cache: give blocks or gb (positive), not both")
+    if s.limits.max_batch < 0:
+        raise ConfigError("limits.max_batch: must be at least 1 (or 0: as many as the KV cache holds)")
     if s.scheduler.max_step_tokens < 1:
         raise ConfigError("scheduler.max_step_tokens: must be at least 1")
     if s.speculation.max_tokens < 0 or not 1 <= s.speculation.min_ngram <= s.speculation.max_ngram:

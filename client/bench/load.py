@@ -113,9 +113,11 @@ class LoadConfig:
     warmup: int
     timeout: float | None
     metadata: tuple[tuple[str, str], ...] = ()
-    protocol: str = "grpc"  # or "openai": the same load as HTTP streaming on /v1/chat/completions
-    http_url: str = ""  # the HTTP API's base URL, for "openai"
+    protocol: str = "grpc"  # or "openai": the same load as HTTP streaming on /v1/chat/completions; or "completions":
+    # `prompt_ids` on /v1/completions (any OpenAI-compatible server: ours beside llama.cpp's)
+    http_url: str = ""  # the HTTP API's base URL, for "openai" and "completions"
     json_schema: str | None = None  # structured output: every answer is JSON that follows this schema (JSON text)
+    prompt_ids: list[list[int]] = field(default_factory=list)  # for "completions": the prompts, rendered and tokenized
 
 
 def add_workload_flags(p, tokens_help: str = "new tokens per request, forced (default 128)") -> None:
@@ -143,7 +145,11 @@ async def _run_levels(cfgs: list[LoadConfig], progress) -> list[list[LevelResult
         senders = [await stack.enter_async_context(_sender(cfg)) for cfg in cfgs]
         for cfg, send in zip(cfgs, senders):
             for i in range(cfg.warmup):
-                await send(i)
+                try:
+                    await send(i)
+                except Exception as exc:  # noqa: BLE001 - any protocol's: the run cannot go on, one line says why
+                    raise RequestFailed(f"a warm-up request to {cfg.http_url or cfg.url} failed: "
+                                        f"{type(exc).__name__}: {exc}") from None
         results: list[list[LevelResult]] = [[] for _ in cfgs]
         for level in cfgs[0].levels:
             count = requests_at(level, cfgs[0].requests)
@@ -166,13 +172,17 @@ async def _run_levels(cfgs: list[LoadConfig], progress) -> list[list[LevelResult
 @contextlib.asynccontextmanager
 async def _sender(cfg: LoadConfig):
     """An async function sending request i of the load over cfg's protocol, returning its timing."""
-    if cfg.protocol == "openai":
+    if cfg.protocol in ("openai", "completions"):
         import httpx
 
-        limits = httpx.Limits(max_connections=None, max_keepalive_connections=64)
+        # "completions" compares servers: a connection per request, as llama.cpp's server may close one after a
+        # streamed answer (a reused one then fails), so both sides pay the same connect on loopback.
+        limits = httpx.Limits(max_connections=None,
+                              max_keepalive_connections=0 if cfg.protocol == "completions" else 64)
         async with httpx.AsyncClient(base_url=cfg.http_url, timeout=cfg.timeout, limits=limits,
                                      headers=dict(cfg.metadata)) as client:
-            yield lambda i: _one_openai(client, cfg, i)
+            one = _one_openai if cfg.protocol == "openai" else _one_completion
+            yield lambda i: one(client, cfg, i)
     else:
         async with grpc.aio.insecure_channel(cfg.url) as channel:
             # Connected before the clock starts: a benchmark in rounds opens a channel per level and round.
@@ -234,11 +244,26 @@ async def _one_openai(client, cfg: LoadConfig, i: int) -> RequestTiming:
     if cfg.json_schema is not None:
         body["response_format"] = {"type": "json_schema",
                                    "json_schema": {"name": "answer", "schema": json.loads(cfg.json_schema)}}
+    return await _streamed(client, "/v1/chat/completions", body, i, lambda choice: choice["delta"].get("content"))
+
+
+async def _one_completion(client, cfg: LoadConfig, i: int) -> RequestTiming:
+    """The prompt's token ids (already rendered with the chat template) to /v1/completions, streamed, end-of-sequence
+    ignored: the request every OpenAI-compatible server takes alike (ours, llama.cpp's), with no template or
+    tokenizer of its own in the way."""
+    body = {"prompt": cfg.prompt_ids[i % len(cfg.prompt_ids)], "max_tokens": cfg.tokens, "ignore_eos": True,
+            "temperature": 0, "stream": True, "stream_options": {"include_usage": True}}
+    return await _streamed(client, "/v1/completions", body, i, lambda choice: choice.get("text"))
+
+
+async def _streamed(client, path: str, body: dict, i: int, text_of) -> RequestTiming:
+    """POST `body` to `path` and time its server-sent events: `text_of(choice)` is a chunk's new text, the usage
+    chunk counts the tokens."""
     arrivals: list[float] = []
     pieces: list[str] = []
     tokens = 0
     start = time.perf_counter()
-    async with client.stream("POST", "/v1/chat/completions", json=body) as response:
+    async with client.stream("POST", path, json=body) as response:
         if response.status_code != 200:
             await response.aread()
             try:
@@ -254,7 +279,7 @@ async def _one_openai(client, cfg: LoadConfig, i: int) -> RequestTiming:
             if msg.get("error"):
                 raise RequestFailed(msg["error"].get("message", "error in the stream"))
             for choice in msg.get("choices", ()):
-                text = choice["delta"].get("content")
+                text = text_of(choice)
                 if text:
                     arrivals.append(now)
                     pieces.append(text)

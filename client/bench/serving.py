@@ -17,6 +17,12 @@ Prints a table per level (TTFT p50/p90/p99, TPOT, inter-token latency, end-to-en
 the baselines beside the server with the ratio server/baseline, the open loop per rate (--rates), and last
 one line: tpot_ratio_vs_inprocess=X ttft_overhead_ms=Y speedup_8_vs_1=Z followed by client/bench/targets.py's
 figures (vs_genai_1= vs_genai_8= vs_genai_16= tok_s_16_over_8= ttft_p50_vs_genai_8= ttft_p90_over_p50_8= tpot_vs_raw_step_1= open_ttft_p99_ms_1= rss_peak_mb_8=).
+
+The llama.cpp peer (llamacpp.py), when `make peers` has built it (else one line says it is skipped): its server on a
+free port, as many slots as the highest level, the server's own HTTP API beside it, each taking its turn after genai-cb
+in every round, on the same prompts (rendered by the server's /tokenize, sent as token ids to /v1/completions, end of
+sequence ignored); the last line adds vs_llamacpp_N= (the server's tokens/s over llama.cpp's, median of per-round
+ratios) per level.
 """
 from __future__ import annotations
 
@@ -30,8 +36,9 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from client.bench import load, openloop, plot, report, targets
+from client.bench.llamacpp import NOT_BUILT, PEERS_DIR, LlamaCpp, LlamaCppServer
 from client.bench.load import LevelResult
-from client.bench.rounds import Results, alternate, median_fields, pool, series
+from client.bench.rounds import Results, alternate, median, median_fields, pool, series
 from client.connection import ClientError, add_connection_flags, connect, fail
 from client.launcher import LaunchedServer, ServerFailed
 
@@ -76,6 +83,9 @@ def parser(prog: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the open loop's arrival times (default 0)")
     p.add_argument("--model", help="model directory for the baselines (default: the --serve directory)")
     p.add_argument("--device", default="CPU", help="OpenVINO device for the baselines (default CPU)")
+    p.add_argument("--llamacpp", metavar="DIR", default=str(PEERS_DIR),
+                   help="the llama.cpp peer `make peers` built (default %(default)s): measured beside the server over "
+                        "HTTP in every round when it is there")
     p.add_argument("--json", metavar="FILE", help="write every figure and per-request timing as JSON")
     p.add_argument("--plot", metavar="FILE.png", help="draw TTFT, TPOT and throughput against concurrency")
     return p
@@ -122,21 +132,26 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
             raw = RawStep(model_dir, ov_config, args.device)
         except RuntimeError as exc:
             return fail(f"--raw-step: {exc}")
+    peer = LlamaCpp(Path(args.llamacpp))
+    if not peer.built():
+        print(NOT_BUILT, flush=True)
+        peer = None
     names = list(dict.fromkeys(args.baseline))
     baselines: dict[str, list[LevelResult]] = {}
     titles: dict[str, str] = {}
     try:
         # Up front and kept through the rounds: it takes turns with the server.
         cb = _baseline("genai-cb", model_dir, ov_config, args) if "genai-cb" in names else None
-        if args.serve:
-            log = args.server_log or tempfile.NamedTemporaryFile(prefix="bench-server-", suffix=".log", delete=False).name
-            print(f"starting the server on {args.serve} (log: {log})", file=sys.stderr)
-            with LaunchedServer(["--config_path", args.servable, "--model", args.serve], log,
-                                http="openai" in protocols) as server:
-                args.url, args.http_url = server.address, server.http_url or args.http_url
-                run = measure(args, prompts, levels, rates, protocols, raw, cb, server.proc.pid)
-        else:
-            run = measure(args, prompts, levels, rates, protocols, raw, cb)
+        with contextlib.ExitStack() as stack:
+            pid = None
+            if args.serve:
+                log = args.server_log or _temp_log("bench-server-")
+                print(f"starting the server on {args.serve} (log: {log})", file=sys.stderr)
+                server = stack.enter_context(LaunchedServer(["--config_path", args.servable, "--model", args.serve],
+                                                            log, http="openai" in protocols or peer is not None))
+                args.url, args.http_url, pid = server.address, server.http_url or args.http_url, server.proc.pid
+            llama = start_peer(peer, args, prompts, levels, stack) if peer else None
+            run = measure(args, prompts, levels, rates, protocols, raw, cb, pid, llama)
         if cb:
             titles["genai-cb"], baselines["genai-cb"] = f"{cb.title} ({cb.mode})", pooled(run.results, "genai-cb")
         raw = cb = None  # their memory back before the other baselines load
@@ -153,7 +168,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         baselines = {name: baselines[name] for name in names if name in baselines}  # in the order asked
     except ServerFailed as exc:
         return fail(exc.summary)
-    except (ClientError, RuntimeError) as exc:
+    except (ClientError, RuntimeError, load.RequestFailed) as exc:
         return fail(str(exc))
     except KeyboardInterrupt:
         return fail("interrupted")
@@ -168,6 +183,15 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     matches_cb = report.same_texts(server_results, baselines.get("genai-cb"))
     report.print_report(args, by_protocol, baselines, titles, matches, matches_cb, run.rss_peak_mb, run.open_results,
                         goals.raw_step_ms)
+    peer_line, peer_json = "", {}
+    if llama:
+        ours, theirs, vs = pooled(run.results, SERVER_HTTP), pooled(run.results, LLAMACPP), vs_llamacpp(run.results)
+        print(f"Baseline llama.cpp's server ({peer.gguf.name}, -np {max(levels)}) against the server, both over HTTP: "
+              f"/v1/completions, the same token ids, end of sequence ignored, taking turns")
+        print(report.baseline_table(ours, theirs) + "\n", flush=True)
+        peer_line = "".join(f" vs_llamacpp_{level}={'n/a' if r is None else f'{r:.2f}'}" for level, r in vs.items())
+        peer_json = {"llamacpp": {"command": llama.server.command, "server_http": [asdict(r) for r in ours],
+                                  "llamacpp": [asdict(r) for r in theirs], "vs_llamacpp": vs}}
     if args.json:
         engines = dict.fromkeys(name for per_round in run.results.values() for got in per_round for name in got)
         Path(args.json).write_text(json.dumps({
@@ -190,6 +214,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
             "targets": asdict(goals),
             "rounds": [{**{name: [_without_timings(f) for f in series(run.results, name)[r]] for name in engines},
                         "summary": asdict(s), "targets": asdict(t)} for r, (s, t) in enumerate(per_round)],
+            **peer_json,
         }, indent=1))
     if args.plot:
         plot.plot(args.plot, server_results, baselines,
@@ -198,7 +223,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     if ratios:
         print(" ".join(f"openai_vs_grpc_tpot_at_{level}={r['tpot_ratio']:.3f}" for level, r in ratios.items()
                        if r["tpot_ratio"] is not None), flush=True)
-    print(f"{summary.line()} {goals.line()}", flush=True)
+    print(f"{summary.line()} {goals.line()}{peer_line}", flush=True)
     return 0
 
 
@@ -244,6 +269,58 @@ def _baseline(name: str, model_dir: str, ov_config: dict, args):
         raise ClientError(f"--servable: {exc}") from None
 
 
+def _temp_log(prefix: str) -> str:
+    return tempfile.NamedTemporaryFile(prefix=prefix, suffix=".log", delete=False).name
+
+
+SERVER_HTTP, LLAMACPP = "server-http", "llama.cpp"  # the engine names of the peer comparison's rounds
+
+
+@dataclass
+class Peer:
+    server: LlamaCppServer
+    prompt_ids: list[list[int]]  # the prompts rendered by our server's chat template, for both
+
+
+def start_peer(peer: LlamaCpp, args, prompts: list[str], levels: list[int], stack: contextlib.ExitStack) -> Peer:
+    """llama.cpp's server, up until `stack` closes, sized for the run: a slot per stream of the highest level, each
+    with room for the longest prompt and its answer."""
+    ids = render(args.http_url, prompts, _metadata(args))
+    log = _temp_log("bench-llamacpp-")
+    print(f"starting llama.cpp's server on {peer.gguf} (log: {log})", file=sys.stderr)
+    server = stack.enter_context(LlamaCppServer(peer, log, max(levels), max(map(len, ids)), args.max_new_tokens))
+    return Peer(server, ids)
+
+
+def render(http_url: str, prompts: list[str], metadata) -> list[list[int]]:
+    """Each prompt as one user message in the model's chat template, as token ids (the server's /tokenize): what
+    the peers are sent, so both start from the same tokens."""
+    import httpx
+
+    ids = []
+    for prompt in prompts:
+        try:
+            response = httpx.post(f"{http_url}/tokenize", json={"messages": [{"role": "user", "content": prompt}]},
+                                  headers=dict(metadata), timeout=30)
+        except httpx.HTTPError as exc:
+            raise ClientError(f"cannot reach the HTTP API at {http_url} ({type(exc).__name__})") from None
+        if response.status_code != 200:
+            raise ClientError(f"/tokenize at {http_url} answered {response.status_code}: {response.text[:200]}")
+        ids.append(response.json()["tokens"])
+    return ids
+
+
+def vs_llamacpp(results: Results) -> dict[int, float | None]:
+    """Per level: the server's tokens/s over HTTP / llama.cpp's, the median of the per-round ratios."""
+    return {level: median(r[SERVER_HTTP].output_tokens_per_s / r[LLAMACPP].output_tokens_per_s
+                          for r in per_round if r[LLAMACPP].output_tokens_per_s)
+            for level, per_round in results.items() if per_round and LLAMACPP in per_round[0]}
+
+
+def _metadata(args) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {args.api_key}"),) if args.api_key else ()
+
+
 def _progress(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
@@ -257,12 +334,12 @@ class Measured:
 
 
 def measure(args, prompts: list[str], levels: list[int], rates: list[float], protocols: list[str], raw=None,
-            cb=None, pid: int | None = None) -> Measured:
+            cb=None, pid: int | None = None, llama: Peer | None = None) -> Measured:
     """The closed-loop levels in rounds (the server's RSS peak per level when `pid` is ours), then the open loop over
     gRPC."""
     from client.bench.rss import RssSampler
 
-    metadata = (("authorization", f"Bearer {args.api_key}"),) if args.api_key else ()
+    metadata = _metadata(args)
     if "grpc" in protocols:
         connect(args.url, args.api_key).close()  # fails with one line naming the URL
     if "openai" in protocols:
@@ -290,6 +367,9 @@ def measure(args, prompts: list[str], levels: list[int], rates: list[float], pro
         cb.closed_loop(prompts, args.max_new_tokens, 1, max(args.warmup, 1))  # its warm-up
         steps.append(lambda level, r: {"genai-cb": cb.closed_loop(prompts, args.max_new_tokens, level,
                                                                   load.requests_at(level, args.requests))})
+    if llama:
+        steps += [completions(SERVER_HTTP, args, args.http_url, metadata, llama.prompt_ids),
+                  completions(LLAMACPP, args, llama.server.url, (), llama.prompt_ids)]
     with RssSampler(pid) if pid else contextlib.nullcontext() as rss:
         results = alternate(levels, args.rounds, steps, progress=_progress)
     peaks = {level: max((mb for start, end in windows[level] if (mb := rss.peak_mb(start, end)) is not None),
@@ -300,6 +380,20 @@ def measure(args, prompts: list[str], levels: list[int], rates: list[float], pro
                               warmup=0, timeout=args.timeout, metadata=metadata)  # the levels warmed it up
         opened = openloop.run(cfg, rates, max(args.open_requests, 1), args.seed, progress=_progress)
     return Measured(results, names, peaks, opened)
+
+
+def completions(name: str, args, url: str, metadata, prompt_ids: list[list[int]]):
+    """A step of the rounds: the level on an OpenAI-compatible server's /v1/completions (warmed up the first time)."""
+    warm = []
+
+    def step(level: int, r: int) -> dict:
+        cfg = load.LoadConfig(url="", prompts=[], tokens=args.max_new_tokens, levels=[level], requests=args.requests,
+                              warmup=0 if warm else args.warmup, timeout=args.timeout, metadata=metadata,
+                              protocol="completions", http_url=url, prompt_ids=prompt_ids)
+        warm.append(True)
+        ((result,),) = load.run_protocols([cfg], progress=lambda line: None)
+        return {name: result}
+    return step
 
 
 def check_http(url: str, metadata) -> None:

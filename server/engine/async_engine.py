@@ -25,6 +25,11 @@ class AsyncEngine:
         self._submitter = ThreadPoolExecutor(max_workers=2, thread_name_prefix="submit")
         self._waker: LoopWaker | None = None
 
+    @property
+    def limits(self):
+        """The engine's limits, max_batch resolved (from the KV cache unless the servable set it)."""
+        return self.engine.limits
+
     async def generate(self, request: GenerationRequest) -> AsyncIterator[Event]:
         """The request's events in order, until every prompt finished.
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 import logging
 import threading
 import time
@@ -16,7 +17,7 @@ from collections.abc import Callable, Iterator
 from server.engine.core import ALL, EngineCore, SeqOutput, StepOutput
 from server.engine.errors import NotReady
 from server.engine.grammar import Grammars
-from server.engine.kv_cache import cache_blocks
+from server.engine.kv_cache import AVERAGE_REQUEST_TOKENS, cache_blocks, default_max_batch
 from server.engine.model import LoadedModel
 from server.engine.output import Call, OutputProcessor, ThreadWaker
 from server.engine.paged_model import PagedModel
@@ -41,7 +42,7 @@ class Engine:
         self.on_batch = on_batch  # called with each step's number of sequences, for metrics
         defaults = defaults or GenerationParams()
         self.defaults = dataclasses.replace(defaults, stop=tuple(dict.fromkeys((*defaults.stop, *model.info.stop))))
-        self.limits = limits = limits or Limits()
+        limits = limits or Limits()
         scheduler = scheduler or SchedulerConfig()
         self._accepting = True
         self._ids = itertools.count(1)
@@ -55,6 +56,14 @@ class Engine:
                  paged.num_blocks * paged.bytes_per_block / 1e6, "on" if kv_cache.prefix_caching else "off",
                  f"up to {speculation.max_tokens} tokens ({speculation.min_ngram}-{speculation.max_ngram}-grams)"
                  if speculation.max_tokens else "off")
+        if limits.max_batch:
+            log.info("paged engine: max_batch %d (the servable's limits.max_batch)", limits.max_batch)
+        else:
+            limits = dataclasses.replace(limits, max_batch=default_max_batch(paged.num_blocks, paged.block_size))
+            log.info("paged engine: max_batch %d (from the KV cache: %d blocks / %d per average request of %d "
+                     "tokens; set limits.max_batch to choose)", limits.max_batch, paged.num_blocks,
+                     math.ceil(AVERAGE_REQUEST_TOKENS / paged.block_size), AVERAGE_REQUEST_TOKENS)
+        self.limits = limits
         self.grammars = Grammars.for_tokenizer(model.tokenizer, model.vocab_size, model.eos_token_ids)
         self.core = EngineCore(paged, model.eos_token_ids, limits, scheduler.max_step_tokens, kv_cache.prefix_caching,
                                self.grammars, speculation)

@@ -267,12 +267,26 @@ class BlockManager:
         return block
 
 
+# When neither the cache nor max_batch is given, the cache is sized for this many whole contexts (capped at
+# DEFAULT_KV_CACHE_GB) and max_batch then follows from the cache, never the other way round.
+SIZING_BATCH = 8
+# An average request, for the max_batch the cache holds: a chat turn's prompt (system prompt and question, up to
+# about 256 tokens) and an answer of the profiles' default max_new_tokens, 256. Sequences are admitted by the blocks
+# they need, so shorter ones still run more at once, up to max_batch.
+AVERAGE_REQUEST_TOKENS = 512
+
+
 def cache_blocks(config: KVCacheConfig, bytes_per_block: int, block_size: int, max_batch: int,
                  context_length: int) -> int:
-    """How many blocks the KV cache gets (see KVCacheConfig)."""
+    """How many blocks the KV cache gets (see KVCacheConfig); max_batch 0: not set (see SIZING_BATCH)."""
     if config.blocks:
         return config.blocks
     if config.gb:
         return max(1, int(config.gb * 2**30 // bytes_per_block))
-    whole = max_batch * math.ceil(context_length / block_size)
+    whole = (max_batch or SIZING_BATCH) * math.ceil(context_length / block_size)
     return max(1, min(whole, int(DEFAULT_KV_CACHE_GB * 2**30 // bytes_per_block)))
+
+
+def default_max_batch(num_blocks: int, block_size: int) -> int:
+    """Sequences running at once when the servable does not say: as many average requests as the cache holds."""
+    return max(1, num_blocks // math.ceil(AVERAGE_REQUEST_TOKENS / block_size))

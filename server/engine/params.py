@@ -33,7 +33,8 @@ PARAMETERS = tuple(f.name for f in fields(GenerationParams))
 
 @dataclass(frozen=True)
 class Limits:
-    max_batch: int = 8  # prompts generated together, in one call and across calls
+    max_batch: int = 0  # sequences running at once (and prompts per request); 0: as many as the KV cache holds
+    # average requests (kv_cache.default_max_batch)
     max_waiting: int = 64  # requests waiting for a batch; more get RESOURCE_EXHAUSTED
     max_prompt_tokens: int = 4096
     max_new_tokens_cap: int = 2048
@@ -61,8 +62,9 @@ class SpeculationConfig:
 
 @dataclass(frozen=True)
 class KVCacheConfig:
-    """The paged engine's KV cache: `blocks`, or `gb`; neither: room for max_batch sequences of the
-    model's whole context, at most DEFAULT_KV_CACHE_GB (memory is touched only as blocks are used).
+    """The paged engine's KV cache: `blocks`, or `gb`; neither: room for max_batch sequences (8 when max_batch comes
+    from the cache) of the model's whole context, at most DEFAULT_KV_CACHE_GB (memory is touched only as blocks are
+    used).
     `prefix_caching`: a prompt starts from the cached blocks of an earlier sequence it shares a prefix with."""
 
     blocks: int = 0

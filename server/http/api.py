@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import aclosing
@@ -36,12 +37,10 @@ JSON_HEADERS = [(b"content-type", b"application/json")]
 class OpenAIApi:
     """The HTTP front door; `calls` (shared with the other front doors) holds the engine and the drain state."""
 
-    def __init__(self, calls: Calls, model_name: str, api_key: str | None, max_choices: int,
-                 max_body_bytes: int):
+    def __init__(self, calls: Calls, model_name: str, api_key: str | None, max_body_bytes: int):
         self.calls = calls
         self.model_name = model_name
         self.api_key = api_key
-        self.max_choices = max_choices
         self.max_body_bytes = max_body_bytes
         self.created = int(time.time())
 
@@ -139,7 +138,9 @@ class OpenAIApi:
         body = None
         try:
             body = await read_json(request, self.max_body_bytes)
-            parsed = schema.parse(body, kind, self.max_choices)
+            # Choices per call: the engine's max_batch; before it loaded no bound here (the call is refused as loading).
+            engine = self.calls.engine
+            parsed = schema.parse(body, kind, engine.limits.max_batch if engine else sys.maxsize)
             if parsed.model is not None and parsed.model != self.model_name:
                 raise errors.model_not_found(parsed.model, self.model_name)
         except (ValidationError, HttpError) as error:

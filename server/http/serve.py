@@ -36,8 +36,7 @@ def model_names(settings: Settings) -> tuple[str, ...]:
 class HttpServer:
     def __init__(self, settings: Settings, calls: Calls):
         self.settings = settings
-        self.api = OpenAIApi(calls, model_name(settings), settings.api_key, settings.limits.max_batch,
-                             settings.max_message_bytes)
+        self.api = OpenAIApi(calls, model_name(settings), settings.api_key, settings.max_message_bytes)
         self.kserve = KServeRest(calls, model_names(settings), settings.max_message_bytes)
         self._server: _Uvicorn | None = None
         self._task: asyncio.Task | None = None

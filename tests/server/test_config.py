@@ -110,6 +110,7 @@ def test_both_servables_load():
     ({"speculation": {"tokens": 4}}, "speculation.tokens: unknown key; expected one of max_ngram, max_step_tokens, "
                                      "max_tokens, min_ngram"),
     ({"speculation": {"max_step_tokens": 1}}, "speculation.max_step_tokens: must be at least 2"),
+    ({"limits": {"max_batch": -1}}, "limits.max_batch: must be at least 1"),
     ({"log_format": "xml"}, "log_format: expected text or json"),
     ({"generation": {"stop": ["### End", ""]}}, "generation.stop: expected a list of non-empty strings"),
     ({"http_port": 9000}, "http_port: 9000 is already taken"),

@@ -8,6 +8,7 @@ import pytest
 
 from modelcheck import REPO
 from client.bench.load import LevelResult, RequestTiming
+from client.bench.llamacpp import NOT_BUILT
 from client.bench.serving import figures
 from client.launcher import free_port
 
@@ -56,6 +57,7 @@ def test_benchmark_can_start_and_stop_its_own_server(fp32_model_dir, run_script,
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == \
         f"tpot_ratio_vs_inprocess=n/a ttft_overhead_ms=n/a speedup_1_vs_1=1.00 {NOT_MEASURED}"
+    assert out.stdout.count(NOT_BUILT) == 1  # no peers/ here: the llama.cpp peer is skipped with one line
     text = log.read_text()
     assert "serving llm.LLMService" in text and "stopped" in text  # it drained and exited
 

@@ -223,7 +223,7 @@ def test_a_whole_cached_prompt_still_computes_its_last_token():
 
 def test_blocks_of_generated_tokens_are_cached_with_the_keys_a_prompt_of_them_has():
     model = FakeModel(context=True)
-    c = EngineCore(model, [EOS], Limits(), 64)
+    c = EngineCore(model, [EOS], Limits(max_batch=8), 64)
     (r,) = requests(list(range(1, 7)), max_new_tokens=7)  # 13 tokens, 12 computed: three full blocks
     c.add([r])
     run(c)
@@ -235,7 +235,7 @@ def test_blocks_of_generated_tokens_are_cached_with_the_keys_a_prompt_of_them_ha
 
 def test_a_request_fits_because_its_hit_blocks_are_in_use():
     for caching, counts in ((True, (2, 0)), (False, (1, 1))):
-        c = EngineCore(FakeModel(num_blocks=6, context=True), [EOS], Limits(), 64, prefix_caching=caching)
+        c = EngineCore(FakeModel(num_blocks=6, context=True), [EOS], Limits(max_batch=8), 64, prefix_caching=caching)
         prompt = list(range(1, 14))  # 13 tokens + 3 new: 4 blocks each; 3 of them cached after a step
         c.add(requests(prompt, max_new_tokens=3))
         c.step()
@@ -258,7 +258,7 @@ def test_prompts_admitted_together_top_up_from_blocks_the_first_one_computed():
 
 def test_a_failed_step_caches_nothing_and_an_abort_gives_its_blocks_back():
     model = FakeModel(context=True, fail=True)
-    c = EngineCore(model, [EOS], Limits(), 64)
+    c = EngineCore(model, [EOS], Limits(max_batch=8), 64)
     c.add(requests(list(range(1, 10))))
     run(c)
     assert c.blocks.cached() == 0
@@ -277,7 +277,7 @@ def test_a_failed_step_caches_nothing_and_an_abort_gives_its_blocks_back():
 def first_turn():
     """The context fake after one prompt ran on a core: its KV ends inside its second block (7 tokens computed)."""
     model = FakeModel(context=True)
-    c = EngineCore(model, [EOS], Limits(), 64)
+    c = EngineCore(model, [EOS], Limits(max_batch=8), 64)
     (r,) = requests([1, 2, 3, 4, 5, 6], max_new_tokens=2)
     c.add([r])
     run(c)

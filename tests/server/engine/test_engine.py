@@ -7,6 +7,7 @@ import threading
 import pytest
 
 from server.engine.engine import Engine
+from server.engine.kv_cache import AVERAGE_REQUEST_TOKENS
 from server.engine.errors import QueueFull, ValidationError
 from server.engine.model import LoadedModel
 from server.engine.params import KVCacheConfig, Limits, SchedulerConfig, SpeculationConfig
@@ -586,3 +587,24 @@ def test_a_constraint_that_does_not_compile_is_refused_naming_its_field_and_a_re
         assert re.fullmatch("[0-9]{4}-[0-9]{2}-[0-9]{2}", answer.text) and answer.reason is FinishReason.STOP
     finally:
         engine.close()
+
+
+def test_max_batch_unset_comes_from_the_kv_cache_and_a_servable_value_wins(model, caplog):
+    """Unset: the cache sized as before for 8 whole contexts (capped at 1 GB), then max_batch = its blocks over an
+    average request's; the default model holds 16 or more. Set: it stays, and sizes the cache as before."""
+    caplog.set_level("INFO", logger="server.engine.engine")
+    derived = Engine(model)
+    try:
+        blocks, size = derived.core.blocks.num_blocks, derived.core.blocks.block_size
+        assert derived.limits.max_batch == blocks // -(-AVERAGE_REQUEST_TOKENS // size) >= 16
+        assert f"max_batch {derived.limits.max_batch} (from the KV cache: {blocks} blocks" in caplog.text
+        with pytest.raises(ValidationError, match="at most"):  # prompts per request: the same bound
+            derived.submit(GenerationRequest(prompts=("hi",) * (derived.limits.max_batch + 1)))
+    finally:
+        derived.close()
+    explicit = Engine(model, limits=Limits(max_batch=3), kv_cache=KVCacheConfig(blocks=400))
+    try:
+        assert explicit.limits.max_batch == 3 and explicit.core.blocks.num_blocks == 400
+        assert "max_batch 3 (the servable's limits.max_batch)" in caplog.text
+    finally:
+        explicit.close()

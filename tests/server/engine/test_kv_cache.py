@@ -1,5 +1,8 @@
-"""The block manager alone: block keys, reference counts, the LRU of idle cached blocks, admission's cost."""
-from server.engine.kv_cache import ROOT, BlockManager, block_keys, chain
+"""The block manager alone: block keys, reference counts, the LRU of idle cached blocks, admission's cost; the cache's
+size and the max_batch it holds."""
+from server.engine.kv_cache import (AVERAGE_REQUEST_TOKENS, ROOT, SIZING_BATCH, BlockManager, block_keys, cache_blocks,
+                                    chain, default_max_batch)
+from server.engine.params import KVCacheConfig
 
 
 def cached_sequence(m: BlockManager, tokens: list[int]) -> list[int]:
@@ -114,3 +117,23 @@ def test_prompts_of_one_call_sharing_a_partial_hit_one_takes_it_the_others_get_c
     assert m.reserved() == 6 and m.match_partial(ROOT, [1, 2, 3]) is None
     m.copied(copies)
     m.check([plans[0][0], plans[1][0], plans[2][0]], 1 + 1 + 2)
+
+
+BLOCK_BYTES = 737_280  # the default model's f16 block: 30 layers x K and V x 3 heads x 32 tokens x 64 x 2 bytes
+
+
+def test_an_unset_max_batch_sizes_the_cache_as_8_whole_contexts_and_then_follows_from_it():
+    unset = cache_blocks(KVCacheConfig(), BLOCK_BYTES, 32, 0, 1024)  # 8 x 1024 tokens: under the 1 GB cap
+    assert unset == cache_blocks(KVCacheConfig(), BLOCK_BYTES, 32, SIZING_BATCH, 1024) == 8 * 32
+    assert default_max_batch(unset, 32) == 256 // (AVERAGE_REQUEST_TOKENS // 32) == 16
+    # The default model's 8192-token context: capped at 1 GB, 1456 blocks, 91 average requests; 0.5 GB: 45.
+    assert cache_blocks(KVCacheConfig(), BLOCK_BYTES, 32, 0, 8192) == 1456
+    assert default_max_batch(1456, 32) == 91 and default_max_batch(cache_blocks(
+        KVCacheConfig(gb=0.5), BLOCK_BYTES, 32, 0, 8192), 32) == 45
+
+
+def test_a_set_max_batch_or_cache_size_wins_and_a_tiny_cache_still_runs_one():
+    assert cache_blocks(KVCacheConfig(), BLOCK_BYTES, 32, 2, 1024) == 2 * 32
+    assert cache_blocks(KVCacheConfig(blocks=40), BLOCK_BYTES, 32, 0, 8192) == 40
+    assert default_max_batch(40, 32) == 2 and default_max_batch(5, 32) == 1
+    assert default_max_batch(40, 16) == 1  # 512 tokens are 32 blocks of 16

@@ -88,7 +88,7 @@ def test_lengths_check_the_prompt_limit_and_the_context():
 
 
 def test_logprob_counts_token_ids_and_max_new_tokens_zero():
-    limits = Limits()
+    limits = Limits(max_batch=8)
     for name in ("logprobs", "prompt_logprobs"):
         with pytest.raises(ValidationError) as caught:
             check_inputs(GenerationRequest(prompts=("hi",), **{name: 21}), limits)
@@ -109,7 +109,7 @@ def test_logprob_counts_token_ids_and_max_new_tokens_zero():
 
 def test_ignore_eos_runs_to_max_new_tokens():
     p = resolve_params(GenerationRequest(prompts=("hi",), params=SamplingParams(ignore_eos=True, max_new_tokens=9)),
-                       GenerationParams(), Limits())
+                       GenerationParams(), Limits(max_batch=8))
     assert p.min_new_tokens == 9
 
 
@@ -147,7 +147,7 @@ def test_an_integer_is_a_number_and_a_list_of_stops_will_do():
     (GenerationRequest(prompts=("hi",), prompt_logprobs=-1), "prompt_logprobs"),
 ])
 def test_in_process_inputs_are_checked_too(request_, field):
-    assert field_of(check_inputs, request_, Limits()) == field
+    assert field_of(check_inputs, request_, Limits(max_batch=8)) == field
 
 
 def test_token_ids_are_integers_in_the_vocabulary():
