@@ -58,6 +58,13 @@ def text_of(events) -> str:
     return "".join(e.text for e in events if isinstance(e, TextDelta))
 
 
+def assert_idle(engine: Engine) -> None:
+    """Nothing runs or waits, the block invariants hold, and no block is used or reserved."""
+    assert wait_until(lambda: engine.counts() == (0, 0))
+    engine.core.check()
+    assert engine.core.blocks.used() == 0 and engine.core.blocks.reserved() == 0
+
+
 def all_at_once(model_dir, prompts, n: int) -> list[str]:
     """Every prompt's n greedy tokens, all running together through the core, batch-invariant."""
     engine = Engine(LoadedModel.load(model_dir, "CPU", OV_CONFIG, batch_invariant=True), limits=Limits(max_batch=12))
@@ -361,9 +368,7 @@ def test_speculation_gives_the_greedy_text_of_plain_decoding_alone_and_beside_se
         assert len(steps) < alone.usage.completion_tokens * 2 // 3  # most proposals were kept
         together = [fast.submit(ask(p, max_new_tokens=48)) for p in prompts]
         assert [text_of(h.events(120)) for h in together] == want
-        assert wait_until(lambda: fast.counts() == (0, 0))
-        fast.core.check()
-        assert fast.core.blocks.used() == 0 and fast.core.blocks.reserved() == 0
+        assert_idle(fast)
     finally:
         plain.close()
         fast.close()
@@ -384,9 +389,7 @@ def test_speculating_prompts_stop_where_plain_ones_do_and_leave_the_cache_idle(m
         calls = [fast.submit(ask(copy if i % 2 else PARITY_PROMPTS[i % 12], max_new_tokens=24,
                                  **({"do_sample": True, "seed": i} if i % 4 < 2 else {}))) for i in range(32)]
         assert all(len(collect(c.events(300))[0].text) > 0 for c in calls)
-        assert wait_until(lambda: fast.counts() == (0, 0))
-        fast.core.check()
-        assert fast.core.blocks.used() == 0 and fast.core.blocks.reserved() == 0
+        assert_idle(fast)
     finally:
         plain.close()
         fast.close()
@@ -538,9 +541,7 @@ def test_conversations_through_a_small_cache_none_lost_none_mixed(model):
         system = shared(prompt_ids(model, chat(questions[0])), prompt_ids(model, chat(questions[1]))) // size * size
         hits = [two.usage.cached_tokens for _, two in results.values()]
         assert sum(hits) >= 32 * system // 2  # the system prompt mostly stays
-        assert wait_until(lambda: on.counts() == (0, 0))
-        on.core.check()
-        assert on.core.blocks.used() == 0 and on.core.blocks.reserved() == 0
+        assert_idle(on)
     finally:
         on.close()
         off.close()
