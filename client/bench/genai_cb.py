@@ -182,11 +182,15 @@ class GenAICB:
         Driven as a server with one core thread drives it (OVMS's executor): a stepping thread loops `step()`
         while `has_non_finished_requests()`; each conversation runs on its own thread and submits its turn when
         it is ready, so a turn waits behind the step in flight as it would in a server. A turn's clock starts
-        before its chat template is rendered and stops when the step that brought its first token returns.
-        The conversations hand their requests to the stepping thread, which adds them at the start of its next
-        step, where genai's own `step()` would take them anyway: `add_request` locks only the awaiting queue,
-        not the prefix-cache restore it runs first (pipeline_impl.cpp), and the Python binding of `step()`
-        keeps the GIL, so a turn is rendered between steps, not during one as a C++ server would.
+        when it is due (every first turn at the start, a later one when the step that ended the previous answer
+        returned, as the server's client sends its next turn on the previous answer's last message) and stops
+        when the step that brought its first token returns. The conversations hand their requests to the
+        stepping thread, which adds them at the start of its next step, where genai's own `step()` would take
+        them anyway: `add_request` locks only the awaiting queue, not the prefix-cache restore it runs first
+        (pipeline_impl.cpp). The Python binding of `step()` keeps the GIL, so a conversation thread does not
+        run during a step: a clock started on that thread would leave out the wait behind the step in flight
+        (and the first turns' wait behind the first prompt), which the server's client counts; hence the
+        clock starts when the turn is due, not when its thread gets to it.
         """
         from client.bench.chat import ChatTurn
         from server.engine.types import Message
@@ -194,19 +198,22 @@ class GenAICB:
         cfg = self._config(tokens)
         core = _Core(self.pipe, self._genai.GenerationStatus.RUNNING, open_streams=len(questions))
 
+        began = time.perf_counter()
+
         def conversation(c: int) -> list[ChatTurn]:
             answers: list[str] = []
             done = []
+            due = began  # when this conversation's turn is due
             try:
                 for t in range(len(questions[c])):
-                    start = time.perf_counter()
                     messages = tuple(Message(*m) for m in history(questions[c][:t + 1], answers))
                     ids = self._input(messages, system)
-                    r = core.submit(_Live(c, None, start), next(self._request_ids), ids, cfg)
+                    r = core.submit(_Live(c, None, due), next(self._request_ids), ids, cfg)
                     if r.status != self._genai.GenerationStatus.FINISHED:
                         raise RuntimeError(f"openvino-genai: a chat turn ended {r.status.name}")
                     answers.append(self.tokenizer.decode(r.ids, skip_special_tokens=True))
                     done.append(ChatTurn(c, t + 1, r.arrivals_ms[0], ids.get_shape()[1], None, answers[-1]))
+                    due = r.start + r.arrivals_ms[-1] / 1000  # the step that ended this answer returned then
             finally:
                 core.leave()
             return done
