@@ -22,6 +22,7 @@ import numpy as np
 from server.engine.errors import QueueFull
 from server.engine.grammar import Grammars
 from server.engine.kv_cache import ROOT, BlockManager, block_keys, chain
+from server.engine.pacing import StepCost, prompts_per_step
 from server.engine.paged_model import StepInputs
 from server.engine.params import Limits, SpeculationConfig
 from server.engine.request import FINISH_REASON, Request, RequestStatus
@@ -120,8 +121,10 @@ class EngineCore:
     """`model` is anything with `num_blocks`, `block_size` and `forward(StepInputs) -> logits [sampled, vocab]`."""
 
     def __init__(self, model, eos_token_ids, limits: Limits, max_step_tokens: int, prefix_caching: bool = True,
-                 grammars: Grammars | None = None, speculation: SpeculationConfig | None = None):
+                 grammars: Grammars | None = None, speculation: SpeculationConfig | None = None,
+                 pacing: StepCost | None = None):
         self.model = model
+        self.pacing = pacing  # None: every prompt still prefilling shares each step's budget (pacing.py)
         self.grammars = grammars  # for requests with a matcher (structured output)
         self.limits = limits
         self.max_step_tokens = max_step_tokens
@@ -198,6 +201,7 @@ class EngineCore:
         copies, self._copies = self._copies, []
         if not scheduled.seqs and not copies:
             return StepOutput(outputs, 0, time.monotonic())
+        began = time.perf_counter()
         try:
             if copies:  # partial blocks that prompts admitted together share: each gets its own copy
                 self.model.copy_blocks(copies)
@@ -231,6 +235,8 @@ class EngineCore:
                 sampled.append((request, s))
                 rows.extend(range(row - 1 - s.proposed, row))
         outputs.extend(self._update(sampled, logits[rows] if len(rows) < len(logits) else logits))
+        if self.pacing is not None:
+            self.pacing.add(sum(len(s.token_ids) for s in scheduled.seqs), time.perf_counter() - began)
         return StepOutput(outputs, len(scheduled.seqs), time.monotonic())
 
     def _drain_aborts(self) -> list[SeqOutput]:
@@ -302,24 +308,23 @@ class EngineCore:
         return self.blocks.match_partial(r.block_keys[full - 1] if full else ROOT, r.prompt_ids[start:end])
 
     def _schedule(self) -> ScheduledStep:
-        """Every decoding prompt gets one token; prompts share `max_step_tokens`, oldest first."""
+        """Every decoding prompt gets one token; the prompts still prefilling that pacing lets in share
+        `max_step_tokens`, oldest first."""
         seqs, budget = [], self.max_step_tokens
         size = self.blocks.block_size
         for r in self._running:
             if r.computed < len(r.prompt_ids) and r.computed == len(r.blocks) * size:
-                # Top-up: blocks of its prompt that other sequences computed since it was admitted.
-                taken = self.blocks.extend_hit(r.blocks, r.block_keys, self._hit_limit(r))
-                found = 0
-                if (partial := self._partial_hit(r, len(r.blocks))) is not None:
-                    self.blocks.take_partial(r.blocks, partial[0])
-                    found = partial[1]
-                r.computed += taken * size + found
-                r.cached_tokens += taken * size + found
-                r.reserved -= taken + (partial is not None)
+                self._top_up(r)
+        prefilling = [r for r in self._running if r.computed < len(r.prompt_ids)]
+        starts = len(prefilling) if self.pacing is None else prompts_per_step(
+            self.pacing.fixed_tokens(), len(self._running) - len(prefilling),
+            [min(len(r.prompt_ids) - r.computed, budget) for r in prefilling])
+        let_in = {r.id for r in prefilling[:starts]}
+        for r in self._running:
             left = len(r.prompt_ids) - r.computed
             if left <= 0:
                 n = 1
-            elif budget > 0:
+            elif budget > 0 and r.id in let_in:
                 n = min(left, budget)
                 budget -= n
             else:
@@ -342,6 +347,18 @@ class EngineCore:
                     seqs[i] = dataclasses.replace(s, token_ids=s.token_ids + proposal, block_table=list(r.blocks),
                                                   proposed=len(proposal))
         return ScheduledStep(seqs)
+
+    def _top_up(self, r: Request) -> None:
+        """Blocks of its prompt that other sequences computed since it was admitted."""
+        size = self.blocks.block_size
+        taken = self.blocks.extend_hit(r.blocks, r.block_keys, self._hit_limit(r))
+        found = 0
+        if (partial := self._partial_hit(r, len(r.blocks))) is not None:
+            self.blocks.take_partial(r.blocks, partial[0])
+            found = partial[1]
+        r.computed += taken * size + found
+        r.cached_tokens += taken * size + found
+        r.reserved -= taken + (partial is not None)
 
     def _proposal(self, r: Request, budget: int) -> list[int]:
         """Speculation's proposals for a decoding prompt, within the step's budget and its own max_new_tokens

@@ -20,6 +20,7 @@ from server.engine.grammar import Grammars
 from server.engine.kv_cache import AVERAGE_REQUEST_TOKENS, cache_blocks, default_max_batch
 from server.engine.model import LoadedModel
 from server.engine.output import Call, OutputProcessor, ThreadWaker
+from server.engine.pacing import StepCost
 from server.engine.paged_model import PagedModel
 from server.engine.params import GenerationParams, KVCacheConfig, Limits, SchedulerConfig, SpeculationConfig
 from server.engine.request import Request
@@ -66,7 +67,7 @@ class Engine:
         self.limits = limits
         self.grammars = Grammars.for_tokenizer(model.tokenizer, model.vocab_size, model.eos_token_ids)
         self.core = EngineCore(paged, model.eos_token_ids, limits, scheduler.max_step_tokens, kv_cache.prefix_caching,
-                               self.grammars, speculation)
+                               self.grammars, speculation, StepCost() if scheduler.pacing else None)
         self.output = OutputProcessor(self.core.abort)
         self._waker = ThreadWaker()
         self._thread = threading.Thread(target=self._loop, name="engine-core", daemon=True)

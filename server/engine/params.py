@@ -46,6 +46,9 @@ class Limits:
 @dataclass(frozen=True)
 class SchedulerConfig:
     max_step_tokens: int = 256  # prompt tokens run per step (longer prompts run in chunks beside the decodes)
+    # A burst of prompts starts as many per step as keep their mean time to first token lowest, from the steps'
+    # measured cost (pacing.py); false: every prompt admitted shares the next step.
+    pacing: bool = True
 
 
 @dataclass(frozen=True)

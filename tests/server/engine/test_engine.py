@@ -508,9 +508,18 @@ def test_a_copied_block_of_a_quantized_cache_carries_its_scales(fp32_model_dir, 
         engine.close()
 
 
-def test_conversations_through_a_small_cache_none_lost_none_mixed(model):
+@pytest.fixture(scope="module")
+def f32_cache_model(fp32_model_dir):
+    """Batch-invariant with an f32 KV cache: KV read back from the cache (a cached prefix, or a prompt's earlier
+    chunk) then moves a logprob by about 5e-6 instead of 5e-5 (f16), so answers through the cache, in whatever
+    chunks, do not turn at near-ties (one of the 32 conversations below is 5e-4 from one)."""
+    return LoadedModel.load(fp32_model_dir, "CPU", {**OV_CONFIG, "KV_CACHE_PRECISION": "f32"}, batch_invariant=True)
+
+
+def test_conversations_through_a_small_cache_none_lost_none_mixed(f32_cache_model):
     """32 concurrent conversations x 2 turns sharing a system prompt of several blocks, through a cache that
     holds a few: admission waits, idle cached blocks are evicted, and every turn answers as caching off."""
+    model = f32_cache_model
     questions = [f"{PARITY_PROMPTS[i % 12]} (visitor {i})" for i in range(32)]
     limits = Limits(max_batch=32, max_waiting=64)
     on = Engine(model, limits=limits, kv_cache=KVCacheConfig(blocks=48))
