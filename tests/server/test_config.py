@@ -132,6 +132,9 @@ def test_engine_settings_from_file(tmp_path):
     with pytest.raises(ConfigError, match="kv_cache.prefix_caching: expected bool"):
         load({"config_path": write(tmp_path, {"kv_cache": {"prefix_caching": "no"}})})
     assert s.speculation.max_tokens == 0  # off by default
+    assert s.scheduler.pacing and not load({"config_path": write(tmp_path, {"scheduler": {"pacing": False}})}).scheduler.pacing
+    with pytest.raises(ConfigError, match="scheduler.pacing: expected bool"):
+        load({"config_path": write(tmp_path, {"scheduler": {"pacing": 1}})})
     assert load({"config_path": write(tmp_path, {"speculation": {"max_tokens": 4}})}).speculation.max_tokens == 4
 
 
