@@ -289,7 +289,7 @@ class EngineCore:
                     request.blocks = blocks  # the hits, then a partial hit's block or its copy
                     request.computed = request.cached_tokens = cached
                     request.reserved = need - (partial is not None)
-                    request.speculate = self.speculation.max_tokens if request.params.speculation else 0
+                    request.speculate = 1 if request.params.speculation and self.speculation.max_tokens else 0
                     request.status = RequestStatus.RUNNING
                     request.admitted = now
                     self._running.append(request)

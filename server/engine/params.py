@@ -58,7 +58,7 @@ class SpeculationConfig:
     hold fewer than `max_step_tokens` tokens with them."""
 
     max_tokens: int = 0
-    min_ngram: int = 1
+    min_ngram: int = 2  # a single token's earlier occurrence seldom predicts what follows it (open answers)
     max_ngram: int = 3
     max_step_tokens: int = 8
 
