@@ -425,7 +425,8 @@ class EngineCore:
                 if self.blocks.caching:
                     self._register(r, s.start)
             if r.params.speculation and self.speculation.max_tokens:
-                r.speculate = adapt(r.speculate, s.proposed, max(0, len(new[r.id]) - 1), self.speculation.max_tokens)
+                r.speculate, r.speculation_misses = adapt(r.speculate, s.proposed, max(0, len(new[r.id]) - 1),
+                                                          self.speculation.max_tokens, r.speculation_misses)
         outputs = [SeqOutput(r.id, error=errors[r.id]) if r.id in errors else
                    SeqOutput(r.id, tuple(new[r.id]), FINISH_REASON[r.status] if r.status.finished else None,
                              tuple(logprobs[r.id]), cached_tokens=r.cached_tokens if first[r.id] else None,

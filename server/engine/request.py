@@ -55,6 +55,7 @@ class Request:
     prompt_logprob_values: list = field(default_factory=list)  # sampler.TokenLogprob of prompt tokens 1.., so far
     admitted: float | None = None  # when a step admitted it (time.monotonic)
     speculate: int = 0  # how many tokens speculation may propose for it next (speculation.adapt), set at admission
+    speculation_misses: int = 0  # its single-token proposals refused in a row (each doubles the wait after it)
 
     def __post_init__(self):
         if self.prompt_logprobs is not None:

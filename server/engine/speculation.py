@@ -27,17 +27,23 @@ def propose(tokens: np.ndarray, k: int, config: SpeculationConfig) -> list[int]:
     return []
 
 
-def adapt(k: int, proposed: int, accepted: int, limit: int) -> int:
-    """The next proposal length from this step's outcome: one more after a run fully accepted, half after one
-    fully refused; a prompt at 0 stays out for RETRY_AFTER steps (counted as negative values), then tries 1.
-    A prompt starts at 1: a refused proposal costs its tokens' compute, which on a compute-bound CPU step is
-    not small (one more token: +40% of a one-token step on the AVX2 machine here), so the length is earned."""
-    if k <= 0:
-        return 1 if k <= -RETRY_AFTER else k - 1
+def adapt(k: int, proposed: int, accepted: int, limit: int, misses: int) -> tuple[int, int]:
+    """The next proposal length, and the single-token refusals in a row, from this step's outcome: one more token
+    after a run fully accepted, half after one fully refused; a refused single token waits RETRY_AFTER steps
+    (counted up from a negative value), twice as long after each further one (up to 8 times), before it tries 1.
+    A prompt starts at 1: a refused proposal costs its tokens' compute, which on a compute-bound CPU step is not
+    small (one more token: +40% of a one-token step on the AVX2 machine here, and the step after it pays for the
+    change of size too), so the length is earned, and answers whose proposals keep failing try ever less often."""
+    if k < 0:
+        return k + 1, misses
+    if k == 0:
+        return 1, misses
     if not proposed:
-        return k
+        return k, misses
     if accepted == proposed:
-        return min(limit, k + 1)
-    if accepted == 0:
-        return k // 2 if k > 1 else 0
-    return k
+        return min(limit, k + 1), 0
+    if accepted:
+        return k, 0
+    if k > 1:
+        return k // 2, misses
+    return -(RETRY_AFTER << min(misses, 3)), misses + 1
