@@ -11,6 +11,7 @@ from server.engine.errors import QueueFull
 from server.engine.kv_cache import block_keys
 from server.engine.params import GenerationParams, Limits, SpeculationConfig
 from server.engine.request import Request, RequestStatus
+from server.engine.speculation import RETRY_AFTER, adapt
 from server.engine.types import FinishReason
 from server.engine.types import Constraint
 from tests.server.engine.fake import EOS, FakeModel, fake_grammars
@@ -386,6 +387,38 @@ def test_speculation_keeps_the_answers_of_plain_decoding_and_the_invariants(cont
                                                              context)
         assert got == plain
         assert proposed > accepted >= (0 if context else 1)  # refused proposals, and (counting) kept ones
+
+
+def steps_until_it_proposes(k, misses):
+    n = 0
+    while k <= 0:
+        k, misses = adapt(k, 0, 0, 4, misses)
+        n += 1
+    return n, k, misses
+
+
+def test_the_length_grows_with_kept_runs_up_to_the_limit_and_halves_on_refused_ones():
+    k, misses = 1, 0
+    for _ in range(5):
+        k, misses = adapt(k, k, k, 4, misses)
+    assert (k, misses) == (4, 0)
+    assert adapt(4, 4, 2, 4, 0) == (4, 0)  # partly kept: as it was
+    assert adapt(4, 4, 0, 4, 0) == (2, 0)
+    assert adapt(2, 2, 0, 4, 0) == (1, 0)
+    assert adapt(3, 0, 0, 4, 0) == (3, 0)  # nothing proposed (no match): as it was
+
+
+def test_each_refused_single_token_doubles_the_wait_and_a_kept_one_resets_it():
+    waits = []
+    k, misses = 1, 0
+    for _ in range(5):
+        k, misses = adapt(k, 1, 0, 4, misses)  # its one token refused
+        n, k, misses = steps_until_it_proposes(k, misses)
+        waits.append(n)
+        assert k == 1
+    assert waits == [RETRY_AFTER + 1, 2 * RETRY_AFTER + 1, 4 * RETRY_AFTER + 1, 8 * RETRY_AFTER + 1,
+                     8 * RETRY_AFTER + 1]
+    assert adapt(1, 1, 1, 4, misses) == (2, 0)
 
 
 def test_a_prompt_that_repeats_itself_gets_its_answer_in_fewer_steps_and_never_past_max_new_tokens():
