@@ -108,6 +108,22 @@ def test_batch_invariant_mode_gives_each_prompt_its_solo_answer(int8_model_dir):
         engine.close()
 
 
+def test_the_engine_paces_from_its_own_steps_unless_the_servable_says_no(model):
+    """scheduler.pacing reaches the core, and the step-cost fit learns from the real steps: a prompt's prefill and
+    its decodes are steps of different sizes, so the fit leaves its default."""
+    off = Engine(model, scheduler=SchedulerConfig(pacing=False))
+    on = Engine(model)
+    try:
+        assert off.core.pacing is None
+        assert on.core.pacing.fixed_tokens() == on.core.pacing.default
+        on.generate(ask(PARITY_PROMPTS[0], max_new_tokens=8, min_new_tokens=8), timeout=60)
+        learnt = on.core.pacing.fixed_tokens()
+        assert learnt != on.core.pacing.default and 0 <= learnt
+    finally:
+        off.close()
+        on.close()
+
+
 def test_request_joining_mid_generation_gets_its_solo_answer_first(model):
     engine = Engine(model)
     try:
