@@ -65,7 +65,8 @@ bench: download
 		--rounds $(BENCH_ROUNDS) --json bench-prefix.json
 	$(PY) -m client.bench.variants --serve $(MODELS_DIR)/$(MODEL)_INT8_compressed_weights --servable $(SERVABLE)/config.json \
 		--variant prefix_off=kv_cache.prefix_caching:false --levels 1 --rounds 4 --json bench-prefix-tpot.json
-	# Prompt-lookup speculation: with against without, grounded and open prompts at 1 stream, mixed at 8, in turns.
+	# Prompt-lookup speculation: with against without, grounded and open prompts at 1 stream, mixed at 8, in turns;
+	# with the llama.cpp peer built, grounded prompts at 1 stream against it too (vs_llamacpp_1).
 	$(PY) -m client.bench.speculation --serve $(MODELS_DIR)/$(MODEL)_INT8_compressed_weights --servable $(SERVABLE)/config.json \
 		--rounds $(BENCH_ROUNDS) --json bench-speculation.json
 	# Structured output: the same load with a JSON schema against without, in turns (json_tpot_ratio_1, _8).

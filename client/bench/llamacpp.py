@@ -13,11 +13,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from client.bench import load
+from client.bench.rounds import Results, median
+from client.connection import ClientError
 from client.launcher import ServerFailed, TAIL_LINES, free_port
 
 PEERS_DIR = Path("peers")  # relative to the repository (gitignored)
 MODEL_NAME = "smollm2-135m-instruct"
 NOT_BUILT = "llama.cpp peer not built (make peers): skipped"
+SERVER_HTTP, LLAMACPP = "server-http", "llama.cpp"  # the engine names of the comparison's rounds
 
 
 @dataclass
@@ -114,3 +118,45 @@ class LlamaCppServer:
     def _failed(self, reason: str) -> ServerFailed:
         tail = "\n".join(self.log_path.read_text(errors="replace").splitlines()[-TAIL_LINES:])
         return ServerFailed(reason, self.log_path, tail, name="llama.cpp's server")
+
+
+# ---------------------------------------------------------------- the comparison: the same client on both
+
+def render(http_url: str, prompts: list[str], metadata=()) -> list[list[int]]:
+    """Each prompt as one user message in the model's chat template, as token ids (our server's /tokenize): what
+    both servers are sent, so both start from the same tokens."""
+    import httpx
+
+    ids = []
+    for prompt in prompts:
+        try:
+            response = httpx.post(f"{http_url}/tokenize", json={"messages": [{"role": "user", "content": prompt}]},
+                                  headers=dict(metadata), timeout=30)
+        except httpx.HTTPError as exc:
+            raise ClientError(f"cannot reach the HTTP API at {http_url} ({type(exc).__name__})") from None
+        if response.status_code != 200:
+            raise ClientError(f"/tokenize at {http_url} answered {response.status_code}: {response.text[:200]}")
+        ids.append(response.json()["tokens"])
+    return ids
+
+
+def completions(name: str, url: str, metadata, prompt_ids: list[list[int]], *, tokens: int, requests: int,
+                warmup: int, timeout: float | None):
+    """A step of the rounds: the level on an OpenAI-compatible server's /v1/completions (warmed up the first time)."""
+    warm = []
+
+    def step(level: int, r: int) -> dict:
+        cfg = load.LoadConfig(url="", prompts=[], tokens=tokens, levels=[level], requests=requests,
+                              warmup=0 if warm else warmup, timeout=timeout, metadata=metadata,
+                              protocol="completions", http_url=url, prompt_ids=prompt_ids)
+        warm.append(True)
+        ((result,),) = load.run_protocols([cfg], progress=lambda line: None)
+        return {name: result}
+    return step
+
+
+def vs_llamacpp(results: Results) -> dict[int, float | None]:
+    """Per level: our server's tokens/s over HTTP / llama.cpp's, the median of the per-round ratios."""
+    return {level: median(r[SERVER_HTTP].output_tokens_per_s / r[LLAMACPP].output_tokens_per_s
+                          for r in per_round if r[LLAMACPP].output_tokens_per_s)
+            for level, per_round in results.items() if per_round and LLAMACPP in per_round[0]}

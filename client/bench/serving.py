@@ -36,9 +36,10 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from client.bench import load, openloop, plot, report, targets
-from client.bench.llamacpp import NOT_BUILT, PEERS_DIR, LlamaCpp, LlamaCppServer
+from client.bench.llamacpp import (LLAMACPP, NOT_BUILT, PEERS_DIR, SERVER_HTTP, LlamaCpp, LlamaCppServer,
+                                   completions, render, vs_llamacpp)
 from client.bench.load import LevelResult
-from client.bench.rounds import Results, alternate, median, median_fields, pool, series
+from client.bench.rounds import Results, alternate, median_fields, pool, series
 from client.connection import ClientError, add_connection_flags, connect, fail
 from client.launcher import LaunchedServer, ServerFailed
 
@@ -273,9 +274,6 @@ def _temp_log(prefix: str) -> str:
     return tempfile.NamedTemporaryFile(prefix=prefix, suffix=".log", delete=False).name
 
 
-SERVER_HTTP, LLAMACPP = "server-http", "llama.cpp"  # the engine names of the peer comparison's rounds
-
-
 @dataclass
 class Peer:
     server: LlamaCppServer
@@ -290,31 +288,6 @@ def start_peer(peer: LlamaCpp, args, prompts: list[str], levels: list[int], stac
     print(f"starting llama.cpp's server on {peer.gguf} (log: {log})", file=sys.stderr)
     server = stack.enter_context(LlamaCppServer(peer, log, max(levels), max(map(len, ids)), args.max_new_tokens))
     return Peer(server, ids)
-
-
-def render(http_url: str, prompts: list[str], metadata) -> list[list[int]]:
-    """Each prompt as one user message in the model's chat template, as token ids (the server's /tokenize): what
-    the peers are sent, so both start from the same tokens."""
-    import httpx
-
-    ids = []
-    for prompt in prompts:
-        try:
-            response = httpx.post(f"{http_url}/tokenize", json={"messages": [{"role": "user", "content": prompt}]},
-                                  headers=dict(metadata), timeout=30)
-        except httpx.HTTPError as exc:
-            raise ClientError(f"cannot reach the HTTP API at {http_url} ({type(exc).__name__})") from None
-        if response.status_code != 200:
-            raise ClientError(f"/tokenize at {http_url} answered {response.status_code}: {response.text[:200]}")
-        ids.append(response.json()["tokens"])
-    return ids
-
-
-def vs_llamacpp(results: Results) -> dict[int, float | None]:
-    """Per level: the server's tokens/s over HTTP / llama.cpp's, the median of the per-round ratios."""
-    return {level: median(r[SERVER_HTTP].output_tokens_per_s / r[LLAMACPP].output_tokens_per_s
-                          for r in per_round if r[LLAMACPP].output_tokens_per_s)
-            for level, per_round in results.items() if per_round and LLAMACPP in per_round[0]}
 
 
 def _metadata(args) -> tuple[tuple[str, str], ...]:
@@ -368,8 +341,9 @@ def measure(args, prompts: list[str], levels: list[int], rates: list[float], pro
         steps.append(lambda level, r: {"genai-cb": cb.closed_loop(prompts, args.max_new_tokens, level,
                                                                   load.requests_at(level, args.requests))})
     if llama:
-        steps += [completions(SERVER_HTTP, args, args.http_url, metadata, llama.prompt_ids),
-                  completions(LLAMACPP, args, llama.server.url, (), llama.prompt_ids)]
+        workload = dict(tokens=args.max_new_tokens, requests=args.requests, warmup=args.warmup, timeout=args.timeout)
+        steps += [completions(SERVER_HTTP, args.http_url, metadata, llama.prompt_ids, **workload),
+                  completions(LLAMACPP, llama.server.url, (), llama.prompt_ids, **workload)]
     with RssSampler(pid) if pid else contextlib.nullcontext() as rss:
         results = alternate(levels, args.rounds, steps, progress=_progress)
     peaks = {level: max((mb for start, end in windows[level] if (mb := rss.peak_mb(start, end)) is not None),
@@ -380,20 +354,6 @@ def measure(args, prompts: list[str], levels: list[int], rates: list[float], pro
                               warmup=0, timeout=args.timeout, metadata=metadata)  # the levels warmed it up
         opened = openloop.run(cfg, rates, max(args.open_requests, 1), args.seed, progress=_progress)
     return Measured(results, names, peaks, opened)
-
-
-def completions(name: str, args, url: str, metadata, prompt_ids: list[list[int]]):
-    """A step of the rounds: the level on an OpenAI-compatible server's /v1/completions (warmed up the first time)."""
-    warm = []
-
-    def step(level: int, r: int) -> dict:
-        cfg = load.LoadConfig(url="", prompts=[], tokens=args.max_new_tokens, levels=[level], requests=args.requests,
-                              warmup=0 if warm else args.warmup, timeout=args.timeout, metadata=metadata,
-                              protocol="completions", http_url=url, prompt_ids=prompt_ids)
-        warm.append(True)
-        ((result,),) = load.run_protocols([cfg], progress=lambda line: None)
-        return {name: result}
-    return step
 
 
 def check_http(url: str, metadata) -> None:

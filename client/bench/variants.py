@@ -101,8 +101,10 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     return 0
 
 
-def start(stack: ExitStack, variants: list[Variant], servable: dict, model: str, workdir: Path) -> list[LaunchedServer]:
-    """A server per variant, each with its servable and log in `workdir`, stopped when `stack` closes."""
+def start(stack: ExitStack, variants: list[Variant], servable: dict, model: str, workdir: Path,
+          http: bool = False) -> list[LaunchedServer]:
+    """A server per variant, each with its servable and log in `workdir` (and its HTTP API if `http`), stopped when
+    `stack` closes."""
     servers = []
     for v in variants:
         config = workdir / f"{v.name}.json"
@@ -110,7 +112,7 @@ def start(stack: ExitStack, variants: list[Variant], servable: dict, model: str,
         print(f"starting {v.name} ({v.options or 'the servable as it is'}; log {workdir / v.name}.log)",
               file=sys.stderr, flush=True)
         servers.append(stack.enter_context(LaunchedServer(["--config_path", config, "--model", model],
-                                                          workdir / f"{v.name}.log")))
+                                                          workdir / f"{v.name}.log", http=http)))
     return servers
 
 

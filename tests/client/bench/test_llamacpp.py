@@ -5,17 +5,16 @@ from __future__ import annotations
 
 import json
 import re
-import stat
-import sys
 
 import pytest
 
 from client.bench import load, peers
-from client.bench.llamacpp import LlamaCpp, LlamaCppServer, has_amx, server_command
+from client.bench.llamacpp import (LLAMACPP, SERVER_HTTP, LlamaCpp, LlamaCppServer, has_amx, render, server_command,
+                                   vs_llamacpp)
 from client.bench.load import LevelResult, RequestTiming
-from client.bench.serving import LLAMACPP, SERVER_HTTP, render, vs_llamacpp
-from client.launcher import ServerFailed, free_port
-from modelcheck import OV_CACHE, REPO
+from client.launcher import ServerFailed
+from modelcheck import REPO
+from tests.client.bench.peer import fake_peer
 from tests.server.harness import start_server
 
 
@@ -24,16 +23,6 @@ def live_http_server(fp32_model_dir, tmp_path_factory):
     s = start_server(fp32_model_dir, tmp_path_factory.mktemp("peer-http"), http=True)
     yield s
     s.stop()
-
-
-def fake_peer(root, server_script: str = "#!/bin/sh\nexit 0\n") -> LlamaCpp:
-    peer = LlamaCpp(root)
-    for path in (peer.server, peer.quantize):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(server_script)
-        path.chmod(path.stat().st_mode | stat.S_IXUSR)
-    peer.gguf.write_bytes(b"GGUF")
-    return peer
 
 
 def test_the_peer_is_built_only_with_its_server_and_model(tmp_path):
@@ -118,16 +107,11 @@ def test_a_failing_step_is_one_line_naming_it_and_the_log(tmp_path, capsys):
 
 
 def test_the_benchmark_measures_a_built_peer_in_turns_and_adds_vs_llamacpp(fp32_model_dir, run_script, tmp_path,
-                                                                          monkeypatch):
-    """A stand-in for llama-server (our own server on the HTTP port it is given: the same /health and /v1/completions
-    with ignore_eos) takes llama.cpp's turns, so the whole path runs without building llama.cpp."""
+                                                                          monkeypatch, stand_in_peer):
+    """The stand-in for llama-server takes llama.cpp's turns, so the whole path runs without building llama.cpp."""
     monkeypatch.setenv("TMPDIR", str(tmp_path))  # the servers' logs
     servable = REPO / "servable_stream" / "config.json"
-    peer = fake_peer(tmp_path / "peers", f"""#!/bin/sh
-while [ $# -gt 0 ]; do [ "$1" = --port ] && port=$2; shift; done
-exec {sys.executable} -m server --config_path {servable} --model {fp32_model_dir} --cache-dir {OV_CACHE} \\
-    --port {free_port()} --http-port $port
-""")
+    peer = stand_in_peer
     out = run_script("client.bench", "--serve", fp32_model_dir, "--servable", servable, "--levels", "1,2",
                      "--requests", "2", "--max-new-tokens", "4", "--warmup", "1", "--rounds", "2",
                      "--llamacpp", peer.root, "--json", tmp_path / "b.json", timeout=600)
