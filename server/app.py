@@ -40,7 +40,7 @@ def load_engine(settings: Settings, metrics: Metrics | None):
     warm = cache.is_dir() and any(cache.glob("*.blob"))  # compiled blobs from an earlier start
     try:
         model = LoadedModel.load(settings.model, settings.device, ov_config, settings.trust_remote_code,
-                                 settings.batch_invariant)
+                                 settings.batch_invariant, settings.scheduler.graphs)
     except Exception as exc:
         raise RuntimeError(f"cannot load the model in {settings.model} on {settings.device} "
                            f"(ov_config {settings.ov_config}): {one_line(exc)}") from exc

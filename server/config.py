@@ -177,6 +177,8 @@ def check(s: Settings) -> None:
         raise ConfigError("limits.max_batch: must be at least 1 (or 0: as many as the KV cache holds)")
     if s.scheduler.max_step_tokens < 1:
         raise ConfigError("scheduler.max_step_tokens: must be at least 1")
+    if not 1 <= s.scheduler.graphs <= 8:
+        raise ConfigError("scheduler.graphs: must be 1 to 8")
     if s.speculation.max_tokens < 0 or not 1 <= s.speculation.min_ngram <= s.speculation.max_ngram:
         raise ConfigError("speculation: max_tokens >= 0 and 1 <= min_ngram <= max_ngram")
     if s.speculation.max_step_tokens < 2:

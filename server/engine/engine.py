@@ -52,7 +52,8 @@ class Engine:
         paged.allocate(cache_blocks(kv_cache, paged.bytes_per_block, paged.block_size, limits.max_batch,
                                     model.info.context_length))
         speculation = speculation or SpeculationConfig()
-        log.info("paged engine: KV cache of %d blocks x %d tokens, %s (%.0f MB), prefix caching %s, speculation %s",
+        log.info("paged engine: %d compiled %s, KV cache of %d blocks x %d tokens, %s (%.0f MB), prefix caching %s, "
+                 "speculation %s", paged.copies, "copy" if paged.copies == 1 else "copies (one per step size)",
                  paged.num_blocks, paged.block_size, paged.kv_precision,
                  paged.num_blocks * paged.bytes_per_block / 1e6, "on" if kv_cache.prefix_caching else "off",
                  f"up to {speculation.max_tokens} tokens ({speculation.min_ngram}-{speculation.max_ngram}-grams)"

@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from server.engine.params import SchedulerConfig
 from server.engine.precision import HINT, Numerics, numerics, runtime_options
 from server.engine import tools as tools_format
 from server.engine.types import Message, Tool
@@ -51,7 +52,8 @@ def weight_precision(ov_model) -> str:
 
 
 class LoadedModel:
-    """The model compiled once for paged attention (`paged`: the continuous-batching engine's), with its tokenizer."""
+    """The model compiled for paged attention (`paged`: the continuous-batching engine's compiled copies), with its
+    tokenizer."""
 
     def __init__(self, paged, tokenizer, info: ModelInfo, eos):
         self.paged = paged
@@ -63,9 +65,11 @@ class LoadedModel:
 
     @classmethod
     def load(cls, path: str | Path, device: str = "CPU", ov_config: dict | None = None,
-             trust_remote_code: bool = False, batch_invariant: bool = False) -> LoadedModel:
+             trust_remote_code: bool = False, batch_invariant: bool = False, graphs: int = SchedulerConfig.graphs) -> LoadedModel:
         """Load once; a model whose architecture the paged-attention rewrite refuses stops here with one line.
-        `ov_config` goes over our defaults (f32 on CPUs, see precision.py), `batch_invariant` over everything."""
+        `ov_config` goes over our defaults (f32 on CPUs, see precision.py), `batch_invariant` over everything;
+        `graphs`: compiled copies on a CPU (SchedulerConfig.graphs, paged_model.PagedModel; other devices were not
+        measured: one)."""
         import openvino as ov
 
         from server.engine.paged_model import TransformationFailed, compile_paged
@@ -81,7 +85,7 @@ class LoadedModel:
         ov_model = ov.Core().read_model(Path(path) / "openvino_model.xml")
         precision = weight_precision(ov_model)
         try:
-            paged = compile_paged(ov_model, device, ov_config, config)
+            paged = compile_paged(ov_model, device, ov_config, config, graphs if device.startswith("CPU") else 1)
         except TransformationFailed as exc:
             arch = getattr(config, "model_type", None) or "unknown"
             raise TransformationFailed(f"this server cannot run the {arch} architecture: {exc}") from None
@@ -90,7 +94,7 @@ class LoadedModel:
         # A stop string that is a special token (smollm2's `<|im_end|>`) never shows in the decoded text: its
         # token already ends the answer, and checking for it would only cost time at every token.
         stop = tuple(s for s in (manifest.stop if manifest else ()) if s not in tokenizer.all_special_tokens)
-        report = numerics(paged, next(i.get_element_type().get_type_name() for i in paged.inputs
+        report = numerics(paged[0], next(i.get_element_type().get_type_name() for i in paged[0].inputs
                                       if i.get_any_name().startswith("key_cache.")))
         info = ModelInfo(str(path), device, precision, seconds, int(context), stop, report, required)
         return cls(paged, tokenizer, info, generation.get("eos_token_id", getattr(config, "eos_token_id", None)))

@@ -49,6 +49,10 @@ class SchedulerConfig:
     # A burst of prompts starts as many per step as keep their mean time to first token lowest, from the steps'
     # measured cost (pacing.py); false: every prompt admitted shares the next step.
     pacing: bool = True
+    # Compiled copies of the model, each a step size's: OpenVINO's CPU plugin pays 5-10 ms (a 1-token step's worth)
+    # whenever a graph runs a token count other than its last, so a step goes to the copy that last ran its size
+    # (paged_model.py). 1: one graph for every step.
+    graphs: int = 3
 
 
 @dataclass(frozen=True)

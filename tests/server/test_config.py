@@ -135,6 +135,10 @@ def test_engine_settings_from_file(tmp_path):
     assert s.scheduler.pacing and not load({"config_path": write(tmp_path, {"scheduler": {"pacing": False}})}).scheduler.pacing
     with pytest.raises(ConfigError, match="scheduler.pacing: expected bool"):
         load({"config_path": write(tmp_path, {"scheduler": {"pacing": 1}})})
+    assert s.scheduler.graphs == 3 and load({"config_path": write(tmp_path, {"scheduler": {"graphs": 1}})}).scheduler.graphs == 1
+    for bad in (0, 9):
+        with pytest.raises(ConfigError, match="scheduler.graphs: must be 1 to 8"):
+            load({"config_path": write(tmp_path, {"scheduler": {"graphs": bad}})})
     assert load({"config_path": write(tmp_path, {"speculation": {"max_tokens": 4}})}).speculation.max_tokens == 4
 
 

@@ -1,0 +1,54 @@
+"""The paged model's compiled copies: a step goes to the copy that last ran its token count, and every copy reads and
+writes the one KV cache (the real model, batch-invariant numerics)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from server.engine.model import LoadedModel
+from server.engine.paged_model import PagedModel, StepInputs
+
+
+@pytest.fixture(scope="module")
+def loaded(fp32_model_dir):
+    return LoadedModel.load(fp32_model_dir, "CPU", {"PERFORMANCE_HINT": "LATENCY"}, batch_invariant=True, graphs=2)
+
+
+def step(paged: PagedModel, ids: list[int], past: int) -> np.ndarray:
+    n, blocks = len(ids), math.ceil((past + len(ids)) / paged.block_size)
+    return paged.forward(StepInputs(
+        input_ids=np.array(ids, dtype=np.int64), position_ids=np.arange(past, past + n, dtype=np.int64),
+        past_lens=np.array([past], dtype=np.int32), subsequence_begins=np.array([0, n], dtype=np.int32),
+        block_indices=np.arange(blocks, dtype=np.int32), block_indices_begins=np.array([0, blocks], dtype=np.int32),
+        max_context_len=past + n, sampled=np.array([n - 1], dtype=np.int64)))
+
+
+def test_each_token_count_keeps_the_copy_that_last_ran_it(loaded):
+    paged = PagedModel(loaded.paged)
+    assert len(loaded.paged) == 2
+    first = paged._request_for(1)
+    assert paged._request_for(5) is not first  # a new size takes the copy used least recently
+    assert paged._request_for(1) is first and paged._request_for(1) is first
+    fives = paged._request_for(5)
+    assert fives is not first
+    assert paged._request_for(3) is first  # least recently used: the 1-token copy gives way
+    assert paged._request_for(5) is fives
+
+
+def test_the_copies_share_the_cache_and_give_one_graphs_logits(loaded):
+    prompt = list(range(1000, 1040))
+    one, two = PagedModel(loaded.paged[:1]), PagedModel(loaded.paged)
+    runs = []
+    for paged in (one, two):
+        paged.allocate(8)
+        logits = [step(paged, prompt, 0)]
+        past, token = len(prompt), int(logits[0].argmax())
+        for n in (1, 3, 1, 2, 1):  # sizes alternate between the copies; each reads what the other wrote
+            ids = [token] * n
+            logits.append(step(paged, ids, past))
+            past, token = past + n, int(logits[-1].argmax())
+        runs.append(logits)
+    for a, b in zip(*runs):
+        np.testing.assert_array_equal(a, b)
