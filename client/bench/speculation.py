@@ -1,4 +1,5 @@
 """What prompt-lookup speculation buys: the servable without it and with it, loaded alike and in turns.
+(With it, the server also runs three compiled copies, `scheduler.graphs` 3, as the README advises for speculation.)
 
     python -m client.bench.speculation --serve MODEL_DIR --servable servable_stream/config.json --rounds 3
 
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     except (OSError, ValueError) as exc:
         return fail(str(exc))
     variants = [Variant("off", {"speculation.max_tokens": "0"}),
-                Variant("on", {"speculation.max_tokens": str(args.max_tokens)})]
+                Variant("on", {"speculation.max_tokens": str(args.max_tokens), "scheduler.graphs": "3"})]
     mixed = [p for pair in zip(grounded, chat) for p in pair]
     workloads = {"grounded_1": (grounded, 1), "chat_1": (chat, 1), "8": (mixed, 8)}
     workdir = Path(tempfile.mkdtemp(prefix="bench-speculation-"))

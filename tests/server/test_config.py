@@ -135,7 +135,7 @@ def test_engine_settings_from_file(tmp_path):
     assert s.scheduler.pacing and not load({"config_path": write(tmp_path, {"scheduler": {"pacing": False}})}).scheduler.pacing
     with pytest.raises(ConfigError, match="scheduler.pacing: expected bool"):
         load({"config_path": write(tmp_path, {"scheduler": {"pacing": 1}})})
-    assert s.scheduler.graphs == 3 and load({"config_path": write(tmp_path, {"scheduler": {"graphs": 1}})}).scheduler.graphs == 1
+    assert s.scheduler.graphs == 1 and load({"config_path": write(tmp_path, {"scheduler": {"graphs": 3}})}).scheduler.graphs == 3
     for bad in (0, 9):
         with pytest.raises(ConfigError, match="scheduler.graphs: must be 1 to 8"):
             load({"config_path": write(tmp_path, {"scheduler": {"graphs": bad}})})
