@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,11 @@ from modelcheck import DEFAULT_MODEL, MODELS_DIR, OV_CACHE, REPO
 
 # Servers the tests start without --cache-dir compile into this worker's cache too.
 os.environ["OV_CACHE_DIR"] = str(OV_CACHE)
+
+# A shell without job control starts background jobs with Ctrl-C ignored, and the scripts the tests
+# start would inherit that: the tests that press Ctrl-C (SIGINT) need it to reach them.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _model(precision: str) -> Path:
