@@ -48,10 +48,10 @@ class Engine:
         self._accepting = True
         self._ids = itertools.count(1)
         kv_cache = kv_cache or KVCacheConfig()
-        paged = PagedModel(model.paged)
+        speculation = speculation or SpeculationConfig()
+        paged = PagedModel(model.paged, small=speculation.max_step_tokens)
         paged.allocate(cache_blocks(kv_cache, paged.bytes_per_block, paged.block_size, limits.max_batch,
                                     model.info.context_length))
-        speculation = speculation or SpeculationConfig()
         log.info("paged engine: %d compiled %s, KV cache of %d blocks x %d tokens, %s (%.0f MB), prefix caching %s, "
                  "speculation %s", paged.copies, "copy" if paged.copies == 1 else "copies (one per step size)",
                  paged.num_blocks, paged.block_size, paged.kv_precision,

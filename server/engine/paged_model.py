@@ -104,13 +104,17 @@ class PagedModel:
     OpenVINO's CPU plugin prepares a graph's kernels again whenever it runs a token count other than its last
     (measured with INT8 weights on an AMD EPYC: a 1-token step 10.7 ms after another, 17 ms after a 5-token one;
     the 5-token step 12.5 ms after another, 17-23 ms after a 1-token one), and each compiled model keeps its own.
-    So a step goes to the copy that last ran its token count, or else to the one used least recently: decode steps
-    of a steady batch, a prompt's chunks and speculation's longer steps each keep a copy of their own."""
+    So a step goes to the copy that last ran its token count, or else to the one used least recently: one-token
+    decode steps and speculation's longer steps each keep a copy of their own. A copy also keeps buffers for the
+    largest step it ran (a prompt's logprobs: a row of the vocabulary per token), so a step of more than `small`
+    tokens (a prompt's chunk, a large batch) always runs on the first copy, and only that one grows them."""
 
-    def __init__(self, compiled):
+    def __init__(self, compiled, small: int = 8):
         compiled = tuple(compiled) if isinstance(compiled, (tuple, list)) else (compiled,)
         self.compiled = compiled[0]
+        self.small = small
         self._requests = [[c.create_infer_request(), 0] for c in compiled]  # most recent first: [request, tokens]
+        self._first = self._requests[0][0]
         self._caches = [i for i in self.compiled.inputs
                         if i.get_any_name().startswith(("key_cache.", "value_cache."))]
         # Compiled for a device, each cache input is [blocks (dynamic), heads, rows, columns]: at f16 or bf16,
@@ -167,8 +171,12 @@ class PagedModel:
         return np.array(logits.reshape(len(step.sampled), logits.shape[-1]), dtype=np.float32)
 
     def _request_for(self, tokens: int):
-        """The infer request of the copy that last ran `tokens` tokens, else of the one used least recently."""
-        i = next((i for i, (_, last) in enumerate(self._requests) if last == tokens), len(self._requests) - 1)
+        """The infer request of the first copy for a long step, else of the copy that last ran `tokens` tokens, else
+        of the one used least recently."""
+        if tokens > self.small:
+            i = next(i for i, (request, _) in enumerate(self._requests) if request is self._first)
+        else:
+            i = next((i for i, (_, last) in enumerate(self._requests) if last == tokens), len(self._requests) - 1)
         entry = self._requests.pop(i)
         entry[1] = tokens
         self._requests.insert(0, entry)

@@ -51,8 +51,9 @@ class SchedulerConfig:
     pacing: bool = True
     # Compiled copies of the model, each a step size's: OpenVINO's CPU plugin pays 5-10 ms (a 1-token step's worth)
     # whenever a graph runs a token count other than its last, so a step goes to the copy that last ran its size
-    # (paged_model.py). Each copy keeps its own buffers for the largest step it ran, so memory grows with them:
-    # 1 (one graph for every step) unless the servable asks.
+    # (paged_model.py). Each copy holds its own prepared weights (about the model file's size: 135 MB for the INT8
+    # default, gigabytes for a 7B model) and buffers for the largest step it ran: 1 (one graph for every step)
+    # unless the servable asks.
     graphs: int = 1
 
 

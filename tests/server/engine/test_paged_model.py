@@ -37,6 +37,18 @@ def test_each_token_count_keeps_the_copy_that_last_ran_it(loaded):
     assert paged._request_for(5) is fives
 
 
+def test_a_long_step_always_runs_on_the_first_copy(loaded):
+    # A copy keeps buffers for the largest step it ran: only one copy may grow them.
+    paged = PagedModel(loaded.paged, small=8)
+    first = paged._request_for(9)
+    assert first is paged._request_for(200)
+    ones = paged._request_for(1)  # a small size takes the copy used least recently: not the first
+    assert ones is not first
+    assert paged._request_for(40) is first  # though it last ran another size and another copy ran since
+    assert paged._request_for(1) is ones and paged._request_for(2) is first  # the first is again least recent
+    assert paged._request_for(300) is first
+
+
 def test_the_copies_share_the_cache_and_give_one_graphs_logits(loaded):
     prompt = list(range(1000, 1040))
     one, two = PagedModel(loaded.paged[:1]), PagedModel(loaded.paged)
