@@ -3,7 +3,9 @@ batch invariance, joining mid-generation, chunked prompts, a small KV cache unde
 stop strings."""
 import re
 import threading
+from collections import Counter
 
+import numpy as np
 import pytest
 
 from server.engine.engine import Engine
@@ -405,6 +407,38 @@ def test_speculating_prompts_stop_where_plain_ones_do_and_leave_the_cache_idle(m
         calls = [fast.submit(ask(copy if i % 2 else PARITY_PROMPTS[i % 12], max_new_tokens=24,
                                  **({"do_sample": True, "seed": i} if i % 4 < 2 else {}))) for i in range(32)]
         assert all(len(collect(c.events(300))[0].text) > 0 for c in calls)
+        assert_idle(fast)
+    finally:
+        plain.close()
+        fast.close()
+
+
+def test_sampled_with_speculation_the_answers_follow_plain_samplings_distribution(model):
+    """Chi-square over 200 fixed seeds (two samples: the four answers plain sampling gave most, and the rest): the
+    first three tokens of a sampled copy, where proposals are checked by the rejection rule, are distributed as
+    without speculation. This checks the served path (the rows and proposals the step hands the rule); the model is
+    sure of most proposals here, so test_sampler.py checks the rule itself, against exact probabilities."""
+    copy, seeds = f"Copy the following paragraph exactly:\n\n{PASSAGE}", range(200)
+    limits = Limits(max_batch=32, max_waiting=len(seeds))
+    # room in every step for each sequence's proposals, so the whole batch speculates
+    plain, fast = Engine(model, limits=limits), Engine(model, limits=limits, speculation=SpeculationConfig(
+        max_tokens=4, max_step_tokens=5 * limits.max_batch))
+    try:
+        answers = []
+        for engine in (plain, fast):
+            calls = [engine.submit(ask(copy, max_new_tokens=3, min_new_tokens=3, do_sample=True, seed=s))
+                     for s in seeds]
+            answers.append([collect(c.events(300))[0] for c in calls])
+        proposed, accepted = (sum(getattr(a.usage, f) for a in answers[1]) for f in ("proposed_tokens",
+                                                                                        "accepted_tokens"))
+        assert 0 < accepted < proposed  # proposals were taken and refused
+        common = [t for t, _ in Counter(a.text for a in answers[0]).most_common(4)]
+        table = np.array([[sum(a.text == t for a in run) for t in common] for run in answers], dtype=float)
+        table = np.column_stack([table, len(seeds) - table.sum(axis=1)])
+        expected = table.sum(axis=0) * 0.5
+        kept = expected > 0
+        chi2 = ((table[:, kept] - expected[kept]) ** 2 / expected[kept]).sum()
+        assert chi2 < 18.47  # the 0.999 quantile at 4 degrees of freedom
         assert_idle(fast)
     finally:
         plain.close()
