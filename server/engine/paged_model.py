@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from server.engine.params import SpeculationConfig
+
 log = logging.getLogger(__name__)
 
 SAMPLED = "sampled_tokens_indices"
@@ -109,7 +111,7 @@ class PagedModel:
     largest step it ran (a prompt's logprobs: a row of the vocabulary per token), so a step of more than `small`
     tokens (a prompt's chunk, a large batch) always runs on the first copy, and only that one grows them."""
 
-    def __init__(self, compiled, small: int = 8):
+    def __init__(self, compiled, small: int = SpeculationConfig.max_step_tokens):
         compiled = tuple(compiled) if isinstance(compiled, (tuple, list)) else (compiled,)
         self.compiled = compiled[0]
         self.small = small
