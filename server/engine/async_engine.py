@@ -76,6 +76,14 @@ class AsyncEngine:
         return await asyncio.get_running_loop().run_in_executor(self._submitter, self.engine.tokenize, request,
                                                                 add_special_tokens)
 
+    async def render(self, request: GenerationRequest) -> list[str]:
+        """The text each prompt of `request` runs as, its chat template applied (on the submit threads)."""
+        return await asyncio.get_running_loop().run_in_executor(self._submitter, self.engine.render, request)
+
+    @property
+    def chat_template(self) -> str | None:
+        return self.engine.model.tokenizer.chat_template
+
     async def detokenize(self, token_ids: list[int]) -> str:
         return await asyncio.get_running_loop().run_in_executor(self._submitter, self.engine.detokenize, token_ids)
 

@@ -92,9 +92,7 @@ class Engine:
             for i, ids in enumerate(prompt_ids):
                 check_token_ids(f"{field}[{i}]", ids, self.model.vocab_size)
         else:
-            items = request.prompts or request.conversations
-            texts = [self.model.render(item, request.system_prompt, request.raw, request.tools) for item in items]
-            prompt_ids = [self.model.encode(t, request.raw) for t in texts]
+            prompt_ids = [self.model.encode(t, request.raw) for t in self.render(request)]
             field = "prompts" if request.prompts else "conversations"
         lengths = [len(p) for p in prompt_ids]
         check_lengths(field, lengths, params, self.limits, self.model.info.context_length)
@@ -139,10 +137,13 @@ class Engine:
         check_tools(request)
         if request.prompt_ids:
             return [list(ids) for ids in request.prompt_ids]
-        items = request.prompts or request.conversations
         special = request.raw if add_special_tokens is None else add_special_tokens
-        return [self.model.encode(self.model.render(item, request.system_prompt, request.raw, request.tools), special)
-                for item in items]
+        return [self.model.encode(text, special) for text in self.render(request)]
+
+    def render(self, request: GenerationRequest) -> list[str]:
+        """The text each prompt (or conversation, in the chat template) of `request` runs as."""
+        return [self.model.render(item, request.system_prompt, request.raw, request.tools, request.chat_template_kwargs)
+                for item in request.prompts or request.conversations]
 
     def tokenizer_info(self) -> dict:
         """The tokenizer's special tokens, chat template and length limit (vLLM's /tokenizer_info)."""

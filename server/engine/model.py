@@ -8,7 +8,10 @@ from pathlib import Path
 
 from server.engine.params import SchedulerConfig
 from server.engine.precision import HINT, Numerics, numerics, runtime_options
+from server.engine import tool_parsers
 from server.engine import tools as tools_format
+from server.engine.errors import ValidationError
+from server.engine.tokenizer import NAMED as SPECIAL_TOKENS
 from server.engine.types import Message, Tool
 
 log = logging.getLogger(__name__)
@@ -105,8 +108,8 @@ class LoadedModel:
         return len(self.tokenizer)
 
     def render(self, prompt: str | tuple[Message, ...], system_prompt: str | None, raw: bool,
-               tools: tuple[Tool, ...] = ()) -> str:
-        return render(self.tokenizer, prompt, system_prompt, raw, tools)
+               tools: tuple[Tool, ...] = (), chat_template_kwargs: dict | None = None) -> str:
+        return render(self.tokenizer, prompt, system_prompt, raw, tools, chat_template_kwargs)
 
     def encode(self, text: str, add_special_tokens: bool) -> list[int]:
         # Called with `raw`: a chat template writes its own special tokens; raw text gets the tokenizer's usual ones.
@@ -136,22 +139,40 @@ def _configs(path: Path, trust_remote_code: bool):
                                                                                   trust_remote_code=trust_remote_code)
 
 
+# What the renderer itself passes a chat template: chat_template_kwargs may not set these.
+RESERVED = frozenset({"messages", "conversations", "tools", "documents", "chat_template", "add_generation_prompt",
+                      "continue_final_message", "return_assistant_tokens_mask", "tokenize", *SPECIAL_TOKENS})
+
+
 def render(tokenizer, prompt: str | tuple[Message, ...], system_prompt: str | None = None, raw: bool = False,
-           tools: tuple[Tool, ...] = ()) -> str:
+           tools: tuple[Tool, ...] = (), chat_template_kwargs: dict | None = None) -> str:
     """The text the model sees: the prompt wrapped in the chat template, unless raw; with `tools`, and with the
-    calls and results of a conversation, as tools.py writes them. (A plain function, so the benchmark's
-    openvino-genai baselines render exactly as the server does.)"""
+    calls and results of a conversation, as the family's format writes them (tool_parsers.py); with the client's
+    extra template variables. (A plain function, so the benchmark's openvino-genai baselines render exactly as the
+    server does.) A template that refuses the conversation (its raise_exception) is a ValidationError of it."""
     if raw:
         return prompt
+    extra = dict(chat_template_kwargs or {})
+    for name in extra:
+        if name in RESERVED:
+            raise ValidationError(f"chat_template_kwargs.{name}", "is set by the server, not by the template's caller")
     messages = list(prompt) if not isinstance(prompt, str) else [Message("user", prompt)]
     if system_prompt is not None and not any(m.role == "system" for m in messages):
         messages.insert(0, Message("system", system_prompt))
     template = tokenizer.chat_template
     if tools_format.takes_tools(template):
-        extra = {"tools": [tools_format.openai_tool(t) for t in tools]} if tools else {}
-        return tokenizer.apply_chat_template(tools_format.template_messages(messages), add_generation_prompt=True,
-                                             tokenize=False, **extra)
-    messages = tools_format.default_messages(messages, tools)
+        dicts, inputs = tool_parsers.for_template(template).template_inputs(messages, tools)
+        return _apply(tokenizer, dicts, {**extra, **inputs})
+    dicts = tools_format.default_messages(messages, tools)
     if template:
-        return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    return "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
+        return _apply(tokenizer, dicts, extra)
+    return "".join(f"{m['role']}: {m['content']}\n" for m in dicts) + "assistant:"
+
+
+def _apply(tokenizer, messages: list[dict], extra: dict) -> str:
+    from jinja2 import TemplateError
+
+    try:
+        return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False, **extra)
+    except TemplateError as exc:
+        raise ValidationError("messages", f"the model's chat template refused them: {exc}") from None

@@ -98,10 +98,12 @@ class Tokenizer:
         return text
 
     def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = True, tokenize: bool = False,
-                            tools: list[dict] | None = None):
-        """The chat template rendered by transformers' own renderer (which does not import PyTorch)."""
+                            tools: list[dict] | None = None, **template_kwargs):
+        """The chat template rendered by transformers' own renderer (which does not import PyTorch);
+        `template_kwargs`: more variables for the template (Qwen3's enable_thinking), as transformers passes them."""
         from transformers.utils.chat_template_utils import render_jinja_template
 
         (text,), _ = render_jinja_template(conversations=[messages], chat_template=self.chat_template, tools=tools,
-                                           add_generation_prompt=add_generation_prompt, **self.special_tokens_map)
+                                           add_generation_prompt=add_generation_prompt,
+                                           **{**template_kwargs, **self.special_tokens_map})
         return self.encode(text, add_special_tokens=False) if tokenize else text

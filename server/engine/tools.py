@@ -4,23 +4,21 @@ A chat template that takes `tools` (it names the variable) gets them, and the co
 as transformers passes them. Any other template gets the default format below (Hermes' and Qwen's, which many
 models were trained on): the tools as JSON lines inside <tools></tools> in the system message, each call as a
 JSON object {"name", "arguments"} inside <tool_call></tool_call>, each result inside <tool_response> in a user
-message. The model's answer is read back in that same format (`parse_calls`), and `forced_grammar` makes it
-write a call that matches a function's parameters.
+message. The answer is read back by the family's parser (server/engine/tool_parsers.py), which for these
+templates is Hermes'.
 """
 from __future__ import annotations
 
 import json
 import re
 
-from server.engine.grammar import JSON_OPTIONS
-from server.engine.types import Message, Tool, ToolCall
+from server.engine.types import Message, Tool
 
 OPEN, CLOSE = "<tool_call>", "</tool_call>"
 SYSTEM = ("You may call one or more functions to assist with the user query. You are provided with function "
           "signatures within <tools></tools> XML tags:\n<tools>\n{tools}\n</tools>\n\nFor each function call, return "
           "a json object with function name and arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n"
           '{{"name": <function-name>, "arguments": <args-json-object>}}\n</tool_call>')
-CALL = re.compile(re.escape(OPEN) + r"\s*(.*?)\s*(?:" + re.escape(CLOSE) + r"|$)", re.S)
 
 
 def takes_tools(template: str | None) -> bool:
@@ -34,17 +32,18 @@ def openai_tool(tool: Tool) -> dict:
     return {"type": "function", "function": function}
 
 
-def template_messages(messages: list[Message]) -> list[dict]:
-    """Messages as a template that takes tools reads them (the arguments of a call as an object)."""
+def template_messages(messages: list[Message], call_id=lambda id_: id_) -> list[dict]:
+    """Messages as a template that takes tools reads them (the arguments of a call as an object; each call's id as
+    `call_id` makes it fit the template)."""
     out = []
     for m in messages:
         d = {"role": m.role, "content": m.content}
         if m.tool_calls:
-            d["tool_calls"] = [{"id": c.id, "type": "function",
+            d["tool_calls"] = [{"id": call_id(c.id), "type": "function",
                                 "function": {"name": c.name, "arguments": json.loads(c.arguments)}}
                                for c in m.tool_calls]
         if m.tool_call_id is not None:
-            d["tool_call_id"] = m.tool_call_id
+            d["tool_call_id"] = call_id(m.tool_call_id)
         out.append(d)
     return out
 
@@ -66,30 +65,3 @@ def default_messages(messages: list[Message], tools: tuple[Tool, ...]) -> list[d
         else:
             out.insert(0, {"role": "system", "content": described})
     return out
-
-
-def parse_calls(text: str) -> tuple[str, list[tuple[str, str]]]:
-    """(the text outside the calls, [(name, arguments JSON)]) of an answer in the default format; no calls when
-    any of them is not a JSON object with a name and object arguments (the answer is then plain text)."""
-    calls = []
-    for body in CALL.findall(text):
-        try:
-            call = json.loads(body)
-        except ValueError:
-            return text, []
-        if not (isinstance(call, dict) and isinstance(call.get("name"), str)
-                and isinstance(call.get("arguments", {}), dict)):
-            return text, []
-        calls.append((call["name"], json.dumps(call.get("arguments", {}), ensure_ascii=False)))
-    return (CALL.sub("", text).strip() if calls else text), calls
-
-
-def forced_grammar(tools: tuple[Tool, ...], name: str | None = None) -> str:
-    """A Lark grammar for one call in the default format, of function `name` (None: any of `tools`), whose
-    arguments follow that function's parameters."""
-    chosen = [t for t in tools if name is None or t.name == name]
-    schema = {"anyOf": [{"type": "object", "additionalProperties": False, "required": ["name", "arguments"],
-                         "properties": {"name": {"const": t.name}, "arguments": json.loads(t.parameters)}}
-                        for t in chosen], "x-guidance": JSON_OPTIONS}  # as other JSON is written
-    return f'start: "{OPEN}\\n" call "\\n{CLOSE}"\ncall: %json {json.dumps(schema)}'
-

@@ -105,6 +105,8 @@ class GenerationRequest:
     prompt_logprobs: int | None = None
     constraint: Constraint | None = None  # every answer follows this grammar (structured output)
     tools: tuple[Tool, ...] = ()  # functions the model may call, rendered into the prompt (tools.py)
+    # Extra variables for the chat template (Qwen3's enable_thinking, Granite's thinking), as the client sent them.
+    chat_template_kwargs: dict | None = None
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import aclosing
+from dataclasses import replace
 from pathlib import Path
 
 from starlette.applications import Starlette
@@ -22,9 +23,10 @@ from starlette.staticfiles import StaticFiles
 
 from server.auth import bearer_matches
 from server.calls import Calls
+from server.engine import reasoning, tool_parsers
 from server.engine.errors import EngineError, NotReady, ValidationError
 from server.engine.types import Event, Finished, TextDelta
-from server.http import errors, schema, tools
+from server.http import answers, errors, schema
 from server.http.errors import HttpError
 
 log = logging.getLogger(__name__)
@@ -140,9 +142,14 @@ class OpenAIApi:
             body = await read_json(request, self.max_body_bytes)
             # Choices per call: the engine's max_batch; before it loaded no bound here (the call is refused as loading).
             engine = self.calls.engine
-            parsed = schema.parse(body, kind, engine.limits.max_batch if engine else sys.maxsize)
+            template = engine.chat_template if engine else None
+            parsed = schema.parse(body, kind, engine.limits.max_batch if engine else sys.maxsize,
+                                  tool_parsers.for_template(template))
             if parsed.model is not None and parsed.model != self.model_name:
                 raise errors.model_not_found(parsed.model, self.model_name)
+            if kind == "chat" and reasoning.detect(template):
+                (prompt,) = await engine.render(parsed.requests[0])
+                parsed = replace(parsed, answer=replace(parsed.answer, thinking=reasoning.opened(prompt)))
         except (ValidationError, HttpError) as error:
             refused = errors.from_engine(error) if isinstance(error, ValidationError) else error
             stream = isinstance(body, dict) and body.get("stream") is True
@@ -225,10 +232,12 @@ class Generation:
             return
         for i, choice in choices.items():
             choice.text = "".join(texts.get(i, []))
-            if r.tool_calls:
-                content, calls = tools.answer(choice.text)
-                if calls:
-                    choice.text, choice.tool_calls, choice.finish_reason = content, calls, "tool_calls"
+            if r.kind == "chat" and not r.answer.plain:
+                piece = answers.whole(r.answer, choice.text)
+                choice.text, choice.reasoning = piece.content, answers.message_fields(piece, r.answer)
+                if piece.tool_calls:
+                    choice.text, choice.tool_calls, choice.finish_reason = piece.content or None, piece.tool_calls, \
+                        "tool_calls"
             if r.logprobs:
                 choice.logprobs = logprobs.get(i, [])
             if r.echo:
@@ -260,7 +269,7 @@ class Generation:
                                         usage_now=now))
         finals: list[schema.Choice] = []
         offsets: dict[int, int] = {}  # completions' text_offset, per choice
-        readers: dict[int, tools.CallReader] = {}  # chat with tools: per choice, calls held back from the content
+        readers: dict[int, answers.Reader] = {}  # chat: per choice, its reasoning and calls read apart
         try:
             event_pair = first
             while True:
@@ -271,21 +280,26 @@ class Generation:
                     if r.echo and event.prompt_logprobs is not None:  # a choice's first delta: its prompt first
                         prompt, prompt_logprobs = self._echo(copy, event.index, event.prompt_logprobs)
                         text, logprobs = prompt + text, (*prompt_logprobs, *logprobs)
-                    if r.tool_calls:
-                        text = readers.setdefault(i, tools.CallReader()).feed(text)
-                    if text or (r.logprobs and logprobs):
+                    piece = answers.Piece(text)
+                    if kind == "chat" and not r.answer.plain:
+                        piece = readers.setdefault(i, answers.Reader(r.answer)).feed(text)
+                    if piece.content or piece.reasoning or piece.tool_calls or (r.logprobs and logprobs):
                         now = schema.usage(event.prompt_tokens, event.completion_tokens, 0) \
                             if r.continuous_usage else None
-                        await emit(schema.chunk(kind, self.id, self.created, model, i, text, with_usage=usage,
-                                                logprobs=self._logprobs(i, logprobs, offsets), usage_now=now))
+                        content = piece.content if piece.content or not (piece.reasoning or piece.tool_calls) else None
+                        await emit(schema.chunk(kind, self.id, self.created, model, i, content, with_usage=usage,
+                                                logprobs=self._logprobs(i, logprobs, offsets), usage_now=now,
+                                                tool_calls=piece.tool_calls, reasoning=piece.reasoning))
                 elif isinstance(event, Finished):
                     reason = schema.FINISH[event.reason]
                     if i in readers:
-                        content, calls = readers.pop(i).finish()
-                        if content or calls:
-                            await emit(schema.chunk(kind, self.id, self.created, model, i, content or None,
-                                                    with_usage=usage, tool_calls=calls))
-                        reason = "tool_calls" if calls else reason
+                        reader = readers.pop(i)
+                        piece = reader.finish()
+                        if piece.content or piece.reasoning or piece.tool_calls:
+                            await emit(schema.chunk(kind, self.id, self.created, model, i, piece.content or None,
+                                                    with_usage=usage, tool_calls=piece.tool_calls,
+                                                    reasoning=piece.reasoning))
+                        reason = "tool_calls" if reader.called else reason
                     finals.append(schema.Choice(i, "", reason, event.usage))
                     u = event.usage
                     now = schema.usage(u.prompt_tokens, u.completion_tokens, u.cached_tokens) \

@@ -22,7 +22,9 @@ from server.engine.errors import ValidationError
 from server.engine.params import PARAMETERS
 from server.engine.types import FinishReason, GenerationRequest, Logprob, Message, SamplingParams, Usage
 from server.engine.validation import is_int
+from server.engine.tool_parsers import Hermes, ToolParser
 from server.http import tools
+from server.http.answers import AnswerFormat, delta_fields
 
 # Our generation parameters by OpenAI's names, where those differ (chat also takes max_completion_tokens, the
 # newer max_tokens); do_sample has none: OpenAI samples unless temperature is 0.
@@ -233,6 +235,7 @@ class ChatRequest(GenerationBody):
     top_logprobs: int | None = Field(None, ge=0)  # alternatives per token; at most Limits.max_logprobs (the engine's)
     tools: Annotated[list[ToolSpec], _at_least_one("tool")] | None = None
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    chat_template_kwargs: dict | None = None  # more variables for the chat template (Qwen3's enable_thinking)
 
     _one_max = _rule("max_completion_tokens", lambda value, before: before.get("max_tokens") in (None, value),
                      "differs from max_tokens; give one of the two")
@@ -254,6 +257,7 @@ class TokenizeRequest(Body):
     add_special_tokens: bool | None = None  # None: as a generation would
     add_generation_prompt: bool = True
     return_token_strs: bool = False
+    chat_template_kwargs: dict | None = None  # as on chat completions
 
     _given = _rule("prompt", lambda prompt, before: prompt is not None or before.get("messages") is not None,
                    "required (or messages)")
@@ -332,7 +336,7 @@ class OpenAIRequest:
     logprobs: bool = False  # each choice carries its tokens' logprobs
     echo: bool = False  # completions: the prompt before the completion (its logprobs too, when asked)
     prompt_ids: tuple[tuple[int, ...], ...] = ()  # the prompts, when sent as token ids
-    tool_calls: bool = False  # chat with tools: the answers' calls are read back (server/http/tools.py)
+    answer: AnswerFormat = AnswerFormat()  # chat: how the answers' reasoning and calls are read (answers.py)
 
     @property
     def rpc(self) -> str:
@@ -362,14 +366,16 @@ def _conversation(messages: list[ChatMessage]) -> tuple[Message, ...]:
                  for m in messages)
 
 
-def parse(body, kind: str, max_choices: int) -> OpenAIRequest:
-    """A request body as engine requests; raises ValidationError naming the OpenAI field."""
+def parse(body, kind: str, max_choices: int, tool_parser: ToolParser | None = None) -> OpenAIRequest:
+    """A request body as engine requests; raises ValidationError naming the OpenAI field. `tool_parser`: the
+    model's tool-call format (None: the default, Hermes')."""
     b = _check(REQUESTS[kind], body)
     options = b.stream_options or StreamOptions()
     params, max_field = _params(b)
     constraint = tools.response_format(b.response_format)
     offered, choice = tools.tools(b.tools, b.tool_choice) if kind == "chat" else ((), None)
-    if (call := tools.forced(offered, choice)) is not None:
+    tool_parser = tool_parser or Hermes()
+    if (call := tools.forced(offered, choice, tool_parser)) is not None:
         if constraint is not None:
             raise ValidationError("response_format", f"cannot be combined with tool_choice {choice!r}")
         constraint = call
@@ -377,7 +383,7 @@ def parse(body, kind: str, max_choices: int) -> OpenAIRequest:
         logprobs = (b.top_logprobs or 0) if b.logprobs else None
         messages = _conversation(b.messages)
         base = GenerationRequest(conversations=(messages,), params=params, logprobs=logprobs, constraint=constraint,
-                                 tools=offered)
+                                 tools=offered, chat_template_kwargs=b.chat_template_kwargs)
         texts, count, is_list, ids = ("\n".join(m.content for m in messages),), 1, False, ()
     else:
         logprobs, shape = b.logprobs, _prompt_shape(b.prompt)
@@ -405,7 +411,8 @@ def parse(body, kind: str, max_choices: int) -> OpenAIRequest:
         for c in range(b.n))
     return OpenAIRequest(kind, b.model, b.stream, options.include_usage, b.n, count, is_list, max_field, copies,
                          tuple(texts), options.continuous_usage_stats, logprobs is not None,
-                         kind == "completion" and b.echo, ids, choice is not None)
+                         kind == "completion" and b.echo, ids,
+                         AnswerFormat(tool_parser if choice is not None else None))
 
 
 def parse_tokenize(body) -> tuple[str | None, GenerationRequest, bool | None, bool]:
@@ -413,7 +420,8 @@ def parse_tokenize(body) -> tuple[str | None, GenerationRequest, bool | None, bo
     a generation would), and whether the tokens' texts are wanted."""
     b = _check(TokenizeRequest, body)
     if b.messages is not None:
-        request = GenerationRequest(conversations=(_conversation(b.messages),))
+        request = GenerationRequest(conversations=(_conversation(b.messages),),
+                                    chat_template_kwargs=b.chat_template_kwargs)
     else:
         request = GenerationRequest(prompts=(b.prompt,), raw=True)
     return b.model, request, b.add_special_tokens, b.return_token_strs
@@ -485,6 +493,7 @@ class Choice:
     prompt: str = ""  # echo: the prompt's text, before the completion
     prompt_logprobs: tuple[Logprob, ...] = ()  # echo with logprobs
     tool_calls: list[dict] | None = None  # chat: the calls read from the text (OpenAI's shape)
+    reasoning: dict = field(default_factory=dict)  # chat: a thinking model's reasoning fields (answers.py)
 
 
 def _object(kind: str, chunk: bool) -> str:
@@ -524,7 +533,7 @@ def whole(kind: str, id_: str, created: int, model: str, choices: list[Choice], 
     out = []
     for c in sorted(choices, key=lambda c: c.index):
         if kind == "chat":
-            message = {"role": "assistant", "content": c.text}
+            message = {"role": "assistant", "content": c.text, **c.reasoning}
             if c.tool_calls:
                 message["tool_calls"] = c.tool_calls
             out.append({"index": c.index, "message": message,
@@ -548,11 +557,12 @@ def total_usage(choices: list[Choice], n: int) -> dict:
 
 def chunk(kind: str, id_: str, created: int, model: str, index: int, text: str | None = None,
           finish_reason: str | None = None, role: bool = False, with_usage: bool = False, logprobs: dict | None = None,
-          usage_now: dict | None = None, tool_calls: list[dict] | None = None) -> dict:
+          usage_now: dict | None = None, tool_calls: list[dict] | None = None, reasoning: str = "") -> dict:
     """One streamed chunk for one choice (`logprobs` already in the kind's shape; `usage_now`: continuous usage;
-    `tool_calls`: chat's tool-call deltas)."""
+    `tool_calls`: chat's tool-call deltas; `reasoning`: a thinking model's reasoning delta)."""
     if kind == "chat":
         delta = {"role": "assistant", "content": ""} if role else ({} if text is None else {"content": text})
+        delta.update(delta_fields(reasoning))
         if tool_calls:
             delta["tool_calls"] = tool_calls
         choice = {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}

@@ -2,17 +2,16 @@
 
 `response_format` becomes a grammar constraint; `tools` go into the prompt (server/engine/tools.py writes them);
 `tool_choice` "required" or a named function constrains the answer to one call whose arguments match that
-function's parameters; "none" leaves the tools out of the prompt. The answer's calls are read back into
-`message.tool_calls` (`answer`), or, streamed, held back from the content as they start (`CallReader`). The
-bodies' shapes are checked by schema.py's models; what comes here is already typed.
+function's parameters; "none" leaves the tools out of the prompt. The answer's calls are read back, in the model
+family's format (server/engine/tool_parsers.py), into `message.tool_calls` (`answer`), or, streamed, as deltas
+(`CallReader`). The bodies' shapes are checked by schema.py's models; what comes here is already typed.
 """
 from __future__ import annotations
 
 import json
-import uuid
 
 from server.engine.errors import ValidationError
-from server.engine.tools import OPEN, forced_grammar, parse_calls
+from server.engine.tool_parsers import Call, ToolParser
 from server.engine.types import Constraint, Tool, ToolCall
 
 # The engine's names for what these fields become -> the OpenAI field (openai_error completes the paths).
@@ -49,11 +48,12 @@ def tools(specs, choice) -> tuple[tuple[Tool, ...], str | None]:
     return offered, choice.function.name
 
 
-def forced(offered: tuple[Tool, ...], choice: str | None) -> Constraint | None:
-    """The grammar of a call the choice forces ("required": any tool's; a name: that function's), else None."""
+def forced(offered: tuple[Tool, ...], choice: str | None, parser: ToolParser) -> Constraint | None:
+    """The grammar of a call in the model's format the choice forces ("required": any tool's; a name: that
+    function's), else None."""
     if choice in (None, "auto"):
         return None
-    return Constraint(grammar=forced_grammar(offered, None if choice == "required" else choice))
+    return Constraint(grammar=parser.grammar(offered, None if choice == "required" else choice))
 
 
 def message_calls(items) -> tuple[ToolCall, ...]:
@@ -71,41 +71,55 @@ def openai_field(field: str) -> str | None:
     return None
 
 
-def answer(text: str) -> tuple[str | None, list[dict]]:
+def answer(text: str, parser: ToolParser) -> tuple[str | None, list[dict]]:
     """A whole answer's content (None when it is only calls) and its calls in OpenAI's shape."""
-    content, calls = parse_calls(text)
-    return (content or None) if calls else text, [_call(name, arguments) for name, arguments in calls]
+    content, calls = parser.parse(text)
+    return (content.strip() or None) if calls else text, [_call(parser.call_id(), c.name, c.arguments) for c in calls]
 
 
-def _call(name: str, arguments: str, index: int | None = None) -> dict:
-    call = {"id": "call_" + uuid.uuid4().hex[:24], "type": "function", "function": {"name": name, "arguments": arguments}}
-    return call if index is None else {"index": index, **call}
+def _call(id_: str, name: str, arguments: str) -> dict:
+    return {"id": id_, "type": "function", "function": {"name": name, "arguments": arguments}}
 
 
 class CallReader:
-    """One streamed choice: content goes out as it comes until a call starts (text that may be the start of one is
-    held back); from there everything is held, and read as calls at the end."""
+    """One streamed choice: the text generated so far is read again at every piece (`parser.parse`), and what grew
+    goes out: content until a call starts (text that may open one is held back), then each call as OpenAI streams
+    it, as vLLM does: its id and name once the name is written, then its arguments as they are written."""
 
-    def __init__(self):
-        self.held = ""
-        self.calling = False
+    def __init__(self, parser: ToolParser):
+        self.parser = parser
+        self.text = ""
+        self.content_sent = 0
+        self.calls_sent: list[int] = []  # per call: how much of its arguments went out
 
-    def feed(self, text: str) -> str:
-        """The text that may go out now."""
-        self.held += text
-        if not self.calling:
-            at = self.held.find(OPEN)
-            if at >= 0:
-                self.calling = True
-                out, self.held = self.held[:at], self.held[at:]
-                return out
-            keep = next((n for n in range(min(len(OPEN) - 1, len(self.held)), 0, -1)
-                         if OPEN.startswith(self.held[-n:])), 0)
-            out, self.held = self.held[:len(self.held) - keep], self.held[len(self.held) - keep:]
-            return out
-        return ""
+    @property
+    def called(self) -> bool:
+        return bool(self.calls_sent)
 
-    def finish(self) -> tuple[str, list[dict]]:
-        """(the content still held, the calls as OpenAI's streamed tool_calls deltas)."""
-        content, calls = parse_calls(self.held) if self.calling else (self.held, [])
-        return content, [_call(name, arguments, k) for k, (name, arguments) in enumerate(calls)]
+    def feed(self, text: str) -> tuple[str, list[dict]]:
+        """(the content that may go out now, OpenAI's tool_calls deltas)."""
+        self.text += text
+        return self._grown(*self.parser.parse(self.text, final=False))
+
+    def finish(self, text: str = "") -> tuple[str, list[dict]]:
+        """The rest, once the answer is whole."""
+        self.text += text
+        return self._grown(*self.parser.parse(self.text))
+
+    def _grown(self, content: str, calls: list[Call]) -> tuple[str, list[dict]]:
+        out, self.content_sent = content[self.content_sent:], max(self.content_sent, len(content))
+        deltas = []
+        for k, call in enumerate(calls):
+            if call.name is None:
+                break
+            delta = {"index": k}
+            if k == len(self.calls_sent):
+                self.calls_sent.append(0)
+                delta.update(_call(self.parser.call_id(), call.name, ""))
+            grown = call.arguments[self.calls_sent[k]:]
+            if grown:
+                delta.setdefault("function", {})["arguments"] = grown
+                self.calls_sent[k] = len(call.arguments)
+            if len(delta) > 1:
+                deltas.append(delta)
+        return out, deltas

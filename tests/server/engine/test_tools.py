@@ -1,11 +1,13 @@
-"""tools.py: the default tool format written into the prompt and read back from an answer; the forced call's grammar."""
+"""tools.py: the default tool format written into the prompt and read back from an answer (Hermes' parser); the
+forced call's grammar."""
 import json
 
 import llguidance
 
 from server.engine.model import render
 from server.engine.tokenizer import Tokenizer
-from server.engine.tools import forced_grammar, parse_calls, takes_tools
+from server.engine.tool_parsers import Hermes
+from server.engine.tools import takes_tools
 from server.engine.types import Message, Tool, ToolCall
 
 WEATHER = Tool("get_weather", "The weather in a city", json.dumps(
@@ -44,6 +46,15 @@ def test_a_template_that_takes_tools_gets_them_and_the_calls_as_transformers_pas
     assert messages[0]["tool_calls"] == [{"id": "call_1", "type": "function",
                                           "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]
     assert kwargs["tools"][0]["function"]["name"] == "get_weather"
+
+
+def parse_calls(text):
+    content, calls = Hermes().parse(text)
+    return content.strip() if calls else content, [(c.name, c.arguments) for c in calls]
+
+
+def forced_grammar(tools, name=None):
+    return Hermes().grammar(tools, name)
 
 
 def test_calls_are_read_back_and_anything_else_is_text():

@@ -8,6 +8,7 @@ import jsonschema
 import openai
 import pytest
 
+from server.engine.tool_parsers import Hermes
 from server.http.tools import CallReader
 from tests.server.http.test_http_api import MODEL, user
 
@@ -125,12 +126,13 @@ def test_a_tool_result_fed_back_is_answered(client):
     assert caught.value.param == "messages[1].tool_calls[0].function.arguments"
 
 
-def test_a_call_reader_streams_the_content_and_holds_a_call_back():
-    reader = CallReader()
-    pieces = ["Let me check.", " <tool", '_call>\n{"name": "f", ', '"arguments": {"a": 1}}\n</tool_call>']
-    assert [reader.feed(p) for p in pieces] == ["Let me check.", " ", "", ""]
-    content, calls = reader.finish()
-    assert content == "" and [(c["index"], c["function"]["name"], c["function"]["arguments"]) for c in calls] == [
-        (0, "f", '{"a": 1}')]
-    plain = CallReader()
-    assert plain.feed("a <tool") == "a " and plain.finish() == ("<tool", [])
+def test_a_call_reader_streams_the_content_then_the_call_and_its_arguments_as_they_are_written():
+    reader = CallReader(Hermes())
+    pieces = ["Let me check.", " <tool", '_call>\n{"name": "f", ', '"arguments": {"a": ', '1}}\n</tool_call>']
+    out = [reader.feed(p) for p in pieces] + [reader.finish()]
+    assert [content for content, _ in out] == ["Let me check.", " ", "", "", "", ""]
+    deltas = [d for _, ds in out for d in ds]
+    assert deltas[0]["id"].startswith("call_") and deltas[0]["function"] == {"name": "f", "arguments": ""}
+    assert [d["function"]["arguments"] for d in deltas[1:]] == ['{"a": ', "1}"] and reader.called
+    plain = CallReader(Hermes())
+    assert plain.feed("a <tool") == ("a ", []) and plain.finish() == ("<tool", []) and not plain.called
