@@ -1,8 +1,16 @@
-"""answers.py: a chat answer read apart into reasoning, content and calls, whole and streamed."""
+"""answers.py: a chat answer read apart into reasoning, content and calls, whole and streamed; through the real
+server, with DeepSeek-R1's real chat template and the official `openai` client."""
+import json
+
+import httpx
+import openai
 import pytest
+
+from chattemplates import chat_templates
 
 from server.engine.tool_parsers import Hermes
 from server.http.answers import AnswerFormat, Reader, message_fields, whole
+from tests.server.harness import start_server
 
 THOUGHT_AND_CALL = ('<think>\nThe user wants the weather.\n</think>\n\n<tool_call>\n{"name": "get_weather", '
                     '"arguments": {"city": "Paris"}}\n</tool_call>')
@@ -36,3 +44,76 @@ def test_a_thought_then_a_call_reads_as_reasoning_and_a_call_whole_and_streamed(
 def test_a_model_that_does_not_think_has_no_reasoning_fields_and_think_tags_stay_content(form):
     piece = whole(form, "<think>x</think>y")
     assert (piece.reasoning, piece.content, message_fields(piece, form)) == ("", "<think>x</think>y", {})
+
+
+# ---------------------------------------------------------------- through the server, with the official client
+
+SERVED = "r1-template"  # the model's name: its directory's
+R1 = "deepseek-ai-DeepSeek-R1-Distill-Qwen-32B"  # its generation prompt opens the thought when thinking is on
+THINK = {"enable_thinking": True}
+# A 135M model does not think on its own: a JSON schema makes it write a thought, `</think>`, then an answer.
+SPLIT = "2 and 2 make 4.</think>The answer is 4."
+WHOLE = json.dumps({"text": SPLIT})  # as the grammar writes JSON
+WRITTEN = {"type": "json_schema", "json_schema": {"name": "answer", "strict": True, "schema": {
+    "type": "object", "properties": {"text": {"const": SPLIT}}, "required": ["text"], "additionalProperties": False}}}
+
+
+@pytest.fixture(scope="module")
+def thinking_server(fp32_model_dir, tmp_path_factory):
+    """The default model's weights and tokenizer with DeepSeek-R1's real chat template (its markers are plain text
+    to SmolLM2's tokenizer)."""
+    model = tmp_path_factory.mktemp("r1") / SERVED
+    model.mkdir()
+    for f in fp32_model_dir.iterdir():
+        if f.name != "chat_template.jinja":
+            (model / f.name).symlink_to(f)
+    (model / "chat_template.jinja").write_text(chat_templates()[R1], encoding="utf-8")
+    s = start_server(model, tmp_path_factory.mktemp("thinking-server"), http=True, args=("--batch-invariant",))
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def thinker(thinking_server):
+    with openai.OpenAI(base_url=f"{thinking_server.http_url}/v1", api_key="unused", max_retries=0, timeout=60) as c:
+        yield c
+
+
+def tokenize(server, **body) -> dict:
+    r = httpx.post(f"{server.http_url}/tokenize", json={"messages": ASK, "return_token_strs": True, **body}, timeout=30)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+ASK = [{"role": "user", "content": "What is 2 + 2?"}]
+
+
+def test_chat_template_kwargs_reach_the_template_on_tokenize_and_chat(thinking_server, thinker):
+    off, on = tokenize(thinking_server), tokenize(thinking_server, chat_template_kwargs=THINK)
+    assert "".join(off["token_strs"]).endswith("<think>\n</think>") and "".join(on["token_strs"]).endswith("<think>\n")
+    chat = thinker.chat.completions.create(model=SERVED, messages=ASK, max_tokens=1,
+                                           extra_body={"chat_template_kwargs": THINK})
+    assert chat.usage.prompt_tokens == on["count"] != off["count"]
+    for kwargs, param in [({"messages": []}, "chat_template_kwargs.messages"), ("on", "chat_template_kwargs")]:
+        with pytest.raises(openai.BadRequestError) as caught:
+            thinker.chat.completions.create(model=SERVED, messages=ASK, max_tokens=1,
+                                            extra_body={"chat_template_kwargs": kwargs})
+        assert caught.value.param == param
+
+
+def test_a_think_answer_splits_into_reasoning_and_content_whole_and_streamed(thinker):
+    kwargs = dict(model=SERVED, messages=ASK, max_tokens=60, response_format=WRITTEN,
+                  extra_body={"chat_template_kwargs": THINK})
+    (choice,) = thinker.chat.completions.create(**kwargs).choices
+    thought, _, content = WHOLE.partition("</think>")
+    assert choice.finish_reason == "stop" and choice.message.content == content
+    assert choice.message.reasoning == choice.message.reasoning_content == thought
+    got = {"reasoning": "", "reasoning_content": "", "content": ""}
+    for chunk in thinker.chat.completions.create(stream=True, **kwargs):
+        for c in chunk.choices:
+            for name in got:
+                got[name] += getattr(c.delta, name, None) or ""
+    assert got == {"reasoning": thought, "reasoning_content": thought, "content": content}
+    # Thinking off: the template closes the thought in the prompt, and the same text is all content.
+    (plain,) = thinker.chat.completions.create(**{**kwargs, "extra_body": {}}).choices
+    assert plain.message.content == WHOLE and plain.message.reasoning is None
