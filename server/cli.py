@@ -31,6 +31,12 @@ def parser() -> argparse.ArgumentParser:
                    help=f"OpenAI-compatible HTTP API and chat page on this port, 0 for none [env {env['http_port']}; default 0]")
     p.add_argument("--served-model-name", dest="served_model_name",
                    help="the model's name in the HTTP API (default: the model directory's name)")
+    p.add_argument("--tool-call-parser", dest="tool_call_parser",
+                   help="how chat answers write tool calls: hermes, llama3_json, mistral, granite, phi4_mini_json "
+                        "(default: as the model's chat template teaches)")
+    p.add_argument("--reasoning-parser", dest="reasoning_parser",
+                   help="deepseek_r1, qwen3 or granite: read <think>...</think> into `reasoning`; none: leave it in "
+                        "the content (default: when the model's chat template thinks)")
     p.add_argument("--kserve-model-name", dest="kserve_model_name",
                    help="the model's name in KServe v2 calls, beside the served name (default python_model, "
                         "the OpenVINO Model Server demo's)")

@@ -14,6 +14,8 @@ from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSetti
 from typing_extensions import TypedDict
 
 from server.engine.params import GenerationParams, KVCacheConfig, Limits, SchedulerConfig, SpeculationConfig
+from server.engine.reasoning import PARSERS as REASONING_PARSERS
+from server.engine.tool_parsers import PARSERS
 
 
 class ConfigError(Exception):
@@ -50,6 +52,10 @@ class Settings(BaseSettings):
     http_port: int = 0  # the OpenAI-compatible HTTP API and chat page; 0 turns it off
     served_model_name: str | None = None  # the model's name over HTTP; default: its directory's name
     kserve_model_name: str = "python_model"  # KServe calls' model name (the OVMS demo's); the served name works too
+    # How chat answers are read (vLLM's names); default: as the model's chat template teaches (server/engine/tool_parsers.py,
+    # server/engine/reasoning.py).
+    tool_call_parser: str | None = None
+    reasoning_parser: str | None = None
     cache_dir: str = str(Path.home() / ".cache" / "llm-server" / "openvino")
     ov_config: dict = Field(default_factory=dict)
     generation: GenerationParams = GenerationParams()
@@ -197,5 +203,10 @@ def check(s: Settings) -> None:
         raise ConfigError(f"http_port: {s.http_port} is already taken by the gRPC or metrics port")
     if not s.kserve_model_name.strip():
         raise ConfigError("kserve_model_name: must not be empty")
+    if s.tool_call_parser is not None and s.tool_call_parser not in PARSERS:
+        raise ConfigError(f"tool_call_parser: expected one of {', '.join(PARSERS)}, got {s.tool_call_parser!r}")
+    if s.reasoning_parser is not None and s.reasoning_parser not in REASONING_PARSERS:
+        raise ConfigError(f"reasoning_parser: expected one of {', '.join(REASONING_PARSERS)}, "
+                          f"got {s.reasoning_parser!r}")
     if s.api_key is not None and not s.api_key.strip():
         raise ConfigError("api_key: must not be empty")

@@ -14,10 +14,15 @@ from __future__ import annotations
 
 START, END = "<think>", "</think>"
 RESPONSE = ("<response>", "</response>")
+# vLLM's names for what this module reads (one reader serves them all), and "none": leave the thought in the content.
+PARSERS = ("deepseek_r1", "qwen3", "granite", "none")
 
 
-def detect(template: str | None) -> bool:
-    """Whether a chat template's model thinks in `<think>` tags."""
+def detect(template: str | None, name: str | None = None) -> bool:
+    """Whether answers are read apart: as parser `name` says (a servable or flag may name one), else whether the
+    chat template's model thinks in `<think>` tags."""
+    if name is not None:
+        return name != "none"
     return bool(template) and END in template
 
 

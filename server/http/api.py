@@ -39,8 +39,10 @@ JSON_HEADERS = [(b"content-type", b"application/json")]
 class OpenAIApi:
     """The HTTP front door; `calls` (shared with the other front doors) holds the engine and the drain state."""
 
-    def __init__(self, calls: Calls, model_name: str, api_key: str | None, max_body_bytes: int):
+    def __init__(self, calls: Calls, model_name: str, api_key: str | None, max_body_bytes: int,
+                 tool_call_parser: str | None = None, reasoning_parser: str | None = None):
         self.calls = calls
+        self.tool_call_parser, self.reasoning_parser = tool_call_parser, reasoning_parser  # None: from the template
         self.model_name = model_name
         self.api_key = api_key
         self.max_body_bytes = max_body_bytes
@@ -144,10 +146,10 @@ class OpenAIApi:
             engine = self.calls.engine
             template = engine.chat_template if engine else None
             parsed = schema.parse(body, kind, engine.limits.max_batch if engine else sys.maxsize,
-                                  tool_parsers.for_template(template))
+                                  tool_parsers.for_template(template, self.tool_call_parser))
             if parsed.model is not None and parsed.model != self.model_name:
                 raise errors.model_not_found(parsed.model, self.model_name)
-            if kind == "chat" and reasoning.detect(template):
+            if kind == "chat" and reasoning.detect(template, self.reasoning_parser):
                 (prompt,) = await engine.render(parsed.requests[0])
                 parsed = replace(parsed, answer=replace(parsed.answer, thinking=reasoning.opened(prompt)))
         except (ValidationError, HttpError) as error:

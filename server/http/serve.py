@@ -36,7 +36,8 @@ def model_names(settings: Settings) -> tuple[str, ...]:
 class HttpServer:
     def __init__(self, settings: Settings, calls: Calls):
         self.settings = settings
-        self.api = OpenAIApi(calls, model_name(settings), settings.api_key, settings.max_message_bytes)
+        self.api = OpenAIApi(calls, model_name(settings), settings.api_key, settings.max_message_bytes,
+                             settings.tool_call_parser, settings.reasoning_parser)
         self.kserve = KServeRest(calls, model_names(settings), settings.max_message_bytes)
         self._server: _Uvicorn | None = None
         self._task: asyncio.Task | None = None

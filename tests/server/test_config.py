@@ -115,6 +115,9 @@ def test_both_servables_load():
     ({"generation": {"stop": ["### End", ""]}}, "generation.stop: expected a list of non-empty strings"),
     ({"http_port": 9000}, "http_port: 9000 is already taken"),
     ({"api_key": "  "}, "api_key: must not be empty"),
+    ({"tool_call_parser": "pythonic"}, "tool_call_parser: expected one of hermes, llama3_json, mistral, granite, "
+                                        "phi4_mini_json, got 'pythonic'"),
+    ({"reasoning_parser": "think"}, "reasoning_parser: expected one of deepseek_r1, qwen3, granite, none"),
     ({"tls_cert": "/nonexistent.pem"}, "tls_cert and tls_key go together"),
     ({"tls_client_ca": "/ca.pem"}, "tls_client_ca needs tls_cert and tls_key"),
     ({"tls_cert": "/nonexistent.pem", "tls_key": "/nonexistent.key"}, "tls_cert: no such file /nonexistent.pem"),

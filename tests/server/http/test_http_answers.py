@@ -61,14 +61,15 @@ WRITTEN = {"type": "json_schema", "json_schema": {"name": "answer", "strict": Tr
 @pytest.fixture(scope="module")
 def thinking_server(fp32_model_dir, tmp_path_factory):
     """The default model's weights and tokenizer with DeepSeek-R1's real chat template (its markers are plain text
-    to SmolLM2's tokenizer)."""
+    to SmolLM2's tokenizer); tool calls in Llama 3's format, as the server flag names it."""
     model = tmp_path_factory.mktemp("r1") / SERVED
     model.mkdir()
     for f in fp32_model_dir.iterdir():
         if f.name != "chat_template.jinja":
             (model / f.name).symlink_to(f)
     (model / "chat_template.jinja").write_text(chat_templates()[R1], encoding="utf-8")
-    s = start_server(model, tmp_path_factory.mktemp("thinking-server"), http=True, args=("--batch-invariant",))
+    s = start_server(model, tmp_path_factory.mktemp("thinking-server"), http=True,
+                     args=("--batch-invariant", "--tool-call-parser", "llama3_json"))
     yield s
     s.stop()
 
@@ -117,3 +118,24 @@ def test_a_think_answer_splits_into_reasoning_and_content_whole_and_streamed(thi
     # Thinking off: the template closes the thought in the prompt, and the same text is all content.
     (plain,) = thinker.chat.completions.create(**{**kwargs, "extra_body": {}}).choices
     assert plain.message.content == WHOLE and plain.message.reasoning is None
+
+
+def test_the_flag_names_the_tool_call_format_a_forced_call_is_written_and_read_in(thinker):
+    weather = {"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string", "maxLength": 12}}, "required": ["city"],
+        "additionalProperties": False}}}
+    kwargs = dict(model=SERVED, messages=ASK, max_tokens=40, tools=[weather],
+                  tool_choice={"type": "function", "function": {"name": "get_weather"}})
+    (choice,) = thinker.chat.completions.create(logprobs=True, **kwargs).choices
+    written = "".join(t.token for t in choice.logprobs.content)
+    assert written.startswith('{"name": "get_weather", "parameters": {"city": "')  # Llama 3's, not Hermes'
+    assert choice.finish_reason == "tool_calls" and choice.message.content is None
+    (call,) = choice.message.tool_calls
+    assert call.function.name == "get_weather" and list(json.loads(call.function.arguments)) == ["city"]
+    calls = {}
+    for chunk in thinker.chat.completions.create(stream=True, **kwargs):
+        for d in (d for c in chunk.choices for d in c.delta.tool_calls or ()):
+            got = calls.setdefault(d.index, ["", ""])
+            got[0] += d.function.name or ""
+            got[1] += d.function.arguments or ""
+    assert list(calls.values()) == [[call.function.name, call.function.arguments]]
