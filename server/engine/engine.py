@@ -92,7 +92,7 @@ class Engine:
             for i, ids in enumerate(prompt_ids):
                 check_token_ids(f"{field}[{i}]", ids, self.model.vocab_size)
         else:
-            prompt_ids = [self.model.encode(t, request.raw) for t in self.render(request)]
+            prompt_ids = [self.model.encode(t, request.raw) for t in self._render(request)]
             field = "prompts" if request.prompts else "conversations"
         lengths = [len(p) for p in prompt_ids]
         check_lengths(field, lengths, params, self.limits, self.model.info.context_length)
@@ -138,10 +138,16 @@ class Engine:
         if request.prompt_ids:
             return [list(ids) for ids in request.prompt_ids]
         special = request.raw if add_special_tokens is None else add_special_tokens
-        return [self.model.encode(text, special) for text in self.render(request)]
+        return [self.model.encode(text, special) for text in self._render(request)]
 
     def render(self, request: GenerationRequest) -> list[str]:
-        """The text each prompt (or conversation, in the chat template) of `request` runs as."""
+        """The text each prompt (or conversation, in the chat template) of `request` runs as; raises
+        ValidationError as submit would."""
+        check_inputs(request, self.limits)
+        check_tools(request)
+        return self._render(request)
+
+    def _render(self, request: GenerationRequest) -> list[str]:
         return [self.model.render(item, request.system_prompt, request.raw, request.tools, request.chat_template_kwargs)
                 for item in request.prompts or request.conversations]
 

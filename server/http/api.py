@@ -139,7 +139,7 @@ class OpenAIApi:
         return await self._generate(request, "completion")
 
     async def _generate(self, request: Request, kind: str):
-        body = None
+        body = parsed = None
         try:
             body = await read_json(request, self.max_body_bytes)
             # Choices per call: the engine's max_batch; before it loaded no bound here (the call is refused as loading).
@@ -153,7 +153,7 @@ class OpenAIApi:
                 (prompt,) = await engine.render(parsed.requests[0])
                 parsed = replace(parsed, answer=replace(parsed.answer, thinking=reasoning.opened(prompt)))
         except (ValidationError, HttpError) as error:
-            refused = errors.from_engine(error) if isinstance(error, ValidationError) else error
+            refused = errors.from_engine(error, parsed) if isinstance(error, ValidationError) else error
             stream = isinstance(body, dict) and body.get("stream") is True
             rpc = ("chat.completions" if kind == "chat" else "completions") + (".stream" if stream else "")
             self.calls.refused(rpc, "http", refused.log_code, refused.message)

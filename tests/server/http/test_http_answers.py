@@ -139,3 +139,10 @@ def test_the_flag_names_the_tool_call_format_a_forced_call_is_written_and_read_i
             got[0] += d.function.name or ""
             got[1] += d.function.arguments or ""
     assert list(calls.values()) == [[call.function.name, call.function.arguments]]
+
+
+def test_a_bad_message_to_a_thinking_model_is_refused_as_to_any_other(thinker):
+    # The prompt is rendered before the call to see whether it opens a thought: checked first, as the engine checks.
+    with pytest.raises(openai.BadRequestError) as caught:
+        thinker.chat.completions.create(model=SERVED, messages=[{"role": "robot", "content": "Hi"}], max_tokens=1)
+    assert caught.value.param == "messages[0].role" and "unknown role" in str(caught.value)
