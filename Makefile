@@ -123,8 +123,9 @@ DOCKER_GPU = $(if $(wildcard $(DRI)),--device $(DRI) --group-add=$$(stat -c "%g"
 DOCKER ?= $$(test -x /usr/bin/docker && echo /usr/bin/docker || echo docker)
 export DOCKER_BUILDKIT = 1
 comma := ,
+DOCKER_BUILD = nice -n 10 $(DOCKER) build --build-arg BASE_IMAGE=$(BASE_IMAGE) $(if $(DOCKER_CA),--secret id=ca$(comma)src=$(DOCKER_CA))
 
-.PHONY: docker-engine docker-base docker-build docker-run docker-run-unary docker-test
+.PHONY: docker-engine docker-base docker-build docker-build-tools docker-run docker-run-unary docker-test
 
 docker-engine:
 	DOCKER=$(DOCKER) docker/start-engine.sh
@@ -133,21 +134,24 @@ docker-base: docker-engine
 	DOCKER=$(DOCKER) docker/make-base-image.sh $(BASE_IMAGE)
 
 docker-build: docker-base
-	nice -n 10 $(DOCKER) build --build-arg BASE_IMAGE=$(BASE_IMAGE) --build-arg TORCH_INDEX_URL=$(TORCH_INDEX_URL) \
-		$(if $(DOCKER_CA),--secret id=ca$(comma)src=$(DOCKER_CA)) -t $(IMAGE) .
+	$(DOCKER_BUILD) -t $(IMAGE) .
 	# The image this build replaced, now untagged (this project's only, by its label), would keep its gigabytes.
+	-$(DOCKER) image prune --force --filter label=org.opencontainers.image.title=llm-grpc-server >/dev/null
+
+docker-build-tools: docker-base
+	$(DOCKER_BUILD) --build-arg TORCH_INDEX_URL=$(TORCH_INDEX_URL) --target tools -t $(IMAGE)-tools .
 	-$(DOCKER) image prune --force --filter label=org.opencontainers.image.title=llm-grpc-server >/dev/null
 
 docker-run:
 	test -d $(MODELS_DIR)/$(MODEL) || $(MAKE) download
-	$(DOCKER) run --rm -p $(PORT):9000 $(DOCKER_GPU) $(if $(DOCKER_DEVICE),-e DEVICE=$(DOCKER_DEVICE)) -v $(IMAGE)-cache:/cache \
+	$(DOCKER) run --rm -p $(PORT):9000 -p $(HTTP_PORT):8000 $(DOCKER_GPU) $(if $(DOCKER_DEVICE),-e DEVICE=$(DOCKER_DEVICE)) -v $(IMAGE)-cache:/cache \
 		-v $(CURDIR)/$(SERVABLE):/workspace:ro -v $(CURDIR)/$(MODELS_DIR)/$(MODEL):/model:ro \
 		$(IMAGE) $(DOCKER_ARGS)
 
 docker-run-unary: SERVABLE = servable_unary
 docker-run-unary: docker-run
 
-# The image built and run for real (tests/docker/, which `make test` skips): it fails when no engine can be had.
+# Both images built and run for real (tests/docker/, which `make test` skips): it fails when no engine can be had.
 docker-test: setup
 	DOCKER_TEST=1 $(PY) -m pytest tests/docker
 	# Each change of requirements.txt leaves a whole environment in Docker's build cache (all projects' cache,
