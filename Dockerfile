@@ -102,12 +102,9 @@ SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 # `make docker-build` removes this project's superseded images by this label.
 LABEL org.opencontainers.image.title=llm-grpc-server
 
-# TRANSFORMERS_NO_ADVISORY_WARNINGS: the runtime image has no PyTorch on purpose (the server reads the IR with OpenVINO
-# and only the tokenizer with transformers), so transformers' start-up note that PyTorch is missing is noise.
 ENV HF_HUB_OFFLINE=1 \
     MODEL_PATH=/model \
-    OV_CACHE_DIR=/cache \
-    TRANSFORMERS_NO_ADVISORY_WARNINGS=1
+    OV_CACHE_DIR=/cache
 
 WORKDIR /app
 COPY docker/entrypoint.sh docker/healthcheck.py docker/

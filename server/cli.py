@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -68,6 +69,9 @@ def check_model_dir(path: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # The server needs no PyTorch (OpenVINO runs the model, transformers only the tokenizer), and the runtime install
+    # has none: transformers' note at import that PyTorch is missing would only alarm.
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     args = vars(parser().parse_args(argv))
     if args.pop("list_devices"):
         for name, full in devices.available().items():
