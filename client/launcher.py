@@ -82,7 +82,10 @@ class LaunchedServer:
     @property
     def command(self) -> list[str]:
         http = ["--http-port", str(self.http_port)] if self.http_port else []
-        return [sys.executable, "-m", *self.entry, *self.args, "--port", str(self.port), *http]
+        # The server's HTTP port defaults to 8000: 0 (off) unless asked, so servers side by side never collide on it;
+        # first, so that an --http-port in `args` wins.
+        off = [] if self.http_port else ["--http-port", "0"]
+        return [sys.executable, "-m", *self.entry, *off, *self.args, "--port", str(self.port), *http]
 
     def start(self) -> LaunchedServer:
         """Start the process; returns at once (see wait_serving)."""

@@ -20,7 +20,7 @@ from server.engine.async_engine import AsyncEngine
 from server.engine.errors import one_line
 from server.grpc.interceptor import ErrorInterceptor
 from server.grpc.servicer import LLMServicer
-from server.http.serve import HttpServer, model_names
+from server.http.serve import HttpServer, model_name, model_names
 from server.kserve.servicer import KServeServicer
 from server.observability import Metrics, Observer
 
@@ -114,10 +114,11 @@ async def serve(settings: Settings) -> int:
     if settings.api_key:
         interceptors.insert(0, ApiKeyInterceptor(settings.api_key))
     server = grpc.aio.server(interceptors=interceptors, options=options)
-    metrics = Metrics() if settings.metrics_port else None
+    metrics = Metrics(model_name(settings))  # on the HTTP port's /metrics, and on metrics_port when set
     observer = Observer(metrics, settings.log_prompts)
     calls = Calls(observer)  # what the front doors share: the engine, the drain state, call accounting
-    http = HttpServer(settings, calls) if settings.http_port else None  # the OpenAI and KServe REST front doors
+    # The OpenAI and KServe REST front doors, and /metrics
+    http = HttpServer(settings, calls, metrics) if settings.http_port else None
     health = health_aio.HealthServicer()
     llm_pb2_grpc.add_LLMServiceServicer_to_server(LLMServicer(calls), server)
     kserve_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(KServeServicer(calls, model_names(settings)), server)
@@ -136,7 +137,7 @@ async def serve(settings: Settings) -> int:
             raise
         log.info("OpenAI-compatible HTTP API on %s/v1, KServe v2 REST on %s/v2, chat page on %s/ "
                  "(503 until the model is loaded)", url, url, url)
-    if metrics:
+    if settings.metrics_port:
         metrics.serve(settings.host, settings.metrics_port)
         log.info("metrics on http://%s:%d/metrics", settings.host, settings.metrics_port)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -16,7 +17,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m server",
         description="Serve a causal language model (OpenVINO IR) over gRPC (llm.LLMService, health, reflection) "
-                    "and, with --http-port, an OpenAI-compatible HTTP API.",
+                    "and HTTP (the OpenAI-compatible API, the chat page, KServe v2 REST, Prometheus /metrics).",
         epilog="Precedence: flag > environment variable > --config_path file > built-in default.",
     )
     p.add_argument("--config_path", help="servable config.json (model_path, device, ov_config, batch_invariant, generation, limits, scheduler, kv_cache)")
@@ -28,7 +29,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--host", help=f"address to bind [env {env['host']}; default 127.0.0.1, 0.0.0.0 for all interfaces]")
     p.add_argument("--port", type=int, help=f"port [env {env['port']}; default 9000]")
     p.add_argument("--http-port", dest="http_port", type=int,
-                   help=f"OpenAI-compatible HTTP API and chat page on this port, 0 for none [env {env['http_port']}; default 0]")
+                   help=f"HTTP on this port: the OpenAI-compatible API, the chat page, KServe v2 REST and /metrics; 0 for "
+                        f"none [env {env['http_port']}; default 8000]")
     p.add_argument("--served-model-name", dest="served_model_name",
                    help="the model's name in the HTTP API (default: the model directory's name)")
     p.add_argument("--tool-call-parser", dest="tool_call_parser",
@@ -50,7 +52,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--log-prompts", dest="log_prompts", action="store_true", default=None,
                    help="include prompt text in request logs (off by default)")
     p.add_argument("--metrics-port", dest="metrics_port", type=int,
-                   help=f"Prometheus metrics on this HTTP port, 0 for none [env {env['metrics_port']}; default 0]")
+                   help=f"Prometheus metrics on a port of their own too (they are always on the HTTP port's /metrics), 0 "
+                        f"for none [env {env['metrics_port']}; default 0]")
+    p.add_argument("--metrics-api-key", dest="metrics_api_key",
+                   help=f"require 'authorization: Bearer KEY' on the HTTP port's /metrics, which --api-key leaves open "
+                        f"for scrapers [env {env['metrics_api_key']}]")
     p.add_argument("--api-key", dest="api_key",
                    help=f"require 'authorization: Bearer KEY' on every call but health [env {env['api_key']}]")
     p.add_argument("--tls-cert", dest="tls_cert", help="PEM certificate chain: serve over TLS")
@@ -69,6 +75,9 @@ def check_model_dir(path: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # The server needs no PyTorch (OpenVINO runs the model, transformers only the tokenizer), and the runtime install
+    # has none: transformers' note at import that PyTorch is missing would only alarm.
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     args = vars(parser().parse_args(argv))
     if args.pop("list_devices"):
         for name, full in devices.available().items():

@@ -35,6 +35,7 @@ ENVIRONMENT = {
     "LOG_FORMAT": "log_format",
     "METRICS_PORT": "metrics_port",
     "LLM_API_KEY": "api_key",
+    "METRICS_API_KEY": "metrics_api_key",
 }
 
 
@@ -49,7 +50,7 @@ class Settings(BaseSettings):
     device: str = "CPU"
     host: str = "127.0.0.1"  # loopback unless told otherwise
     port: int = 9000
-    http_port: int = 0  # the OpenAI-compatible HTTP API and chat page; 0 turns it off
+    http_port: int = 8000  # the OpenAI-compatible HTTP API, the chat page, KServe REST and /metrics; 0 turns it off
     served_model_name: str | None = None  # the model's name over HTTP; default: its directory's name
     kserve_model_name: str = "python_model"  # KServe calls' model name (the OVMS demo's); the served name works too
     # How chat answers are read (vLLM's names); default: as the model's chat template teaches (server/engine/tool_parsers.py,
@@ -71,8 +72,10 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_format: str = "text"  # or "json"
     log_prompts: bool = False  # prompt text in request logs only when asked
-    metrics_port: int = 0  # Prometheus endpoint; 0 turns it off
+    metrics_port: int = 0  # a Prometheus endpoint of its own, beside /metrics on the HTTP port; 0 turns it off
     api_key: str | None = Field(default=None, repr=False)  # never logged
+    # /metrics on the HTTP port is open (scrapers carry no API key) unless this key is set; never logged
+    metrics_api_key: str | None = Field(default=None, repr=False)
     tls_cert: str | None = None
     tls_key: str | None = None
     tls_client_ca: str | None = None  # set: clients must present a certificate signed by it
@@ -210,3 +213,11 @@ def check(s: Settings) -> None:
                           f"got {s.reasoning_parser!r}")
     if s.api_key is not None and not s.api_key.strip():
         raise ConfigError("api_key: must not be empty")
+    if s.metrics_api_key is not None:
+        if not s.metrics_api_key.strip():
+            raise ConfigError("metrics_api_key: must not be empty")
+        if not s.http_port:
+            raise ConfigError("metrics_api_key guards /metrics on the HTTP port, and http_port is 0")
+        if s.metrics_port:  # that port's server has no authentication: a key there would guard nothing
+            raise ConfigError("metrics_api_key and metrics_port: the separate metrics port cannot check a key; "
+                              "scrape /metrics on the HTTP port instead")

@@ -9,11 +9,15 @@ import ssl
 from pathlib import Path
 
 import uvicorn
+from prometheus_client import make_asgi_app
 
+from server.auth import bearer_matches
 from server.calls import Calls
 from server.config import Settings
+from server.http import errors
 from server.http.api import OpenAIApi
 from server.kserve.rest import KServeRest
+from server.observability import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -33,12 +37,33 @@ def model_names(settings: Settings) -> tuple[str, ...]:
     return tuple(dict.fromkeys((settings.kserve_model_name, model_name(settings))))
 
 
+class WithMetrics:
+    """ASGI: GET /metrics (Prometheus' text format) beside `app`. Scrapers carry no API key, so the API key does not
+    guard it; `key` (--metrics-api-key), when set, does."""
+
+    def __init__(self, app, metrics: Metrics, key: str | None):
+        self.app, self.key = app, key
+        self.metrics = make_asgi_app(metrics.registry)
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope["path"] != "/metrics":
+            return await self.app(scope, receive, send)
+        header = next((v for k, v in scope["headers"] if k == b"authorization"), None)
+        if self.key is not None and not (header is not None and bearer_matches(header.decode("latin-1"), self.key)):
+            error = errors.unauthorized()
+            await send({"type": "http.response.start", "status": error.status,
+                        "headers": [(b"content-type", b"application/json"), (b"www-authenticate", b"Bearer")]})
+            return await send({"type": "http.response.body", "body": error.body()})
+        await self.metrics(scope, receive, send)
+
+
 class HttpServer:
-    def __init__(self, settings: Settings, calls: Calls):
+    def __init__(self, settings: Settings, calls: Calls, metrics: Metrics | None = None):
         self.settings = settings
         self.api = OpenAIApi(calls, model_name(settings), settings.api_key, settings.max_message_bytes,
                              settings.tool_call_parser, settings.reasoning_parser)
         self.kserve = KServeRest(calls, model_names(settings), settings.max_message_bytes)
+        self.metrics = metrics
         self._server: _Uvicorn | None = None
         self._task: asyncio.Task | None = None
         self.url = ""
@@ -52,7 +77,10 @@ class HttpServer:
             tls = {"ssl_certfile": s.tls_cert, "ssl_keyfile": s.tls_key}
             if s.tls_client_ca:
                 tls |= {"ssl_ca_certs": s.tls_client_ca, "ssl_cert_reqs": ssl.CERT_REQUIRED}
-        config = uvicorn.Config(self.api.app(self.kserve.routes()), log_config=None, access_log=False, lifespan="off",
+        app = self.api.app(self.kserve.routes())
+        if self.metrics is not None:
+            app = WithMetrics(app, self.metrics, s.metrics_api_key)
+        config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off",
                                 timeout_graceful_shutdown=5, server_header=False, **tls)
         for name in ("uvicorn", "uvicorn.error"):  # its start/stop chatter; our own lines say what matters
             logging.getLogger(name).setLevel(logging.WARNING)

@@ -78,7 +78,9 @@ def test_dockerfile_contract():
     assert not re.search(r"^#\s*syntax=", text, re.M | re.I)
     assert "--start-interval" not in args["HEALTHCHECK"][0]
     assert 'BASE_IMAGE=debian:bookworm-slim' in args["ARG"][0] and args["FROM"][0].startswith("${BASE_IMAGE}")
-    assert len(args["FROM"]) == 3, "multi-stage: base, build, image"
+    stages = [a.split()[-1] for a in args["FROM"]]
+    assert stages == ["base", "build", "tools-build", "app", "tools", "runtime"], stages
+    assert args["FROM"][-1] == "app AS runtime", "the runtime image is the default target (the last stage)"
     assert 'TORCH_INDEX_URL=""' in args["ARG"]
     assert args["EXPOSE"] == ["9000 8000"]
     assert args["USER"] and re.fullmatch(r"[1-9]\d*(:\d+)?", args["USER"][-1]), "non-root, numeric user"
@@ -88,21 +90,28 @@ def test_dockerfile_contract():
     protoc = next(r for r in args["RUN"] if "grpc_tools.protoc" in r)
     assert all(f"proto/{p.name}" in protoc for p in DOCKERFILE.parent.glob("proto/*.proto")), "every contract's stubs"
     assert "intel-opencl-icd" in runs
-    assert "pip install -r requirements.txt" in runs
+    assert "pip install -r requirements.txt" in runs and "-r requirements-tools.txt" in runs
     # The CA reaches pip and apt only as a BuildKit secret: never COPY'd, never an ARG or ENV. (Installing the
     # project itself, with --no-deps --no-build-isolation, fetches nothing.)
     fetching = [r for r in args["RUN"] if "apt-get update" in r or "pip install" in r and "--no-build-isolation" not in r]
-    assert len(fetching) == 3 and all("--mount=type=secret,id=ca" in r for r in fetching)
+    assert len(fetching) == 4 and all("--mount=type=secret,id=ca" in r for r in fetching)
     assert any("pip install --no-deps --no-build-isolation ." in r for r in args["RUN"]), "the project is installed"
     assert not any("ca" in a.lower().split("=")[0] for a in args.get("ENV", []) + args["ARG"] if "CERT" in a.upper())
     # Dependencies are installed before the application code is copied, so code changes keep that layer.
     order = [w + " " + a for w, a in ins]
     pip_at = next(i for i, s in enumerate(order) if "pip install -r" in s)
     assert all("server/" not in s for s in order[:pip_at])
-    # The image's stage: the built environment and the application only; no test pins reach the build.
-    final = order[max(i for i, s in enumerate(order) if s.startswith("FROM")):]
-    assert not any(s.startswith("RUN") and ("pip install" in s or "apt-get" in s) for s in final)
+    # The images' stages: a built environment and the application only; no test pins reach the build.
+    starts = [i for i, s in enumerate(order) if s.startswith("FROM")]
+    tools, runtime = order[starts[-2]:starts[-1]], order[starts[-1]:]
+    for final in (tools, runtime):
+        assert not any(s.startswith("RUN") and ("pip install" in s or "apt-get" in s) for s in final)
     assert not any("requirements-test" in a for _, a in ins)
+    # The runtime image takes the environment without the model tools; the tools image the one with them.
+    assert "COPY --from=build /opt/venv /opt/venv" in runtime and "COPY --from=tools-build /opt/venv /opt/venv" in tools
+    tools_build = order[starts[2]:starts[3]]
+    assert any("requirements-tools.txt" in s for s in tools_build)
+    assert not any("requirements-tools" in s for s in order[:starts[2]])
 
 
 def dockerignore_allows(path: str, patterns: list[str]) -> bool:
@@ -165,8 +174,9 @@ def entrypoint_server(fp32_model_dir, tmp_path_factory):
     shutil.copy(ROOT / "servable_stream" / "config.json", config)  # model_path /model, as mounted in the image
     port = free_port()
     log = work / "server.log"
+    # HTTP is on by default (8000, on all interfaces here): a free port instead, so nothing else collides with it.
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHON": sys.executable, "CONFIG_PATH": str(config),
-           "MODEL_PATH": str(fp32_model_dir), "PORT": str(port),
+           "MODEL_PATH": str(fp32_model_dir), "PORT": str(port), "HTTP_PORT": str(free_port()),
            "OV_CACHE_DIR": str(OV_CACHE)}
     env.pop("HOST", None)
     proc = subprocess.Popen(["/bin/sh", str(ENTRYPOINT), "--log-level", "DEBUG"], cwd=work, env=env,

@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from tests.docker.helpers import docker, make_build
+from tests.docker.helpers import Container, docker, make_build
 
 FIGURES = pytest.StashKey[list]()
 
@@ -59,3 +59,12 @@ def cache_volume():
     docker("volume", "create", name)
     yield name
     docker("volume", "rm", "-f", name, check=False)
+
+
+@pytest.fixture(scope="module")
+def containers():
+    """Containers a test module started: removed, whatever happened, when the module is done."""
+    made: list[Container] = []
+    yield made
+    for box in made:
+        docker("rm", "-f", box.name, check=False)

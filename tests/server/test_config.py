@@ -41,8 +41,8 @@ def test_precedence_flag_over_environment_over_file_over_default(tmp_path, envir
 
 def test_defaults():
     s = load({})
-    assert (s.model, s.device, s.host, s.port, s.http_port) == ("/model", "CPU", "127.0.0.1", 9000, 0)
-    assert s.limits == Limits() and s.config_path is None and s.api_key is None
+    assert (s.model, s.device, s.host, s.port, s.http_port) == ("/model", "CPU", "127.0.0.1", 9000, 8000)  # HTTP on
+    assert s.limits == Limits() and s.config_path is None and s.api_key is None and s.metrics_api_key is None
 
 
 def test_every_environment_variable(environ):
@@ -55,6 +55,9 @@ def test_every_environment_variable(environ):
     assert {ENVIRONMENT[var]: getattr(s, ENVIRONMENT[var]) for var in values} == {
         "model": "/m", "device": "GPU", "host": "0.0.0.0", "port": 9100, "http_port": 8100, "cache_dir": "/cache",
         "log_level": "DEBUG", "log_format": "json", "metrics_port": 9190, "api_key": "key"}
+    environ.delenv("METRICS_PORT")  # the separate port cannot check a key
+    environ.setenv("METRICS_API_KEY", "scrape")
+    assert load({}).metrics_api_key == "scrape"
 
 
 def test_selected_model_is_a_name_under_models_and_model_path_wins(environ):
@@ -118,6 +121,9 @@ def test_both_servables_load():
     ({"tool_call_parser": "pythonic"}, "tool_call_parser: expected one of hermes, llama3_json, mistral, granite, "
                                         "phi4_mini_json, got 'pythonic'"),
     ({"reasoning_parser": "think"}, "reasoning_parser: expected one of deepseek_r1, qwen3, granite, none"),
+    ({"metrics_api_key": ""}, "metrics_api_key: must not be empty"),
+    ({"metrics_api_key": "k", "http_port": 0}, "metrics_api_key guards /metrics on the HTTP port, and http_port is 0"),
+    ({"metrics_api_key": "k", "metrics_port": 9190}, "the separate metrics port cannot check a key"),
     ({"tls_cert": "/nonexistent.pem"}, "tls_cert and tls_key go together"),
     ({"tls_client_ca": "/ca.pem"}, "tls_client_ca needs tls_cert and tls_key"),
     ({"tls_cert": "/nonexistent.pem", "tls_key": "/nonexistent.key"}, "tls_cert: no such file /nonexistent.pem"),

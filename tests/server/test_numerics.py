@@ -45,7 +45,7 @@ def test_a_precision_the_device_refuses_stops_the_start_with_one_line(int8_model
     config = tmp_path / "config.json"
     config.write_text('{"ov_config": {"KV_CACHE_PRECISION": "u2"}}')
     result = subprocess.run([sys.executable, "-m", "server", "--config_path", str(config), "--model", str(int8_model_dir),
-                             "--port", "0"], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                             "--port", "0", "--http-port", "0"], cwd=ROOT, capture_output=True, text=True, timeout=300,
                             env={"HF_HUB_OFFLINE": "1", "PATH": ""})
     assert result.returncode == 1
     last = result.stderr.strip().splitlines()[-1]

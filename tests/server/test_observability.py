@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import urllib.error
 import urllib.request
 
 import grpc
@@ -9,7 +11,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from client.launcher import free_port
-from tests.server.harness import request, start_server, stream_texts
+from tests.server.harness import request, start_server, stream_texts, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -88,3 +90,96 @@ def test_prompts_logged_only_when_asked(fp32_model_dir, tmp_path):
         assert s.stop() == 0
     assert "What is the capital of Italy?" in s.log()
     assert "rpc=Generate" in s.log() and "status=OK" in s.log()
+
+
+# --- /metrics on the HTTP port, under vLLM's names too ------------------------------------------------------------
+
+KEY = "s3cret-api-key"
+AUTH = [("authorization", f"Bearer {KEY}")]
+
+
+@pytest.fixture(scope="module")
+def one_at_a_time(fp32_model_dir, tmp_path_factory):
+    """HTTP on (/metrics there), an API key, and one sequence at a time: a second request must wait."""
+    s = start_server(fp32_model_dir, tmp_path_factory.mktemp("one-at-a-time"), config={"limits": {"max_batch": 1}},
+                     args=("--api-key", KEY), http=True)
+    yield s
+    s.stop()
+
+
+def get(url: str, key: str | None = None) -> tuple[int, str]:
+    headers = {"authorization": f"Bearer {key}"} if key else {}
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10) as reply:
+            return reply.status, reply.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+    except urllib.error.URLError:  # not listening yet
+        return 0, ""
+
+
+def test_vllm_gauges_on_the_http_port_move_under_load(one_at_a_time, fp32_model_dir):
+    """What the Gateway API Inference Extension's endpoint picker and KEDA read: requests waiting and KV-cache use, by
+    vLLM's names with a model_name label, on the HTTP port; with an API key set, /metrics still answers without it."""
+    server, model = one_at_a_time, {"model_name": fp32_model_dir.name}
+    url = server.http_url + "/metrics"
+    tokens, calls = 48, 3
+    finals: list = []
+
+    def stream():
+        _, done = stream_texts(server.stub.GenerateStream(
+            request("Tell me a long story.", max_new_tokens=tokens, min_new_tokens=tokens), timeout=120, metadata=AUTH))
+        finals.extend(done.values())
+
+    assert get(server.http_url + "/v1/models")[0] == 401  # the key guards the API ...
+    seen: list[dict] = []
+
+    def busy() -> bool:
+        m = scrape(url)  # ... but not /metrics
+        now = {name: value(m, name, **model) for name in
+               ("vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc")}
+        seen.append(now)
+        return now["vllm:num_requests_running"] == 1 and now["vllm:num_requests_waiting"] >= 1 \
+            and now["vllm:kv_cache_usage_perc"] > 0
+
+    workers = [threading.Thread(target=stream) for _ in range(calls)]
+    for w in workers:
+        w.start()
+    try:
+        assert wait_until(busy, timeout=60), seen[-5:]
+    finally:
+        for w in workers:
+            w.join(120)
+    assert len(finals) == calls and all(f.completion_tokens == tokens for f in finals)
+
+    def idle() -> bool:
+        m = scrape(url)
+        return value(m, "vllm:num_requests_running", **model) == value(m, "vllm:num_requests_waiting", **model) == 0 \
+            and value(m, "vllm:kv_cache_usage_perc", **model) == 0
+    assert wait_until(idle, timeout=30)
+    m = scrape(url)
+    assert value(m, "vllm:gpu_cache_usage_perc", **model) == value(m, "vllm:kv_cache_usage_perc", **model)
+    assert value(m, "vllm:request_success_total", finished_reason="length", **model) == calls
+    assert value(m, "vllm:generation_tokens_total", **model) == calls * tokens == value(m, "llm_generated_tokens_total")
+    assert value(m, "vllm:prompt_tokens_total", **model) == value(m, "llm_prompt_tokens_total") > 0
+    for name in ("time_to_first_token_seconds", "e2e_request_latency_seconds", "request_queue_time_seconds",
+                 "request_prefill_time_seconds", "request_decode_time_seconds", "request_inference_time_seconds",
+                 "request_time_per_output_token_seconds", "request_prompt_tokens", "request_generation_tokens"):
+        assert value(m, f"vllm:{name}_count", **model) == calls, name
+    # Two of the three waited for the first: their queue time is at least its generation's.
+    assert value(m, "vllm:request_queue_time_seconds_sum", **model) > 0
+    assert value(m, "vllm:request_generation_tokens_sum", **model) == calls * tokens
+
+
+def test_metrics_api_key_guards_metrics_when_set(fp32_model_dir, tmp_path):
+    s = start_server(fp32_model_dir, tmp_path, args=("--api-key", KEY, "--metrics-api-key", "scraper"), http=True,
+                     wait=False)
+    try:
+        url = s.http_url + "/metrics"
+        assert wait_until(lambda: get(url)[0] == 401, timeout=120), s.log()  # no key, while loading too
+        assert get(url, KEY)[0] == 401  # the API key is not the metrics key
+        status, text = get(url, "scraper")
+        assert status == 200 and "vllm:num_requests_waiting" in text
+    finally:
+        s.stop()
+    assert "scraper" not in s.log() and KEY not in s.log()  # secrets never logged

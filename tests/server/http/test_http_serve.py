@@ -69,7 +69,8 @@ def test_http_port_from_flag_environment_or_servable_file(tmp_path, monkeypatch)
     servable.write_text(json.dumps({"http_port": 8123, "served_model_name": "tiny"}))
     s = load({"config_path": str(servable)})
     assert (s.http_port, model_name(s)) == (8123, "tiny")
-    assert load({}).http_port == 0  # off unless set
+    assert load({}).http_port == 8000  # on by default, as the peers'
+    assert load({"http_port": 0}).http_port == 0  # --http-port 0 turns it off
     monkeypatch.setenv("HTTP_PORT", "8124")
     assert load({"config_path": str(servable)}).http_port == 8124
     assert load({"config_path": str(servable), "http_port": 8125}).http_port == 8125
