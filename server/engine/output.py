@@ -14,7 +14,7 @@ import queue
 import threading
 from collections.abc import Callable, Iterator
 
-from server.engine.core import StepOutput
+from server.engine.step import StepOutput
 from server.engine.streamer import TokenStreamer
 from server.engine.types import Event, Failed, Finished, FinishReason, TextDelta
 

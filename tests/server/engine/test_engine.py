@@ -64,7 +64,7 @@ def assert_idle(engine: Engine) -> None:
     """Nothing runs or waits, the block invariants hold, and no block is used or reserved."""
     assert wait_until(lambda: engine.counts() == (0, 0))
     engine.core.check()
-    assert engine.core.blocks.used() == 0 and engine.core.blocks.reserved() == 0
+    assert engine.stats().blocks_used == 0 and engine.stats().blocks_reserved == 0
 
 
 def all_at_once(model_dir, prompts, n: int) -> list[str]:
@@ -177,11 +177,11 @@ def test_small_cache_many_requests_none_lost_none_mixed(model):
         for t in threads:
             t.start()
         assert wait_until(lambda: engine.counts()[1] > 0, timeout=10)  # the cache, not max_batch, holds them back
-        assert engine.core.blocks.reserved() <= 6
+        assert engine.stats().blocks_reserved <= 6
         for t in threads:
             t.join(180)
         assert results == {i: solo[p] for i, p in enumerate(prompts)}
-        assert engine.core.blocks.used() == 0 and engine.core.blocks.reserved() == 0
+        assert engine.stats().blocks_used == 0 and engine.stats().blocks_reserved == 0
     finally:
         engine.close()
 
@@ -190,12 +190,12 @@ def test_cancel_returns_blocks(model):
     engine = Engine(model)
     try:
         handles = [engine.submit(ask(p, max_new_tokens=300, min_new_tokens=300)) for p in PARITY_PROMPTS[:3]]
-        assert wait_until(lambda: engine.core.blocks.used() > 0, timeout=30)
+        assert wait_until(lambda: engine.stats().blocks_used > 0, timeout=30)
         for h in handles:
             h.cancel()
         finals = [[e for e in h.events(30) if isinstance(e, Finished)][-1] for h in handles]
         assert {f.reason for f in finals} == {FinishReason.CANCELLED}
-        assert wait_until(lambda: engine.core.blocks.used() == 0 and engine.core.blocks.reserved() == 0)
+        assert wait_until(lambda: engine.stats().blocks_used == 0 and engine.stats().blocks_reserved == 0)
         assert engine.counts() == (0, 0)
     finally:
         engine.close()
