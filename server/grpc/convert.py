@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from proto import llm_pb2
+from server.engine.errors import EngineError, Path, ValidationError
 from server.engine.params import PARAMETERS
 from server.engine.types import (
     Completion,
@@ -33,6 +34,21 @@ def to_request(msg: llm_pb2.GenerateRequest) -> GenerationRequest:
                               regex=msg.regex if msg.HasField("regex") else None)
         if msg.HasField("json_schema") or msg.HasField("regex") else None,
     )
+
+
+# The engine's name of a path's first step -> GenerateRequest's, where they differ.
+PATHS = {"logprobs": ("top_logprobs",)}
+
+
+def grpc_path(path: Path) -> Path:
+    return (*PATHS.get(path[0], path[:1]), *path[1:]) if path else path
+
+
+def error_message(error: EngineError) -> str:
+    """The error as the call's status details, a field named as GenerateRequest names it."""
+    if isinstance(error, ValidationError):
+        return str(ValidationError(grpc_path(error.path), error.message))
+    return str(error)
 
 
 def prompt_texts(msg: llm_pb2.GenerateRequest) -> list[str]:

@@ -12,7 +12,7 @@ import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from server.engine.errors import EngineError, ValidationError
+from server.engine.errors import EngineError, Path, ValidationError
 from server.engine.params import PARAMETERS
 from server.engine.types import GenerationRequest, SamplingParams
 from server.engine.validation import KINDS
@@ -158,27 +158,24 @@ def generation_request(prompts: Prompts, parameters: Mapping[str, object]) -> Ge
     return GenerationRequest(prompts=prompts.texts, params=sampling(parameters))
 
 
+# The engine's name of a path's first step -> KServe's: a prompt is an element of the pre_prompt input, a
+# generation parameter a request parameter.
+PATHS = {"prompts": (PROMPT,), **{name: ("parameters", name) for name in PARAMETERS}}
+
+
+def kserve_path(path: Path) -> Path:
+    return (*PATHS.get(path[0], path[:1]), *path[1:]) if path else path
+
+
 def kserve_message(error: EngineError) -> str:
-    """The error's message, with the engine's field names said as a KServe client wrote them: `prompts[i]` is
-    `pre_prompt[i]`, a generation parameter is `parameters.NAME`."""
-    if not isinstance(error, ValidationError):
-        return str(error)
-    message = str(error)[len(error.field) + 2:]
-    head, bracket, rest = error.field.partition("[")
-    if head == "prompts":
-        field = PROMPT + bracket + rest
-    elif head in PARAMETERS:
-        field = f"parameters.{error.field}"
-    else:
-        field = error.field
-    return f"{field}: {message}"
+    """The error's message, with the engine's field names said as a KServe client wrote them."""
+    return str(renamed(error))
 
 
 def renamed(error: EngineError) -> EngineError:
-    """The same error, its message in KServe's names (the status stays the error's class's)."""
+    """The same error, its path in KServe's names (the status stays the error's class's)."""
     if isinstance(error, ValidationError):
-        field, _, message = kserve_message(error).partition(": ")
-        return ValidationError(field, message)
+        return ValidationError(kserve_path(error.path), error.message)
     return error
 
 
