@@ -21,6 +21,7 @@ from server.engine.errors import one_line
 from server.grpc.interceptor import ErrorInterceptor
 from server.grpc.servicer import LLMServicer
 from server.http.serve import HttpServer, model_names
+from server.kserve.rest import KServeRest
 from server.kserve.servicer import KServeServicer
 from server.observability import Metrics, Observer
 
@@ -117,7 +118,10 @@ async def serve(settings: Settings) -> int:
     metrics = Metrics() if settings.metrics_port else None
     observer = Observer(metrics, settings.log_prompts)
     calls = Calls(observer)  # what the front doors share: the engine, the drain state, call accounting
-    http = HttpServer(settings, calls) if settings.http_port else None  # the OpenAI and KServe REST front doors
+    http = None  # the OpenAI and KServe REST front doors
+    if settings.http_port:
+        kserve_rest = KServeRest(calls, model_names(settings), settings.max_message_bytes)
+        http = HttpServer(settings, calls, kserve_rest.routes())
     health = health_aio.HealthServicer()
     llm_pb2_grpc.add_LLMServiceServicer_to_server(LLMServicer(calls), server)
     kserve_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(KServeServicer(calls, model_names(settings)), server)

@@ -13,7 +13,6 @@ import uvicorn
 from server.calls import Calls
 from server.config import Settings
 from server.http.api import OpenAIApi
-from server.kserve.rest import KServeRest
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +33,13 @@ def model_names(settings: Settings) -> tuple[str, ...]:
 
 
 class HttpServer:
-    def __init__(self, settings: Settings, calls: Calls):
+    """The OpenAI API, and beside it `routes` of other front doors (app.py gives KServe's REST routes, so this
+    package does not import server.kserve, which imports it)."""
+
+    def __init__(self, settings: Settings, calls: Calls, routes=()):
         self.settings = settings
         self.api = OpenAIApi(calls, model_name(settings), settings.api_key, settings.max_message_bytes)
-        self.kserve = KServeRest(calls, model_names(settings), settings.max_message_bytes)
+        self.routes = routes
         self._server: _Uvicorn | None = None
         self._task: asyncio.Task | None = None
         self.url = ""
@@ -51,7 +53,7 @@ class HttpServer:
             tls = {"ssl_certfile": s.tls_cert, "ssl_keyfile": s.tls_key}
             if s.tls_client_ca:
                 tls |= {"ssl_ca_certs": s.tls_client_ca, "ssl_cert_reqs": ssl.CERT_REQUIRED}
-        config = uvicorn.Config(self.api.app(self.kserve.routes()), log_config=None, access_log=False, lifespan="off",
+        config = uvicorn.Config(self.api.app(self.routes), log_config=None, access_log=False, lifespan="off",
                                 timeout_graceful_shutdown=5, server_header=False, **tls)
         for name in ("uvicorn", "uvicorn.error"):  # its start/stop chatter; our own lines say what matters
             logging.getLogger(name).setLevel(logging.WARNING)

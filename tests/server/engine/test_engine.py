@@ -337,14 +337,13 @@ def test_manifest_stop_strings_are_servable_defaults(fp32_model_dir, tmp_path):
 
 
 def test_a_model_the_paged_rewrite_refuses_stops_the_load_naming_its_architecture(fp32_model_dir, monkeypatch):
-    import openvino._offline_transformations as offline
-
+    from server.engine import libraries
     from server.engine.paged_model import TransformationFailed
 
     def unsupported(model):
         raise RuntimeError("no pattern matched this architecture")
 
-    monkeypatch.setattr(offline, "paged_attention_transformation", unsupported)
+    monkeypatch.setattr(libraries, "paged_attention_transformation", unsupported)
     with pytest.raises(TransformationFailed, match="cannot run the llama architecture: .*no pattern matched"):
         LoadedModel.load(fp32_model_dir, "CPU", OV_CONFIG)
 
