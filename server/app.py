@@ -14,7 +14,7 @@ from grpc_reflection.v1alpha import reflection
 
 from proto import kserve_pb2, kserve_pb2_grpc, llm_pb2, llm_pb2_grpc
 from server.auth import ApiKeyInterceptor
-from server.calls import Calls
+from server.calls import Gateway
 from server.config import Settings
 from server.engine.async_engine import AsyncEngine
 from server.engine.errors import one_line
@@ -87,7 +87,7 @@ async def stop_servers(server, http, grace: float) -> None:
     await asyncio.gather(server.stop(grace), *([http.stop()] if http is not None else []))
 
 
-async def drain(server, calls: Calls, health, grace: float, http=None) -> None:
+async def drain(server, calls: Gateway, health, grace: float, http=None) -> None:
     """Stop taking calls, let running ones finish within `grace` seconds, then stop everything."""
     log.info("shutting down: refusing new calls, letting running ones finish (grace %.0fs)", grace)
     await set_health(health, NOT_SERVING)
@@ -117,7 +117,7 @@ async def serve(settings: Settings) -> int:
     server = grpc.aio.server(interceptors=interceptors, options=options)
     metrics = Metrics() if settings.metrics_port else None
     observer = Observer(metrics, settings.log_prompts)
-    calls = Calls(observer)  # what the front doors share: the engine, the drain state, call accounting
+    calls = Gateway(observer)  # what the front doors share: the engine, the drain state, call accounting
     http = None  # the OpenAI and KServe REST front doors
     if settings.http_port:
         kserve_rest = KServeRest(calls, model_names(settings), settings.max_message_bytes)

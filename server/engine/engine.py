@@ -1,4 +1,4 @@
-"""The engine's front door: validate, tokenize, queue; hand back a Call whose events the reader drains.
+"""The engine's front door: validate, tokenize, queue; hand back a Submission whose events the reader drains.
 
 Three parts on two threads (vLLM v1's shape): the EngineCore (core.py) takes calls and aborts from any thread
 and steps its Scheduler (scheduler.py); the loop thread here calls `step()` and hands each StepOutput to the
@@ -19,7 +19,7 @@ from server.engine.errors import NotReady
 from server.engine.grammar import Grammars
 from server.engine.kv_cache import AVERAGE_REQUEST_TOKENS, cache_blocks, default_max_batch
 from server.engine.model import LoadedModel
-from server.engine.output import Call, OutputProcessor, ThreadWaker
+from server.engine.output import OutputProcessor, Submission, ThreadWaker
 from server.engine.pacing import StepCost
 from server.engine.paged_model import PagedModel
 from server.engine.params import GenerationParams, KVCacheConfig, Limits, SchedulerConfig, SpeculationConfig
@@ -75,7 +75,7 @@ class Engine:
         self._thread = threading.Thread(target=self._loop, name="engine-core", daemon=True)
         self._thread.start()
 
-    def submit(self, request: GenerationRequest, waker=None, received: float | None = None) -> Call:
+    def submit(self, request: GenerationRequest, waker=None, received: float | None = None) -> Submission:
         """Validate and queue; raises ValidationError, QueueFull or NotReady before any work starts.
         `waker` wakes the call's reader (output.LoopWaker for asyncio); default: a thread reads `events()`.
         `received` (time.monotonic): when the request reached the engine, if before this call; the
@@ -101,7 +101,7 @@ class Engine:
         check_lengths(field, lengths, params, self.limits, self.model.info.context_length)
         check_cache(field, lengths, params, self.core.blocks.num_blocks, self.core.blocks.block_size)
 
-        call = Call(next(self._ids), arrival, waker or self._waker, self.core.abort)
+        call = Submission(next(self._ids), arrival, waker or self._waker, self.core.abort)
         requests = [Request(next(self._ids), call.id, ids, params, request.logprobs, request.prompt_logprobs,
                             matcher=matcher.deep_copy() if matcher else None) for ids in prompt_ids]
         for index, r in enumerate(requests):

@@ -13,7 +13,7 @@ from server.engine.types import (
     GenerationRequest,
     Logprob,
     Message,
-    SamplingParams,
+    GivenParams,
     TextDelta,
     Usage,
 )
@@ -28,7 +28,7 @@ def to_request(msg: llm_pb2.GenerateRequest) -> GenerationRequest:
         conversations=tuple(tuple(Message(m.role, m.content) for m in c.messages) for c in msg.conversations),
         system_prompt=msg.system_prompt if msg.HasField("system_prompt") else None,
         raw=msg.raw,
-        params=SamplingParams(**given),
+        params=GivenParams(**given),
         logprobs=msg.top_logprobs if msg.HasField("top_logprobs") else None,
         constraint=Constraint(json_schema=msg.json_schema if msg.HasField("json_schema") else None,
                               regex=msg.regex if msg.HasField("regex") else None)

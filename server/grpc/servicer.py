@@ -5,13 +5,13 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 
 from proto import llm_pb2_grpc
-from server.calls import Calls
+from server.calls import Gateway
 from server.engine.types import Event, collect
 from server.grpc import convert
 
 
 class LLMServicer(llm_pb2_grpc.LLMServiceServicer):
-    def __init__(self, calls: Calls):
+    def __init__(self, calls: Gateway):
         self.calls = calls
 
     async def Generate(self, request, context):

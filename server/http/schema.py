@@ -20,7 +20,7 @@ from pydantic_core import PydanticCustomError
 
 from server.engine.errors import ValidationError
 from server.engine.params import PARAMETERS
-from server.engine.types import FinishReason, GenerationRequest, Logprob, Message, SamplingParams, Usage
+from server.engine.types import FinishReason, GenerationRequest, Logprob, Message, GivenParams, Usage
 from server.engine.validation import is_int
 from server.http import tools
 from server.http.errors import OPENAI_NAMES, refusal
@@ -305,7 +305,7 @@ class OpenAIRequest:
         return prompt * self.n + copy
 
 
-def _params(body: GenerationBody) -> tuple[SamplingParams, str]:
+def _params(body: GenerationBody) -> tuple[GivenParams, str]:
     """The parameters the body set, by our names; and the name the client gave max_tokens."""
     given = {ours: getattr(body, theirs) for theirs, ours in OPENAI_PARAMS.items()}
     if given["stop"] is not None:
@@ -314,8 +314,8 @@ def _params(body: GenerationBody) -> tuple[SamplingParams, str]:
         given["top_k"] = 0  # vLLM's -1: no top-k filtering, our 0
     if getattr(body, "max_completion_tokens", None) is not None:
         given["max_new_tokens"] = body.max_completion_tokens
-        return SamplingParams(**given), "max_completion_tokens"
-    return SamplingParams(**given), "max_tokens"
+        return GivenParams(**given), "max_completion_tokens"
+    return GivenParams(**given), "max_tokens"
 
 
 def _conversation(messages: list[ChatMessage]) -> tuple[Message, ...]:
@@ -364,7 +364,7 @@ def parse(body, kind: str, max_choices: int) -> OpenAIRequest:
                                      "per request")
     seed = params.given.get("seed")
     copies = tuple(
-        base if seed is None else replace(base, params=SamplingParams(**{**params.given, "seed": seed + c}))
+        base if seed is None else replace(base, params=GivenParams(**{**params.given, "seed": seed + c}))
         for c in range(b.n))
     return OpenAIRequest(kind, b.model, b.stream, options.include_usage, b.n, count, is_list, max_field, copies,
                          tuple(texts), options.continuous_usage_stats, logprobs is not None,

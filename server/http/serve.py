@@ -10,7 +10,7 @@ from pathlib import Path
 
 import uvicorn
 
-from server.calls import Calls
+from server.calls import Gateway
 from server.config import Settings
 from server.http.api import OpenAIApi
 
@@ -36,7 +36,7 @@ class HttpServer:
     """The OpenAI API, and beside it `routes` of other front doors (app.py gives KServe's REST routes, so this
     package does not import server.kserve, which imports it)."""
 
-    def __init__(self, settings: Settings, calls: Calls, routes=()):
+    def __init__(self, settings: Settings, calls: Gateway, routes=()):
         self.settings = settings
         self.api = OpenAIApi(calls, model_name(settings), settings.api_key, settings.max_message_bytes)
         self.routes = routes

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from server.engine.errors import EngineError, Path, ValidationError
 from server.engine.params import PARAMETERS
-from server.engine.types import GenerationRequest, SamplingParams
+from server.engine.types import GenerationRequest, GivenParams
 from server.engine.validation import KINDS
 from server.errors import ModelNotFound
 
@@ -131,7 +131,7 @@ def _text(data: bytes, field: str) -> str:
         raise ValidationError(field, f"not valid UTF-8 (byte {exc.start})") from None
 
 
-def sampling(parameters: Mapping[str, object]) -> SamplingParams:
+def sampling(parameters: Mapping[str, object]) -> GivenParams:
     """The request's `parameters`, by our generation parameters' names, checked for their kinds (the engine
     checks their values)."""
     unknown = sorted(set(parameters) - set(PARAMETERS))
@@ -151,7 +151,7 @@ def sampling(parameters: Mapping[str, object]) -> SamplingParams:
         elif not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             raise ValidationError(f"parameters.{name}", f"expected {KIND_NAMES[kind]}, got {type(value).__name__} {value!r}")
         given[name] = value
-    return SamplingParams(**given)
+    return GivenParams(**given)
 
 
 def generation_request(prompts: Prompts, parameters: Mapping[str, object]) -> GenerationRequest:

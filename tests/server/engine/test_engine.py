@@ -19,7 +19,7 @@ from server.engine.types import (
     FinishReason,
     GenerationRequest,
     Message,
-    SamplingParams,
+    GivenParams,
     TextDelta,
     collect,
 )
@@ -53,7 +53,7 @@ def model(fp32_model_dir):
 
 
 def ask(prompt, **params) -> GenerationRequest:
-    return GenerationRequest(prompts=(prompt,), params=SamplingParams(**params))
+    return GenerationRequest(prompts=(prompt,), params=GivenParams(**params))
 
 
 def text_of(events) -> str:
@@ -455,7 +455,7 @@ def chat(*turns: str, system: str = SYSTEM) -> GenerationRequest:
     """A conversation: user, assistant, user, ... turns (the last one the user's)."""
     messages = tuple(Message("user" if i % 2 == 0 else "assistant", t) for i, t in enumerate(turns))
     return GenerationRequest(conversations=(messages,), system_prompt=system,
-                             params=SamplingParams(max_new_tokens=16, min_new_tokens=16))
+                             params=GivenParams(max_new_tokens=16, min_new_tokens=16))
 
 
 def prompt_ids(model, request: GenerationRequest) -> list[int]:
@@ -513,7 +513,7 @@ def test_cached_prefixes_give_the_answers_of_caching_off(model, on_off):
 def follow_ups(question: str, answer: str, *questions: str) -> GenerationRequest:
     """One call of several second turns after the same first one."""
     return GenerationRequest(conversations=tuple(chat(question, answer, q).conversations[0] for q in questions),
-                             system_prompt=SYSTEM, params=SamplingParams(max_new_tokens=16, min_new_tokens=16))
+                             system_prompt=SYSTEM, params=GivenParams(max_new_tokens=16, min_new_tokens=16))
 
 
 def spy_copies(engine, monkeypatch) -> list:
@@ -620,7 +620,7 @@ def test_json_schema_answers_parse_and_validate_when_sampled_beside_a_free_one(m
     try:
         constraint = Constraint(json_schema=json.dumps(PERSON))
         bound = engine.submit(GenerationRequest(prompts=("Describe a person as JSON.", "Who is Albert Einstein?"),
-                                                params=SamplingParams(max_new_tokens=48, temperature=1.0, seed=3),
+                                                params=GivenParams(max_new_tokens=48, temperature=1.0, seed=3),
                                                 constraint=constraint))
         free = engine.submit(ask(SHORT[1], max_new_tokens=16))
         for answer in collect(bound.events(60)):
@@ -641,7 +641,7 @@ def test_a_constraint_that_does_not_compile_is_refused_naming_its_field_and_a_re
             with pytest.raises(ValidationError) as error:
                 engine.submit(GenerationRequest(prompts=("Hi",), constraint=constraint))
             assert error.value.field == field and reason in str(error.value)
-        answer = engine.generate(GenerationRequest(prompts=("Give me a date.",), params=SamplingParams(
+        answer = engine.generate(GenerationRequest(prompts=("Give me a date.",), params=GivenParams(
             max_new_tokens=16), constraint=Constraint(regex="[0-9]{4}-[0-9]{2}-[0-9]{2}")), timeout=60)[0]
         assert re.fullmatch("[0-9]{4}-[0-9]{2}-[0-9]{2}", answer.text) and answer.reason is FinishReason.STOP
     finally:
