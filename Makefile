@@ -10,7 +10,7 @@ HTTP_PORT ?= 8000
 SERVABLE ?= servable_stream
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: setup proto download compress serve serve-unary test bench peers clean browser
+.PHONY: setup proto download compress serve serve-unary test test-fast bench peers clean browser
 
 setup: $(STAMP) proto
 
@@ -94,6 +94,10 @@ TEST_WORKERS ?= 2
 
 test: setup browser
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
+
+# The edit-test loop: every test that needs no model, server or container (tests/conftest.py marks those).
+test-fast: setup
+	$(PY) -m pytest -m "not model" -q
 
 clean:
 	rm -rf $(VENV) proto/*_pb2*.py*

@@ -14,13 +14,14 @@ from grpc_reflection.v1alpha import reflection
 
 from proto import kserve_pb2, kserve_pb2_grpc, llm_pb2, llm_pb2_grpc
 from server.auth import ApiKeyInterceptor
-from server.calls import Calls
+from server.calls import Gateway
 from server.config import Settings
 from server.engine.async_engine import AsyncEngine
 from server.engine.errors import one_line
 from server.grpc.interceptor import ErrorInterceptor
 from server.grpc.servicer import LLMServicer
 from server.http.serve import HttpServer, model_name, model_names
+from server.kserve.rest import KServeRest
 from server.kserve.servicer import KServeServicer
 from server.observability import Metrics, Observer
 
@@ -86,7 +87,7 @@ async def stop_servers(server, http, grace: float) -> None:
     await asyncio.gather(server.stop(grace), *([http.stop()] if http is not None else []))
 
 
-async def drain(server, calls: Calls, health, grace: float, http=None) -> None:
+async def drain(server, calls: Gateway, health, grace: float, http=None) -> None:
     """Stop taking calls, let running ones finish within `grace` seconds, then stop everything."""
     log.info("shutting down: refusing new calls, letting running ones finish (grace %.0fs)", grace)
     await set_health(health, NOT_SERVING)
@@ -116,9 +117,11 @@ async def serve(settings: Settings) -> int:
     server = grpc.aio.server(interceptors=interceptors, options=options)
     metrics = Metrics(model_name(settings))  # on the HTTP port's /metrics, and on metrics_port when set
     observer = Observer(metrics, settings.log_prompts)
-    calls = Calls(observer)  # what the front doors share: the engine, the drain state, call accounting
-    # The OpenAI and KServe REST front doors, and /metrics
-    http = HttpServer(settings, calls, metrics) if settings.http_port else None
+    calls = Gateway(observer)  # what the front doors share: the engine, the drain state, call accounting
+    http = None  # the OpenAI and KServe REST front doors, and /metrics
+    if settings.http_port:
+        kserve_rest = KServeRest(calls, model_names(settings), settings.max_message_bytes)
+        http = HttpServer(settings, calls, kserve_rest.routes(), metrics)
     health = health_aio.HealthServicer()
     llm_pb2_grpc.add_LLMServiceServicer_to_server(LLMServicer(calls), server)
     kserve_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(KServeServicer(calls, model_names(settings)), server)

@@ -1,5 +1,5 @@
 """What every front door (gRPC, HTTP, KServe) shares: the engine once loaded, whether the server is draining, and
-one way to make a call through it, counted and logged once (`Calls.generate`)."""
+one way to make a call through it, counted and logged once (`Gateway.generate`)."""
 from __future__ import annotations
 
 import asyncio
@@ -51,8 +51,10 @@ async def merge(streams: list[AsyncIterator[Event]]) -> AsyncIterator[tuple[int,
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-class Calls:
-    """The front doors' shared state. app.py sets `engine` once the model is loaded and `draining` on SIGTERM."""
+class Gateway:
+    """The front doors' way into the engine, and their shared state (a call in the engine is an
+    output.Submission; its log line and metrics, an observability.CallRecord). app.py sets `engine` once the
+    model is loaded and `draining` on SIGTERM."""
 
     def __init__(self, observer: Observer):
         self.observer = observer

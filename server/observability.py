@@ -69,13 +69,13 @@ class Metrics:
     def watch_engine(self, engine) -> None:
         self.running.set_function(lambda: engine.counts()[0])
         self.waiting.set_function(lambda: engine.counts()[1])
-        blocks = engine.core.blocks
-        self.kv_blocks_total.set(blocks.num_blocks)
-        self.kv_blocks_used.set_function(blocks.used)
-        self.kv_blocks_reserved.set_function(blocks.reserved)
-        self.kv_usage.set_function(lambda: blocks.used() / blocks.num_blocks)
-        self.kv_blocks_cached.set_function(blocks.cached)
-        self.prefix_caching = blocks.caching
+        stats = engine.stats  # the scheduler's state after the last step, a value the step hands out
+        self.kv_blocks_total.set(stats().blocks_total)
+        self.kv_blocks_used.set_function(lambda: stats().blocks_used)
+        self.kv_blocks_reserved.set_function(lambda: stats().blocks_reserved)
+        self.kv_usage.set_function(lambda: stats().blocks_used / stats().blocks_total)
+        self.kv_blocks_cached.set_function(lambda: stats().blocks_cached)
+        self.prefix_caching = stats().prefix_caching
 
     def serve(self, host: str, port: int) -> None:
         start_http_server(port, addr=host, registry=self.registry)

@@ -23,6 +23,17 @@ if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+# The fast lane (`make test-fast`: pytest -m "not model"): a test that reaches the model, a server or a script
+# built on it, or a container, through any of these fixtures is marked `model` here, whatever its file.
+MODEL_FIXTURES = {"fp32_model_dir", "run_cli", "image", "triton"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if MODEL_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.model)
+
+
 def _model(precision: str) -> Path:
     from filelock import FileLock
 

@@ -161,7 +161,7 @@ def test_compressed_models_answer_as_generate_does(request, tiny_models, name):
     from modelprep.pipeline import compress, default_int4
     from server.engine.engine import Engine
     from server.engine.model import LoadedModel
-    from server.engine.types import GenerationRequest, SamplingParams, collect
+    from server.engine.types import GenerationRequest, GivenParams, collect
 
     spec = registry.MODELS[name]
     known_wrong(request, spec.arch)
@@ -175,7 +175,7 @@ def test_compressed_models_answer_as_generate_does(request, tiny_models, name):
         assert model.info.precision == label and model.paged is not None
         engine = Engine(model)
         try:
-            params = SamplingParams(max_new_tokens=N, min_new_tokens=N)
+            params = GivenParams(max_new_tokens=N, min_new_tokens=N)
             (got,) = collect(engine.submit(GenerationRequest(prompts=(PROMPTS[0],), params=params)).events(60))
         finally:
             engine.close()

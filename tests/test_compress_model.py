@@ -103,6 +103,7 @@ def test_a_directory_poor_even_at_f32_is_refused_and_nothing_is_left(scratch_mod
     assert sorted(p.name for p in scratch_models.iterdir()) == [DEFAULT_MODEL]  # no directory, no temporary
 
 
+@pytest.mark.model  # its model directory comes by name, past tests/conftest.py's marking
 @pytest.mark.parametrize("precision", ["fp16", "int8", "int4"])
 def test_answers_right_at_the_precision_its_manifest_names(request, precision):
     """On an AVX512_BF16 CPU INT8 answered "L'Étoile, la Marseillaise..." at bf16: whatever the CPU, a directory

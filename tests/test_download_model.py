@@ -118,6 +118,7 @@ def _start_download(output_dir, wait_for: str):
     return proc
 
 
+@pytest.mark.model  # converts a checkpoint in a subprocess
 def test_interrupted_download_leaves_nothing(tmp_path):
     proc = _start_download(tmp_path, ".hf-checkpoint")  # mid-conversion
     proc.send_signal(signal.SIGINT)
@@ -126,6 +127,7 @@ def test_interrupted_download_leaves_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.model  # converts a checkpoint in a subprocess
 def test_killed_download_never_looks_complete(tmp_path):
     from modelprep.store import Manifest, atomic_dir
 

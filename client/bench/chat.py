@@ -37,24 +37,13 @@ from pathlib import Path
 import grpc
 
 from client.bench import load
-from client.bench.load import percentile
+from client.bench.load import ChatTurn, percentile
 from client.bench.rounds import median
 from client.connection import fail
 from client.launcher import LaunchedServer, ServerFailed
 from proto import llm_pb2, llm_pb2_grpc
 
 SYSTEM_PROMPT_FILE = Path(__file__).with_name("system_prompt.txt")
-
-
-@dataclass
-class ChatTurn:
-    conversation: int
-    turn: int  # from 1
-    ttft_ms: float  # the client's clock: from before the request is rendered (genai) or sent (ours)
-    prompt_tokens: int
-    cached_tokens: int | None  # None: the engine does not say (openvino-genai)
-    answer: str
-    server_ttft_ms: float | None = None  # the server's own clock (its final message's ttft_ms); None: genai
 
 
 def user_turns(prompts: list[str], conversations: int, turns: int) -> list[list[str]]:

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from server.engine.model import render
-from client.bench.load import LevelResult, RequestTiming
+from client.bench.load import ChatTurn, LevelResult, RequestTiming
 
 
 @dataclass
@@ -177,7 +177,7 @@ class GenAICB:
     def chat(self, system: str, questions: list[list[str]], tokens: int, history) -> list:
         """Conversation c asks questions[c] in turn, closed loop (its next turn goes when an answer is complete),
         the whole history each time: `history(questions, answers)` gives its (role, content) pairs. Returns
-        chat.ChatTurn's.
+        load.ChatTurn's.
 
         Driven as a server with one core thread drives it (OVMS's executor): a stepping thread loops `step()`
         while `has_non_finished_requests()`; each conversation runs on its own thread and submits its turn when
@@ -192,7 +192,6 @@ class GenAICB:
         (and the first turns' wait behind the first prompt), which the server's client counts; hence the
         clock starts when the turn is due, not when its thread gets to it.
         """
-        from client.bench.chat import ChatTurn
         from server.engine.types import Message
 
         cfg = self._config(tokens)

@@ -53,6 +53,19 @@ class RequestTiming:
 
 
 @dataclass
+class ChatTurn:
+    """One turn of a conversation of the chat benchmark (chat.py), by our server or openvino-genai (genai_cb.py)."""
+
+    conversation: int
+    turn: int  # from 1
+    ttft_ms: float  # the client's clock: from before the request is rendered (genai) or sent (ours)
+    prompt_tokens: int
+    cached_tokens: int | None  # None: the engine does not say (openvino-genai)
+    answer: str
+    server_ttft_ms: float | None = None  # the server's own clock (its final message's ttft_ms); None: genai
+
+
+@dataclass
 class Percentiles:
     p50: float | None
     p90: float | None

@@ -1,8 +1,8 @@
-"""The engine's front door: validate, tokenize, queue; hand back a Call whose events the reader drains.
+"""The engine's front door: validate, tokenize, queue; hand back a Submission whose events the reader drains.
 
-Three parts on two threads (vLLM v1's shape): the EngineCore (core.py) holds the scheduling state and
-steps; the loop thread here calls `step()` and hands each StepOutput to the OutputProcessor
-(output.py), whose thread turns tokens into text while the model computes the next step.
+Three parts on two threads (vLLM v1's shape): the EngineCore (core.py) takes calls and aborts from any thread
+and steps its Scheduler (scheduler.py); the loop thread here calls `step()` and hands each StepOutput to the
+OutputProcessor (output.py), whose thread turns tokens into text while the model computes the next step.
 """
 from __future__ import annotations
 
@@ -14,16 +14,17 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 
-from server.engine.core import ALL, EngineCore, SeqOutput, StepOutput
+from server.engine.core import ALL, EngineCore
 from server.engine.errors import NotReady
 from server.engine.grammar import Grammars
 from server.engine.kv_cache import AVERAGE_REQUEST_TOKENS, cache_blocks, default_max_batch
 from server.engine.model import LoadedModel
-from server.engine.output import Call, OutputProcessor, ThreadWaker
+from server.engine.output import OutputProcessor, Submission, ThreadWaker
 from server.engine.pacing import StepCost
 from server.engine.paged_model import PagedModel
 from server.engine.params import GenerationParams, KVCacheConfig, Limits, SchedulerConfig, SpeculationConfig
 from server.engine.request import Request
+from server.engine.step import SchedulerStats
 from server.engine.streamer import TokenStreamer
 from server.engine.types import Completion, Event, GenerationRequest, collect
 from server.engine.validation import (check_cache, check_constraint, check_inputs, check_lengths, check_token_ids,
@@ -74,7 +75,7 @@ class Engine:
         self._thread = threading.Thread(target=self._loop, name="engine-core", daemon=True)
         self._thread.start()
 
-    def submit(self, request: GenerationRequest, waker=None, received: float | None = None) -> Call:
+    def submit(self, request: GenerationRequest, waker=None, received: float | None = None) -> Submission:
         """Validate and queue; raises ValidationError, QueueFull or NotReady before any work starts.
         `waker` wakes the call's reader (output.LoopWaker for asyncio); default: a thread reads `events()`.
         `received` (time.monotonic): when the request reached the engine, if before this call; the
@@ -98,7 +99,7 @@ class Engine:
         check_lengths(field, lengths, params, self.limits, self.model.info.context_length)
         check_cache(field, lengths, params, self.core.blocks.num_blocks, self.core.blocks.block_size)
 
-        call = Call(next(self._ids), arrival, waker or self._waker, self.core.abort)
+        call = Submission(next(self._ids), arrival, waker or self._waker, self.core.abort)
         requests = [Request(next(self._ids), call.id, ids, params, request.logprobs, request.prompt_logprobs,
                             matcher=matcher.deep_copy() if matcher else None) for ids in prompt_ids]
         for index, r in enumerate(requests):
@@ -129,6 +130,10 @@ class Engine:
     def counts(self) -> tuple[int, int]:
         """(running, waiting) requests."""
         return self.core.counts()
+
+    def stats(self) -> SchedulerStats:
+        """The scheduler's state after the last step (what the gauges show)."""
+        return self.core.stats
 
     def tokenize(self, request: GenerationRequest, add_special_tokens: bool | None = None) -> list[list[int]]:
         """The token ids each prompt (or conversation, rendered) of `request` would run as (`add_special_tokens`
@@ -186,8 +191,7 @@ class Engine:
             output = self.core.step()
         except Exception as exc:  # a bug here must not leave requests hanging forever
             log.exception("engine step failed")
-            output = StepOutput([SeqOutput(rid, error=f"generation failed: {type(exc).__name__}: {exc}")
-                                 for rid in self.core.fail_all()], 0, time.monotonic())
+            output = self.core.fail_all(f"generation failed: {type(exc).__name__}: {exc}")
         if output.scheduled and self.on_batch:
             self.on_batch(output.scheduled)
         if output.outputs:

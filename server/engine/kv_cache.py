@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import threading
 from array import array
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
@@ -49,6 +48,8 @@ class BlockManager:
     A sequence is promised, when admitted, every private block it could ever need (prompt + max_new_tokens
     less its hits), so a running sequence never waits for a block and is never preempted.
     `_unreserved` = free blocks - blocks promised and not yet allocated.
+
+    Single-threaded: the scheduler's alone (the gauges get its counts in each step's SchedulerStats).
     """
 
     def __init__(self, num_blocks: int, block_size: int, caching: bool = True):
@@ -63,7 +64,6 @@ class BlockManager:
         self._clean = list(range(num_blocks - 1, -1, -1))
         self._lru: OrderedDict[int, None] = OrderedDict()
         self._promised = 0
-        self._lock = threading.Lock()  # the gauges read from another thread
 
     @property
     def _unreserved(self) -> int:
@@ -91,27 +91,26 @@ class BlockManager:
         partial hit gets a private block and a copy. Appends to every hit list the block after the hits, if
         any; returns the (source, destination) copies to make before the next forward (each source holds one
         more ref until `copied`), or None if the cost exceeds what is unreserved."""
-        with self._lock:
-            idle = {b for hits, _, _ in plans for b in hits if self._ref[b] == 0}
-            if sum(n for _, n, _ in plans) + len(idle) > self._unreserved:
-                return None
-            taken, copies = {}, []  # partial block -> the plan that took it
-            for i, (hits, need, partial) in enumerate(plans):
-                for block in hits:
-                    self._hold(block)
-                self._promised += need
-                if partial is not None and partial[0] not in taken:  # the first takes the block itself
-                    taken[partial[0]] = i
-                    self._take(partial[0])
-                    hits.append(partial[0])
-                    self._promised -= 1
-            for i, (hits, _, partial) in enumerate(plans):
-                if partial is not None and taken[partial[0]] != i:
-                    self._hold(partial[0])  # held by the prompt that took it: costs nothing
-                    hits.append(self._allocate())
-                    self._promised -= 1
-                    copies.append((partial[0], hits[-1]))
-            return copies
+        idle = {b for hits, _, _ in plans for b in hits if self._ref[b] == 0}
+        if sum(n for _, n, _ in plans) + len(idle) > self._unreserved:
+            return None
+        taken, copies = {}, []  # partial block -> the plan that took it
+        for i, (hits, need, partial) in enumerate(plans):
+            for block in hits:
+                self._hold(block)
+            self._promised += need
+            if partial is not None and partial[0] not in taken:  # the first takes the block itself
+                taken[partial[0]] = i
+                self._take(partial[0])
+                hits.append(partial[0])
+                self._promised -= 1
+        for i, (hits, _, partial) in enumerate(plans):
+            if partial is not None and taken[partial[0]] != i:
+                self._hold(partial[0])  # held by the prompt that took it: costs nothing
+                hits.append(self._allocate())
+                self._promised -= 1
+                copies.append((partial[0], hits[-1]))
+        return copies
 
     def match_partial(self, parent: bytes, tokens: Sequence[int]) -> tuple[int, int] | None:
         """The idle partial block under `parent` sharing the longest start with `tokens`: (block, m), m > 0."""
@@ -125,10 +124,9 @@ class BlockManager:
     def take_partial(self, table: list[int], block: int) -> None:
         """Append an idle partial block (from `match_partial`) to a table whose blocks are all full, in place
         of one promised private block; the table's sequence writes on after the tokens it matched."""
-        with self._lock:
-            self._take(block)
-            table.append(block)
-            self._promised -= 1
+        self._take(block)
+        table.append(block)
+        self._promised -= 1
 
     def copied(self, copies: list[tuple[int, int]]) -> None:
         """The copies are made (or failed): their sources' extra refs go."""
@@ -138,15 +136,14 @@ class BlockManager:
         """Append to a table whose blocks are all full the cached blocks that continue it (up to `limit` in
         all); each replaces one promised private block. Returns how many it took."""
         taken = 0
-        with self._lock:
-            for key in keys[len(table):limit] if self.caching else ():
-                block = self._cached.get(key)
-                if block is None:
-                    break
-                self._hold(block)
-                table.append(block)
-                taken += 1
-            self._promised -= taken
+        for key in keys[len(table):limit] if self.caching else ():
+            block = self._cached.get(key)
+            if block is None:
+                break
+            self._hold(block)
+            table.append(block)
+            taken += 1
+        self._promised -= taken
         return taken
 
     def grow(self, table: list[int], tokens: int) -> int:
@@ -154,86 +151,78 @@ class BlockManager:
         need = self.blocks_for(tokens) - len(table)
         if need <= 0:
             return 0
-        with self._lock:
-            for _ in range(need):
-                table.append(self._allocate())
-            self._promised -= need
+        for _ in range(need):
+            table.append(self._allocate())
+        self._promised -= need
         return need
 
     def register(self, block: int, key: bytes) -> None:
         """Key a full block whose KV is computed. The first block of a key wins: a later one stays unkeyed."""
         if not self.caching or key in self._cached or self._key[block] is not None:
             return
-        with self._lock:
-            self._key[block] = key
-            self._cached[key] = block
+        self._key[block] = key
+        self._cached[key] = block
 
     def release(self, table: list[int], unallocated: int,
                 partial: tuple[int, bytes, Sequence[int]] | None = None) -> None:
         """Drop a finished sequence's hold on its blocks, tail first (so its tail is evicted before its
         head), and the private blocks it was promised but never took. `partial`: (block, parent key, tokens)
         of the block its KV ends inside; kept as a partial entry if the block goes idle."""
-        with self._lock:
-            for block in reversed(table):
-                self._ref[block] -= 1
-                if self._ref[block] == 0:
-                    if partial is not None and block == partial[0] and self.caching:
-                        self._parent[block] = partial[1]
-                        self._partial.setdefault(partial[1], {})[block] = tuple(partial[2])
-                    if self._key[block] is None and self._parent[block] is None:
-                        self._clean.append(block)
-                    else:
-                        self._lru[block] = None
-            self._promised -= unallocated
+        for block in reversed(table):
+            self._ref[block] -= 1
+            if self._ref[block] == 0:
+                if partial is not None and block == partial[0] and self.caching:
+                    self._parent[block] = partial[1]
+                    self._partial.setdefault(partial[1], {})[block] = tuple(partial[2])
+                if self._key[block] is None and self._parent[block] is None:
+                    self._clean.append(block)
+                else:
+                    self._lru[block] = None
+        self._promised -= unallocated
         table.clear()
 
     def drop_cache(self) -> None:
         """Forget every key (after a failed step, when nothing runs): every free block is clean again."""
-        with self._lock:
-            for key, block in self._cached.items():
-                self._key[block] = None
-            self._cached.clear()
-            self._partial.clear()
-            self._parent = [None] * self.num_blocks
-            self._clean.extend(self._lru)
-            self._lru.clear()
+        for key, block in self._cached.items():
+            self._key[block] = None
+        self._cached.clear()
+        self._partial.clear()
+        self._parent = [None] * self.num_blocks
+        self._clean.extend(self._lru)
+        self._lru.clear()
 
     def used(self) -> int:
         """Blocks held by some sequence."""
-        with self._lock:
-            return self.num_blocks - len(self._clean) - len(self._lru)
+        return self.num_blocks - len(self._clean) - len(self._lru)
 
     def reserved(self) -> int:
         """Blocks held or promised: 0 when idle."""
-        with self._lock:
-            return self.num_blocks - self._unreserved
+        return self.num_blocks - self._unreserved
 
     def cached(self) -> int:
         """Free blocks kept for reuse."""
-        with self._lock:
-            return len(self._lru)
+        return len(self._lru)
 
     def check(self, tables: Iterable[list[int]], promised: int) -> None:
         """Assert the invariants, given every running sequence's table and Σ of their outstanding promises."""
-        with self._lock:
-            refs = [0] * self.num_blocks
-            for table in tables:
-                for block in table:
-                    refs[block] += 1
-            assert refs == self._ref, "a block's ref count differs from the tables holding it"
-            clean, lru = set(self._clean), set(self._lru)
-            assert len(clean) == len(self._clean) and not clean & lru, "a free block listed twice"
-            free = {b for b in range(self.num_blocks) if self._ref[b] == 0}
-            assert clean | lru == free, "a free block is lost, or a held block is free"
-            assert all((self._key[b] is None) != (self._parent[b] is None) for b in lru), "an idle block kept for no reuse"
-            assert all(self._key[b] is None and self._parent[b] is None for b in clean)
-            assert {b: p for b, p in enumerate(self._parent) if p is not None} == \
-                {b: p for p, entries in self._partial.items() for b in entries}, "partial entries differ"
-            assert all(self._partial.values()) and all(self._ref[b] == 0 and 0 < len(self._partial[p][b]) < self.block_size
-                                                       for b, p in enumerate(self._parent) if p is not None), \
-                "a partial entry on a held block"
-            assert {b: k for b, k in enumerate(self._key) if k is not None} == {b: k for k, b in self._cached.items()}
-            assert self._promised == promised and self._unreserved >= 0, "promises differ or exceed the free blocks"
+        refs = [0] * self.num_blocks
+        for table in tables:
+            for block in table:
+                refs[block] += 1
+        assert refs == self._ref, "a block's ref count differs from the tables holding it"
+        clean, lru = set(self._clean), set(self._lru)
+        assert len(clean) == len(self._clean) and not clean & lru, "a free block listed twice"
+        free = {b for b in range(self.num_blocks) if self._ref[b] == 0}
+        assert clean | lru == free, "a free block is lost, or a held block is free"
+        assert all((self._key[b] is None) != (self._parent[b] is None) for b in lru), "an idle block kept for no reuse"
+        assert all(self._key[b] is None and self._parent[b] is None for b in clean)
+        assert {b: p for b, p in enumerate(self._parent) if p is not None} == \
+            {b: p for p, entries in self._partial.items() for b in entries}, "partial entries differ"
+        assert all(self._partial.values()) and all(self._ref[b] == 0 and 0 < len(self._partial[p][b]) < self.block_size
+                                                   for b, p in enumerate(self._parent) if p is not None), \
+            "a partial entry on a held block"
+        assert {b: k for b, k in enumerate(self._key) if k is not None} == {b: k for k, b in self._cached.items()}
+        assert self._promised == promised and self._unreserved >= 0, "promises differ or exceed the free blocks"
 
     def _hold(self, block: int) -> None:
         if self._ref[block] == 0:

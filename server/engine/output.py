@@ -14,7 +14,7 @@ import queue
 import threading
 from collections.abc import Callable, Iterator
 
-from server.engine.core import StepOutput
+from server.engine.step import StepOutput
 from server.engine.streamer import TokenStreamer
 from server.engine.types import Event, Failed, Finished, FinishReason, TextDelta
 
@@ -85,7 +85,7 @@ class Collector:
             return events
 
 
-class Call:
+class Submission:
     """One GenerationRequest in the engine: its prompts' streamers and the collector its reader drains."""
 
     def __init__(self, call_id: int, arrival: float, waker, abort: Callable[[list[int]], None]):
@@ -130,18 +130,18 @@ class OutputProcessor:
 
     def __init__(self, abort: Callable[[list[int]], None]):
         self._abort = abort  # the core's: stop these prompts at its next step
-        self._streams: dict[int, tuple[Call, TokenStreamer]] = {}  # core request id -> its call and streamer
+        self._streams: dict[int, tuple[Submission, TokenStreamer]] = {}  # core request id -> its call and streamer
         self._lock = threading.Lock()
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="engine-output", daemon=True)
         self._thread.start()
 
-    def add(self, call: Call) -> None:
+    def add(self, call: Submission) -> None:
         with self._lock:
             for rid, streamer in call.streamers.items():
                 self._streams[rid] = (call, streamer)
 
-    def remove(self, call: Call) -> None:
+    def remove(self, call: Submission) -> None:
         with self._lock:
             for rid in call.streamers:
                 self._streams.pop(rid, None)
@@ -161,7 +161,7 @@ class OutputProcessor:
                 log.exception("output processing failed")
 
     def process(self, output: StepOutput) -> None:
-        touched: dict[int, Call] = {}
+        touched: dict[int, Submission] = {}
         aborts: list[int] = []
         for out in output.outputs:
             with self._lock:
@@ -205,13 +205,13 @@ class OutputProcessor:
         for waker, collectors in by_waker.values():
             waker.wake(collectors)
 
-    def _retire(self, call: Call, request_id: int) -> None:
+    def _retire(self, call: Submission, request_id: int) -> None:
         with self._lock:
             self._streams.pop(request_id, None)
         if all(s.finished for s in call.streamers.values()):
             call.done.set()
 
-    def _fail(self, call: Call, message: str) -> list[int]:
+    def _fail(self, call: Submission, message: str) -> list[int]:
         """End the whole call with one Failed event; returns its prompts the core may still run."""
         still = [rid for rid, s in call.streamers.items() if not s.finished]
         for s in call.streamers.values():

@@ -78,7 +78,8 @@ def _set_alibi(ov_model, config) -> None:
 def transform(ov_model, config=None) -> None:
     """Rewrite `ov_model` in place for paged attention with a gather before the vocabulary MatMul."""
     import openvino as ov
-    from openvino._offline_transformations import paged_attention_transformation
+
+    from server.engine.libraries import paged_attention_transformation
 
     try:
         paged_attention_transformation(ov_model)

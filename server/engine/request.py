@@ -46,7 +46,7 @@ class Request:
     status: RequestStatus = RequestStatus.WAITING
     computed: int = 0  # tokens already in the KV cache
     blocks: list[int] = field(default_factory=list)
-    reserved: int = 0  # private blocks promised at admission and not yet allocated
+    promised: int = 0  # private blocks promised at admission and not yet allocated
     block_keys: list[bytes] = field(default_factory=list)  # of its full blocks, prompt then generated
     cached_tokens: int = 0  # prompt tokens found in the prefix cache
     reads_cache: bool = True  # False: compute the whole prompt (prompt logprobs need every row)
@@ -62,10 +62,6 @@ class Request:
             self.reads_cache = False
         if self.params.do_sample and self.generator is None:
             self.generator = generator(self.params.seed)
-
-    @property
-    def num_tokens(self) -> int:
-        return len(self.prompt_ids) + len(self.output_ids)
 
     def tokens(self, start: int, end: int) -> list[int]:
         """Tokens start..end of prompt + output."""

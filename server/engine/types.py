@@ -46,10 +46,11 @@ class Message:
 
 
 @dataclass(frozen=True, init=False)
-class SamplingParams:
-    """The generation parameters a client set, by name; every other one takes the servable's default.
+class GivenParams:
+    """The generation parameters a client set, by name; every other one takes the servable's default (the
+    resolved whole is GenerationParams, what vLLM calls SamplingParams).
 
-    SamplingParams(temperature=0.7, seed=None).given == {"temperature": 0.7}: None means not set.
+    GivenParams(temperature=0.7, seed=None).given == {"temperature": 0.7}: None means not set.
     """
 
     # Only the given values, rather than a copy of GenerationParams with every field optional: the list of
@@ -98,7 +99,7 @@ class GenerationRequest:
     conversations: tuple[tuple[Message, ...], ...] = ()
     system_prompt: str | None = None
     raw: bool = False
-    params: SamplingParams = field(default_factory=SamplingParams)
+    params: GivenParams = field(default_factory=GivenParams)
     logprobs: int | None = None  # None: no logprobs; N: each token's, with the N most likely alternatives
     # None: none; N: every prompt token's logprob (the first has none) with N alternatives. The whole prompt is
     # computed (no prefix cache), and max_new_tokens may be 0.

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from proto import llm_pb2
+from server.engine.errors import EngineError, Path, ValidationError
 from server.engine.params import PARAMETERS
 from server.engine.types import (
     Completion,
@@ -12,7 +13,7 @@ from server.engine.types import (
     GenerationRequest,
     Logprob,
     Message,
-    SamplingParams,
+    GivenParams,
     TextDelta,
     Usage,
 )
@@ -27,12 +28,27 @@ def to_request(msg: llm_pb2.GenerateRequest) -> GenerationRequest:
         conversations=tuple(tuple(Message(m.role, m.content) for m in c.messages) for c in msg.conversations),
         system_prompt=msg.system_prompt if msg.HasField("system_prompt") else None,
         raw=msg.raw,
-        params=SamplingParams(**given),
+        params=GivenParams(**given),
         logprobs=msg.top_logprobs if msg.HasField("top_logprobs") else None,
         constraint=Constraint(json_schema=msg.json_schema if msg.HasField("json_schema") else None,
                               regex=msg.regex if msg.HasField("regex") else None)
         if msg.HasField("json_schema") or msg.HasField("regex") else None,
     )
+
+
+# The engine's name of a path's first step -> GenerateRequest's, where they differ.
+PATHS = {"logprobs": ("top_logprobs",)}
+
+
+def grpc_path(path: Path) -> Path:
+    return (*PATHS.get(path[0], path[:1]), *path[1:]) if path else path
+
+
+def error_message(error: EngineError) -> str:
+    """The error as the call's status details, a field named as GenerateRequest names it."""
+    if isinstance(error, ValidationError):
+        return str(ValidationError(grpc_path(error.path), error.message))
+    return str(error)
 
 
 def prompt_texts(msg: llm_pb2.GenerateRequest) -> list[str]:

@@ -8,6 +8,7 @@ from google.protobuf import descriptor_pool
 
 from server.engine.errors import EngineError
 from server.errors import status_of
+from server.grpc.convert import error_message
 from server.grpc.decoding import lenient_deserializer, refuse_undecodable
 
 log = logging.getLogger(__name__)
@@ -19,7 +20,7 @@ def status_for(error: EngineError) -> grpc.StatusCode:
 
 async def _abort(context, error: Exception):
     if isinstance(error, EngineError):
-        await context.abort(status_for(error), str(error))
+        await context.abort(status_for(error), error_message(error))
     log.exception("unexpected error in a call", exc_info=error)
     await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(error).__name__}")
 

@@ -5,13 +5,13 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 
 from proto import llm_pb2_grpc
-from server.calls import Calls
+from server.calls import Gateway
 from server.engine.types import Event, collect
 from server.grpc import convert
 
 
 class LLMServicer(llm_pb2_grpc.LLMServiceServicer):
-    def __init__(self, calls: Calls):
+    def __init__(self, calls: Gateway):
         self.calls = calls
 
     async def Generate(self, request, context):
@@ -25,7 +25,8 @@ class LLMServicer(llm_pb2_grpc.LLMServiceServicer):
     async def _events(self, request, rpc: str, context) -> AsyncIterator[Event]:
         """The engine's events for this call, in order. Leaving early (cancel, deadline) cancels the request."""
         call = self.calls.observer.start(rpc, convert.prompt_texts(request))
-        generation = self.calls.generate([convert.to_request(request)], call, stopped=lambda: stop_code(context))
+        generation = self.calls.generate([convert.to_request(request)], call, convert.error_message,
+                                         stopped=lambda: stop_code(context))
         async with aclosing(generation) as events:
             async for _, event in events:
                 yield event

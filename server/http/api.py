@@ -22,7 +22,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from server.auth import bearer_matches
-from server.calls import Calls
+from server.calls import Gateway
 from server.engine import reasoning, tool_parsers
 from server.engine.errors import EngineError, NotReady, ValidationError
 from server.engine.types import Event, Finished, TextDelta
@@ -39,7 +39,7 @@ JSON_HEADERS = [(b"content-type", b"application/json")]
 class OpenAIApi:
     """The HTTP front door; `calls` (shared with the other front doors) holds the engine and the drain state."""
 
-    def __init__(self, calls: Calls, model_name: str, api_key: str | None, max_body_bytes: int,
+    def __init__(self, calls: Gateway, model_name: str, api_key: str | None, max_body_bytes: int,
                  tool_call_parser: str | None = None, reasoning_parser: str | None = None):
         self.calls = calls
         self.tool_call_parser, self.reasoning_parser = tool_call_parser, reasoning_parser  # None: from the template

@@ -4,7 +4,7 @@ A body is checked by its pydantic model (strict JSON types, the declared fields 
 `GenerationRequest` per copy (`n`), each holding every prompt; choice `index` = prompt * n + copy, as OpenAI numbers
 them. With a `seed`, copy c samples with seed + c, so the copies differ and the same request gives the same answers
 again. The bounds that depend on the servable (max_tokens' cap, top_logprobs' maximum, token ids in the vocabulary,
-prompt lengths) are the engine's to check; `openai_error` names its fields as the client wrote them.
+prompt lengths) are the engine's to check; errors.py names its fields as the client wrote them.
 """
 from __future__ import annotations
 
@@ -20,15 +20,13 @@ from pydantic_core import PydanticCustomError
 
 from server.engine.errors import ValidationError
 from server.engine.params import PARAMETERS
-from server.engine.types import FinishReason, GenerationRequest, Logprob, Message, SamplingParams, Usage
+from server.engine.types import FinishReason, GenerationRequest, Logprob, Message, GivenParams, Usage
 from server.engine.validation import is_int
 from server.engine.tool_parsers import Hermes, ToolParser
 from server.http import tools
 from server.http.answers import AnswerFormat, delta_fields
+from server.http.errors import OPENAI_NAMES, refusal
 
-# Our generation parameters by OpenAI's names, where those differ (chat also takes max_completion_tokens, the
-# newer max_tokens); do_sample has none: OpenAI samples unless temperature is 0.
-OPENAI_NAMES = {"max_new_tokens": "max_tokens", "min_new_tokens": "min_tokens", "do_sample": None}
 # OpenAI's name -> ours, for every parameter an OpenAI body may set.
 OPENAI_PARAMS = {OPENAI_NAMES.get(ours, ours): ours for ours in PARAMETERS if OPENAI_NAMES.get(ours, ours)}
 
@@ -274,41 +272,6 @@ FIELDS = {kind: set(model.model_fields) for kind, model in REQUESTS.items()}
 STREAM_OPTIONS = set(StreamOptions.model_fields)
 
 
-# ---------------------------------------------------------------- pydantic's errors as ours
-
-# A type error in words: what the field expected.
-EXPECTED = {"int_type": "an integer", "float_type": "a number", "bool_type": "true or false",
-            "string_type": "a string", "list_type": "an array", "model_type": "an object",
-            "model_attributes_type": "an object", "dict_type": "an object"}
-# pydantic's other errors in our words ({...}: from the error's context); our own (PydanticCustomError) say theirs.
-SAID = {"extra_forbidden": "not supported by this server", "missing": "required",
-        "greater_than_equal": "must be at least {ge}", "finite_number": "expected a finite number"}
-
-
-def refusal(exc: pydantic.ValidationError) -> ValidationError:
-    """pydantic's first error as one line naming the field as the client wrote it, e.g. `messages[1].content: ...`,
-    `prompt[2]: ...`, `stream_options.include_usage: ...`."""
-    error = exc.errors(include_url=False)[0]
-    kind, value, ctx = error["type"], error["input"], error.get("ctx", {})
-    path = [p for p in error["loc"] if not (isinstance(p, str) and p.startswith("<"))]  # the shapes' names
-    name = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".") or "body"
-    if kind in EXPECTED:
-        message = f"expected {EXPECTED[kind] if path else 'a JSON object'}, got {_kind(value)}"
-    elif kind == "shape":
-        message = f"{error['msg']}, got {_kind(value)}"
-    elif kind in SAID:
-        message = SAID[kind].format(**ctx)
-    else:
-        message = error["msg"]
-    return ValidationError(name, message)
-
-
-def _kind(v) -> str:
-    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "an array",
-             dict: "an object", type(None): "null"}
-    return names.get(type(v), type(v).__name__)
-
-
 def _check(model: type[Body], body) -> Any:
     try:
         return model.model_validate(body)
@@ -346,7 +309,7 @@ class OpenAIRequest:
         return prompt * self.n + copy
 
 
-def _params(body: GenerationBody) -> tuple[SamplingParams, str]:
+def _params(body: GenerationBody) -> tuple[GivenParams, str]:
     """The parameters the body set, by our names; and the name the client gave max_tokens."""
     given = {ours: getattr(body, theirs) for theirs, ours in OPENAI_PARAMS.items()}
     if given["stop"] is not None:
@@ -355,8 +318,8 @@ def _params(body: GenerationBody) -> tuple[SamplingParams, str]:
         given["top_k"] = 0  # vLLM's -1: no top-k filtering, our 0
     if getattr(body, "max_completion_tokens", None) is not None:
         given["max_new_tokens"] = body.max_completion_tokens
-        return SamplingParams(**given), "max_completion_tokens"
-    return SamplingParams(**given), "max_tokens"
+        return GivenParams(**given), "max_completion_tokens"
+    return GivenParams(**given), "max_tokens"
 
 
 def _conversation(messages: list[ChatMessage]) -> tuple[Message, ...]:
@@ -407,7 +370,7 @@ def parse(body, kind: str, max_choices: int, tool_parser: ToolParser | None = No
                                      "per request")
     seed = params.given.get("seed")
     copies = tuple(
-        base if seed is None else replace(base, params=SamplingParams(**{**params.given, "seed": seed + c}))
+        base if seed is None else replace(base, params=GivenParams(**{**params.given, "seed": seed + c}))
         for c in range(b.n))
     return OpenAIRequest(kind, b.model, b.stream, options.include_usage, b.n, count, is_list, max_field, copies,
                          tuple(texts), options.continuous_usage_stats, logprobs is not None,
@@ -431,37 +394,6 @@ def parse_detokenize(body) -> tuple[str | None, list[int]]:
     """vLLM's /detokenize body: the model named and `tokens`, an array of token ids."""
     b = _check(DetokenizeRequest, body)
     return b.model, list(b.tokens)
-
-
-def openai_error(error: ValidationError, request: OpenAIRequest | None) -> tuple[str, str]:
-    """(param, message) for an engine ValidationError, naming the OpenAI field instead of ours."""
-    field, message = error.field, str(error)[len(error.field) + 2:]
-    # The engine names its own fields; say them the way the client wrote them.
-    names = {ours: theirs for ours, theirs in OPENAI_NAMES.items() if theirs}
-    if request is not None:
-        names["max_new_tokens"] = request.max_tokens_field
-    head, _, rest = field.partition("[")
-    if head in ("logprobs", "prompt_logprobs") and request is not None:
-        field = "top_logprobs" if request.kind == "chat" else "logprobs"
-    elif head in names:
-        field = names[head]
-    elif tools.openai_field(field) is not None:
-        field = tools.openai_field(field)
-    elif head == "prompt_ids" and request is not None:
-        # prompt_ids[i][j] -> prompt[i][j], or prompt[j] for a single array of ids
-        field = "prompt" + (f"[{rest}" if request.prompt_is_list else rest[rest.index("]") + 1:] if "]" in rest else "")
-    elif head in ("conversations", "prompts") and request is not None:
-        if request.kind == "chat":
-            # conversations[0].messages[j].role -> messages[j].role; the conversation itself -> messages
-            _, _, inner = rest.partition("].")
-            field = inner.replace(".arguments", ".function.arguments") if inner.startswith("messages") else "messages"
-        elif rest and request.prompt_is_list:
-            field = f"prompt[{rest}"
-        else:
-            field = "prompt"
-    for ours, theirs in names.items():
-        message = message.replace(ours, theirs)
-    return field, f"{field}: {message}"
 
 
 # ---------------------------------------------------------------- responses

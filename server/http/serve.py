@@ -12,11 +12,10 @@ import uvicorn
 from prometheus_client import make_asgi_app
 
 from server.auth import bearer_matches
-from server.calls import Calls
+from server.calls import Gateway
 from server.config import Settings
 from server.http import errors
 from server.http.api import OpenAIApi
-from server.kserve.rest import KServeRest
 from server.observability import Metrics
 
 log = logging.getLogger(__name__)
@@ -58,11 +57,14 @@ class WithMetrics:
 
 
 class HttpServer:
-    def __init__(self, settings: Settings, calls: Calls, metrics: Metrics | None = None):
+    """The OpenAI API, and beside it `routes` of other front doors (app.py gives KServe's REST routes, so this
+    package does not import server.kserve, which imports it), and /metrics."""
+
+    def __init__(self, settings: Settings, calls: Gateway, routes=(), metrics: Metrics | None = None):
         self.settings = settings
         self.api = OpenAIApi(calls, model_name(settings), settings.api_key, settings.max_message_bytes,
                              settings.tool_call_parser, settings.reasoning_parser)
-        self.kserve = KServeRest(calls, model_names(settings), settings.max_message_bytes)
+        self.routes = routes
         self.metrics = metrics
         self._server: _Uvicorn | None = None
         self._task: asyncio.Task | None = None
@@ -77,7 +79,7 @@ class HttpServer:
             tls = {"ssl_certfile": s.tls_cert, "ssl_keyfile": s.tls_key}
             if s.tls_client_ca:
                 tls |= {"ssl_ca_certs": s.tls_client_ca, "ssl_cert_reqs": ssl.CERT_REQUIRED}
-        app = self.api.app(self.kserve.routes())
+        app = self.api.app(self.routes)
         if self.metrics is not None:
             app = WithMetrics(app, self.metrics, s.metrics_api_key)
         config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off",

@@ -14,7 +14,7 @@ from server.engine.errors import ValidationError
 from server.engine.tool_parsers import Call, ToolParser
 from server.engine.types import Constraint, Tool, ToolCall
 
-# The engine's names for what these fields become -> the OpenAI field (openai_error completes the paths).
+# The engine's names for what these fields become -> the OpenAI field (errors.PATHS completes the paths).
 ENGINE_FIELDS = {"json_schema": "response_format.json_schema.schema", "json_object": "response_format",
                  "grammar": "tool_choice"}
 EMPTY_PARAMETERS = '{"type": "object", "properties": {}}'
@@ -59,16 +59,6 @@ def forced(offered: tuple[Tool, ...], choice: str | None, parser: ToolParser) ->
 def message_calls(items) -> tuple[ToolCall, ...]:
     """An assistant message's `tool_calls` (ToolCallItems) as the engine's."""
     return tuple(ToolCall(c.id, c.function.name, c.function.arguments) for c in items or ())
-
-
-def openai_field(field: str) -> str | None:
-    """The OpenAI name of an engine field these requests set, or None."""
-    if field in ENGINE_FIELDS:
-        return ENGINE_FIELDS[field]
-    if field.startswith("tools["):
-        head, _, name = field.rpartition(".")
-        return f"{head}.function.{name}"
-    return None
 
 
 def answer(text: str, parser: ToolParser) -> tuple[str | None, list[dict]]:

@@ -12,9 +12,9 @@ import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from server.engine.errors import EngineError, ValidationError
+from server.engine.errors import EngineError, Path, ValidationError
 from server.engine.params import PARAMETERS
-from server.engine.types import GenerationRequest, SamplingParams
+from server.engine.types import GenerationRequest, GivenParams
 from server.engine.validation import KINDS
 from server.errors import ModelNotFound
 
@@ -131,7 +131,7 @@ def _text(data: bytes, field: str) -> str:
         raise ValidationError(field, f"not valid UTF-8 (byte {exc.start})") from None
 
 
-def sampling(parameters: Mapping[str, object]) -> SamplingParams:
+def sampling(parameters: Mapping[str, object]) -> GivenParams:
     """The request's `parameters`, by our generation parameters' names, checked for their kinds (the engine
     checks their values)."""
     unknown = sorted(set(parameters) - set(PARAMETERS))
@@ -151,34 +151,31 @@ def sampling(parameters: Mapping[str, object]) -> SamplingParams:
         elif not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             raise ValidationError(f"parameters.{name}", f"expected {KIND_NAMES[kind]}, got {type(value).__name__} {value!r}")
         given[name] = value
-    return SamplingParams(**given)
+    return GivenParams(**given)
 
 
 def generation_request(prompts: Prompts, parameters: Mapping[str, object]) -> GenerationRequest:
     return GenerationRequest(prompts=prompts.texts, params=sampling(parameters))
 
 
+# The engine's name of a path's first step -> KServe's: a prompt is an element of the pre_prompt input, a
+# generation parameter a request parameter.
+PATHS = {"prompts": (PROMPT,), **{name: ("parameters", name) for name in PARAMETERS}}
+
+
+def kserve_path(path: Path) -> Path:
+    return (*PATHS.get(path[0], path[:1]), *path[1:]) if path else path
+
+
 def kserve_message(error: EngineError) -> str:
-    """The error's message, with the engine's field names said as a KServe client wrote them: `prompts[i]` is
-    `pre_prompt[i]`, a generation parameter is `parameters.NAME`."""
-    if not isinstance(error, ValidationError):
-        return str(error)
-    message = str(error)[len(error.field) + 2:]
-    head, bracket, rest = error.field.partition("[")
-    if head == "prompts":
-        field = PROMPT + bracket + rest
-    elif head in PARAMETERS:
-        field = f"parameters.{error.field}"
-    else:
-        field = error.field
-    return f"{field}: {message}"
+    """The error's message, with the engine's field names said as a KServe client wrote them."""
+    return str(renamed(error))
 
 
 def renamed(error: EngineError) -> EngineError:
-    """The same error, its message in KServe's names (the status stays the error's class's)."""
+    """The same error, its path in KServe's names (the status stays the error's class's)."""
     if isinstance(error, ValidationError):
-        field, _, message = kserve_message(error).partition(": ")
-        return ValidationError(field, message)
+        return ValidationError(kserve_path(error.path), error.message)
     return error
 
 

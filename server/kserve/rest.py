@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from server.calls import Calls
+from server.calls import Gateway
 from server.engine.errors import EngineError, ValidationError
 from server.engine.types import collect
 from server.errors import INTERNAL, status_of
@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 
 class KServeRest:
-    def __init__(self, calls: Calls, model_names: Sequence[str], max_body_bytes: int):
+    def __init__(self, calls: Gateway, model_names: Sequence[str], max_body_bytes: int):
         self.calls = calls
         self.names = tuple(model_names)
         self.max_body_bytes = max_body_bytes
@@ -99,7 +99,7 @@ class Inference:
     """One /infer call as a raw ASGI app: the generation runs while it watches for the client leaving, and
     cancels the generation when it does (as the OpenAI API's Generation does)."""
 
-    def __init__(self, calls: Calls, model: str, request_id: str | None, prompts: Prompts, generation):
+    def __init__(self, calls: Gateway, model: str, request_id: str | None, prompts: Prompts, generation):
         self.calls, self.model, self.request_id = calls, model, request_id
         self.prompts, self.generation = prompts, generation
 

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import aclosing
 
 from proto import kserve_pb2, kserve_pb2_grpc
-from server.calls import Calls
+from server.calls import Gateway
 from server.engine.errors import EngineError, ValidationError
 from server.engine.types import Finished, GenerationRequest, TextDelta, collect
 from server.errors import status_of
@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 
 class KServeServicer(kserve_pb2_grpc.GRPCInferenceServiceServicer):
-    def __init__(self, calls: Calls, model_names: Sequence[str]):
+    def __init__(self, calls: Gateway, model_names: Sequence[str]):
         self.calls = calls
         self.names = tuple(model_names)
 

@@ -34,3 +34,22 @@ def test_the_rows_agree_with_the_contract():
     assert status_of(QueueFull()).http == 429 and status_of(NotReady()).http == 503
     assert status_of(ModelNotFound()).grpc == grpc.StatusCode.NOT_FOUND and status_of(ModelNotFound()).http == 404
     assert status_of(RuntimeError("anything else")) is INTERNAL
+
+
+def test_a_validation_error_is_a_path_and_a_message():
+    error = ValidationError("conversations[0].messages[1].role", "unknown role")
+    assert error.path == ("conversations", 0, "messages", 1, "role") and error.message == "unknown role"
+    assert str(error) == "conversations[0].messages[1].role: unknown role"
+    assert ValidationError(("prompt_ids", 1, 2), "x").field == "prompt_ids[1][2]"
+
+
+def test_each_front_door_names_the_path_from_its_own_table():
+    from server.grpc.convert import error_message
+    from server.kserve.protocol import kserve_message
+
+    error = ValidationError("logprobs", "must be in [0, 20]")
+    assert error_message(error) == "top_logprobs: must be in [0, 20]"  # GenerateRequest's name
+    assert http_errors.from_engine(error).param == "logprobs"  # no body parsed: the engine's name stays
+    stop = ValidationError("stop[1]", "must not be empty")
+    assert kserve_message(stop) == "parameters.stop[1]: must not be empty"
+    assert error_message(stop) == str(stop)

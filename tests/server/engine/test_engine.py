@@ -19,7 +19,7 @@ from server.engine.types import (
     FinishReason,
     GenerationRequest,
     Message,
-    SamplingParams,
+    GivenParams,
     TextDelta,
     collect,
 )
@@ -53,7 +53,7 @@ def model(fp32_model_dir):
 
 
 def ask(prompt, **params) -> GenerationRequest:
-    return GenerationRequest(prompts=(prompt,), params=SamplingParams(**params))
+    return GenerationRequest(prompts=(prompt,), params=GivenParams(**params))
 
 
 def text_of(events) -> str:
@@ -64,7 +64,7 @@ def assert_idle(engine: Engine) -> None:
     """Nothing runs or waits, the block invariants hold, and no block is used or reserved."""
     assert wait_until(lambda: engine.counts() == (0, 0))
     engine.core.check()
-    assert engine.core.blocks.used() == 0 and engine.core.blocks.reserved() == 0
+    assert engine.stats().blocks_used == 0 and engine.stats().blocks_reserved == 0
 
 
 def all_at_once(model_dir, prompts, n: int) -> list[str]:
@@ -177,11 +177,11 @@ def test_small_cache_many_requests_none_lost_none_mixed(model):
         for t in threads:
             t.start()
         assert wait_until(lambda: engine.counts()[1] > 0, timeout=10)  # the cache, not max_batch, holds them back
-        assert engine.core.blocks.reserved() <= 6
+        assert engine.stats().blocks_reserved <= 6
         for t in threads:
             t.join(180)
         assert results == {i: solo[p] for i, p in enumerate(prompts)}
-        assert engine.core.blocks.used() == 0 and engine.core.blocks.reserved() == 0
+        assert engine.stats().blocks_used == 0 and engine.stats().blocks_reserved == 0
     finally:
         engine.close()
 
@@ -190,12 +190,12 @@ def test_cancel_returns_blocks(model):
     engine = Engine(model)
     try:
         handles = [engine.submit(ask(p, max_new_tokens=300, min_new_tokens=300)) for p in PARITY_PROMPTS[:3]]
-        assert wait_until(lambda: engine.core.blocks.used() > 0, timeout=30)
+        assert wait_until(lambda: engine.stats().blocks_used > 0, timeout=30)
         for h in handles:
             h.cancel()
         finals = [[e for e in h.events(30) if isinstance(e, Finished)][-1] for h in handles]
         assert {f.reason for f in finals} == {FinishReason.CANCELLED}
-        assert wait_until(lambda: engine.core.blocks.used() == 0 and engine.core.blocks.reserved() == 0)
+        assert wait_until(lambda: engine.stats().blocks_used == 0 and engine.stats().blocks_reserved == 0)
         assert engine.counts() == (0, 0)
     finally:
         engine.close()
@@ -337,14 +337,13 @@ def test_manifest_stop_strings_are_servable_defaults(fp32_model_dir, tmp_path):
 
 
 def test_a_model_the_paged_rewrite_refuses_stops_the_load_naming_its_architecture(fp32_model_dir, monkeypatch):
-    import openvino._offline_transformations as offline
-
+    from server.engine import libraries
     from server.engine.paged_model import TransformationFailed
 
     def unsupported(model):
         raise RuntimeError("no pattern matched this architecture")
 
-    monkeypatch.setattr(offline, "paged_attention_transformation", unsupported)
+    monkeypatch.setattr(libraries, "paged_attention_transformation", unsupported)
     with pytest.raises(TransformationFailed, match="cannot run the llama architecture: .*no pattern matched"):
         LoadedModel.load(fp32_model_dir, "CPU", OV_CONFIG)
 
@@ -456,7 +455,7 @@ def chat(*turns: str, system: str = SYSTEM) -> GenerationRequest:
     """A conversation: user, assistant, user, ... turns (the last one the user's)."""
     messages = tuple(Message("user" if i % 2 == 0 else "assistant", t) for i, t in enumerate(turns))
     return GenerationRequest(conversations=(messages,), system_prompt=system,
-                             params=SamplingParams(max_new_tokens=16, min_new_tokens=16))
+                             params=GivenParams(max_new_tokens=16, min_new_tokens=16))
 
 
 def prompt_ids(model, request: GenerationRequest) -> list[int]:
@@ -514,7 +513,7 @@ def test_cached_prefixes_give_the_answers_of_caching_off(model, on_off):
 def follow_ups(question: str, answer: str, *questions: str) -> GenerationRequest:
     """One call of several second turns after the same first one."""
     return GenerationRequest(conversations=tuple(chat(question, answer, q).conversations[0] for q in questions),
-                             system_prompt=SYSTEM, params=SamplingParams(max_new_tokens=16, min_new_tokens=16))
+                             system_prompt=SYSTEM, params=GivenParams(max_new_tokens=16, min_new_tokens=16))
 
 
 def spy_copies(engine, monkeypatch) -> list:
@@ -621,7 +620,7 @@ def test_json_schema_answers_parse_and_validate_when_sampled_beside_a_free_one(m
     try:
         constraint = Constraint(json_schema=json.dumps(PERSON))
         bound = engine.submit(GenerationRequest(prompts=("Describe a person as JSON.", "Who is Albert Einstein?"),
-                                                params=SamplingParams(max_new_tokens=48, temperature=1.0, seed=3),
+                                                params=GivenParams(max_new_tokens=48, temperature=1.0, seed=3),
                                                 constraint=constraint))
         free = engine.submit(ask(SHORT[1], max_new_tokens=16))
         for answer in collect(bound.events(60)):
@@ -642,7 +641,7 @@ def test_a_constraint_that_does_not_compile_is_refused_naming_its_field_and_a_re
             with pytest.raises(ValidationError) as error:
                 engine.submit(GenerationRequest(prompts=("Hi",), constraint=constraint))
             assert error.value.field == field and reason in str(error.value)
-        answer = engine.generate(GenerationRequest(prompts=("Give me a date.",), params=SamplingParams(
+        answer = engine.generate(GenerationRequest(prompts=("Give me a date.",), params=GivenParams(
             max_new_tokens=16), constraint=Constraint(regex="[0-9]{4}-[0-9]{2}-[0-9]{2}")), timeout=60)[0]
         assert re.fullmatch("[0-9]{4}-[0-9]{2}-[0-9]{2}", answer.text) and answer.reason is FinishReason.STOP
     finally:

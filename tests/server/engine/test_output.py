@@ -1,7 +1,7 @@
 """The output side on a fake model and tokenizer: text per prompt in order, a stop string goes back to the core
 as an abort, slow readers get merged deltas, readers are woken once per step."""
 from server.engine.core import EngineCore
-from server.engine.output import Call, Collector, OutputProcessor, ThreadWaker
+from server.engine.output import Collector, OutputProcessor, Submission, ThreadWaker
 from server.engine.params import GenerationParams, Limits
 from server.engine.request import Request
 from server.engine.streamer import TokenStreamer
@@ -27,7 +27,7 @@ def wired(waker=None, **limits):
     waker = waker or ThreadWaker()
 
     def submit(*prompts, stop=(), **params):
-        call = Call(next(_ids), 0.0, waker, core.abort)
+        call = Submission(next(_ids), 0.0, waker, core.abort)
         p = GenerationParams(**{"max_new_tokens": 8, **params, "stop": tuple(stop)})
         requests = [Request(next(_ids), call.id, list(prompt), p) for prompt in prompts]
         for i, r in enumerate(requests):

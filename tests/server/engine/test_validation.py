@@ -6,7 +6,7 @@ import pytest
 
 from server.engine.errors import ValidationError
 from server.engine.params import GenerationParams, Limits
-from server.engine.types import GenerationRequest, Message, SamplingParams
+from server.engine.types import GenerationRequest, Message, GivenParams
 from server.engine.validation import check_inputs, check_lengths, check_token_ids, resolve_params
 
 LIMITS = Limits(max_batch=4, max_prompt_tokens=100, max_new_tokens_cap=50, max_stop_strings=2, max_stop_length=5)
@@ -14,7 +14,7 @@ DEFAULTS = GenerationParams(max_new_tokens=20)
 
 
 def params(**kw) -> GenerationRequest:
-    return GenerationRequest(prompts=("hi",), params=SamplingParams(**kw))
+    return GenerationRequest(prompts=("hi",), params=GivenParams(**kw))
 
 
 def field_of(fn, *args) -> str:
@@ -37,7 +37,7 @@ def test_resolved_params_are_the_defaults_with_the_request_own_values():
 
 def test_a_name_that_is_no_parameter_is_refused():
     with pytest.raises(TypeError, match="tempreature"):
-        SamplingParams(tempreature=0.5)
+        GivenParams(tempreature=0.5)
 
 
 def test_a_sampling_parameter_turns_sampling_on_unless_told_otherwise():
@@ -100,7 +100,7 @@ def test_logprob_counts_token_ids_and_max_new_tokens_zero():
     with pytest.raises(ValidationError) as caught:
         check_token_ids("prompt_ids[1]", [0, 5, 64], vocab_size=64)
     assert caught.value.field == "prompt_ids[1][2]"
-    zero = SamplingParams(max_new_tokens=0)
+    zero = GivenParams(max_new_tokens=0)
     assert resolve_params(GenerationRequest(prompts=("hi",), params=zero, prompt_logprobs=0),
                           GenerationParams(), limits).max_new_tokens == 0
     with pytest.raises(ValidationError, match="at least 1"):
@@ -108,7 +108,7 @@ def test_logprob_counts_token_ids_and_max_new_tokens_zero():
 
 
 def test_ignore_eos_runs_to_max_new_tokens():
-    p = resolve_params(GenerationRequest(prompts=("hi",), params=SamplingParams(ignore_eos=True, max_new_tokens=9)),
+    p = resolve_params(GenerationRequest(prompts=("hi",), params=GivenParams(ignore_eos=True, max_new_tokens=9)),
                        GenerationParams(), Limits(max_batch=8))
     assert p.min_new_tokens == 9
 

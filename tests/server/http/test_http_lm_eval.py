@@ -15,7 +15,7 @@ import pytest
 
 from server.engine.engine import Engine
 from server.engine.model import LoadedModel
-from server.engine.types import GenerationRequest, SamplingParams
+from server.engine.types import GenerationRequest, GivenParams
 from tests.server.http.test_http_eval import MODEL
 
 TASKS = Path(__file__).with_name("lm_eval_tasks")
@@ -79,7 +79,7 @@ def test_lm_eval_scores_local_tasks_as_the_engine_computes_them_in_process(http_
             ctx = tokenizer.encode(context, add_special_tokens=False)
             whole = tokenizer.encode(context + continuation, add_special_tokens=False)
             (c,) = engine.generate(GenerationRequest(prompt_ids=(tuple(whole),), prompt_logprobs=1,
-                                                     params=SamplingParams(max_new_tokens=0)))
+                                                     params=GivenParams(max_new_tokens=0)))
             tail = c.prompt_logprobs[len(ctx):]
             assert math.isclose(float(served), sum(lp.logprob for lp in tail), abs_tol=1e-4)
             checked.append((whole, c.prompt_logprobs))
@@ -94,6 +94,6 @@ def test_lm_eval_scores_local_tasks_as_the_engine_computes_them_in_process(http_
     for sample in gen:  # arguments: {gen_args_0: {arg_0: context, arg_1: generation kwargs}}
         (args,) = sample["arguments"].values()
         context, kwargs = args["arg_0"], args["arg_1"]
-        (c,) = engine.generate(GenerationRequest(prompts=(context,), raw=True, params=SamplingParams(
+        (c,) = engine.generate(GenerationRequest(prompts=(context,), raw=True, params=GivenParams(
             max_new_tokens=kwargs["max_gen_toks"], temperature=0, stop=tuple(kwargs["until"]))))
         assert sample["resps"] == [[c.text]] and c.text

@@ -7,7 +7,7 @@ import pytest
 
 from server.engine.errors import ValidationError
 from server.engine.types import FinishReason, Logprob, Message, Usage
-from server.http import schema
+from server.http import errors, schema
 
 
 def chat(**fields):
@@ -59,17 +59,17 @@ def test_refusals_name_the_openai_field(fields, name):
 
 def test_engine_field_names_become_openai_names():
     r = chat(max_completion_tokens=4)
-    assert schema.openai_error(ValidationError("max_new_tokens", "must be at least 1"), r) == \
+    assert errors.openai_error(ValidationError("max_new_tokens", "must be at least 1"), r) == \
         ("max_completion_tokens", "max_completion_tokens: must be at least 1")
-    assert schema.openai_error(ValidationError("min_new_tokens", "9 is above max_new_tokens (4)"), r)[1] == \
+    assert errors.openai_error(ValidationError("min_new_tokens", "9 is above max_new_tokens (4)"), r)[1] == \
         "min_tokens: 9 is above max_completion_tokens (4)"
-    assert schema.openai_error(ValidationError("conversations[0].messages[1].role", "unknown role"), r)[0] == \
+    assert errors.openai_error(ValidationError("conversations[0].messages[1].role", "unknown role"), r)[0] == \
         "messages[1].role"
-    assert schema.openai_error(ValidationError("conversations[0]", "too long"), r)[0] == "messages"
+    assert errors.openai_error(ValidationError("conversations[0]", "too long"), r)[0] == "messages"
     listed = schema.parse({"prompt": ["a", " "]}, "completion", 8)
-    assert schema.openai_error(ValidationError("prompts[1]", "must not be empty"), listed)[0] == "prompt[1]"
+    assert errors.openai_error(ValidationError("prompts[1]", "must not be empty"), listed)[0] == "prompt[1]"
     single = schema.parse({"prompt": " "}, "completion", 8)
-    assert schema.openai_error(ValidationError("prompts[0]", "must not be empty"), single)[0] == "prompt"
+    assert errors.openai_error(ValidationError("prompts[0]", "must not be empty"), single)[0] == "prompt"
 
 
 def test_usage_counts_a_prompt_once_however_many_copies():
@@ -94,17 +94,17 @@ def test_logprobs_fields_become_the_engine_request():
     (g,) = r.requests
     assert (g.logprobs, g.prompt_logprobs, r.echo) == (2, 2, True)
     # the engine's bound, named as the client wrote it
-    assert schema.openai_error(ValidationError("logprobs", "must be in [0, 20]"), chat(logprobs=True))[0] == "top_logprobs"
-    assert schema.openai_error(ValidationError("prompt_logprobs", "must be in [0, 20]"), r)[0] == "logprobs"
+    assert errors.openai_error(ValidationError("logprobs", "must be in [0, 20]"), chat(logprobs=True))[0] == "top_logprobs"
+    assert errors.openai_error(ValidationError("prompt_logprobs", "must be in [0, 20]"), r)[0] == "logprobs"
 
 
 def test_token_id_prompts_and_their_error_names():
     single = schema.parse({"prompt": [1, 2, 3]}, "completion", 8)
     assert single.requests[0].prompt_ids == ((1, 2, 3),) and not single.requests[0].prompts
-    assert schema.openai_error(ValidationError("prompt_ids[0][2]", "99 is not a token id"), single)[0] == "prompt[2]"
+    assert errors.openai_error(ValidationError("prompt_ids[0][2]", "99 is not a token id"), single)[0] == "prompt[2]"
     listed = schema.parse({"prompt": [[1], [2, 3]]}, "completion", 8)
     assert listed.requests[0].prompt_ids == ((1,), (2, 3))
-    assert schema.openai_error(ValidationError("prompt_ids[1][0]", "x"), listed)[0] == "prompt[1][0]"
+    assert errors.openai_error(ValidationError("prompt_ids[1][0]", "x"), listed)[0] == "prompt[1][0]"
     for prompt, name in (([[1], ["a"]], "prompt[1][0]"), ([1, "a"], "prompt"), ([[1], 2], "prompt")):
         with pytest.raises(ValidationError) as caught:
             schema.parse({"prompt": prompt}, "completion", 8)
