@@ -32,6 +32,11 @@ from server.engine.types import FinishReason
 
 log = logging.getLogger(__name__)
 ALL = None  # on the abort queue: every request (the engine is closing)
+# A prompt's last tokens are always computed, at least two of them: OpenVINO's CPU plugin runs a one-token step on
+# other kernels than a longer one (INT8 weights: the first answer token's logprobs differ by 4e-2 with dynamic
+# quantization, 7e-4 without), so a prompt read almost whole from the cache, or a last chunk of one token, would
+# not give the answer of the same prompt computed fresh. Two or more tokens compute alike whatever the count.
+RECOMPUTED = 2
 
 
 @dataclass(frozen=True)
@@ -122,8 +127,9 @@ class EngineCore:
 
     def __init__(self, model, eos_token_ids, limits: Limits, max_step_tokens: int, prefix_caching: bool = True,
                  grammars: Grammars | None = None, speculation: SpeculationConfig | None = None,
-                 pacing: StepCost | None = None):
+                 pacing: StepCost | None = None, reuse_answers: bool = True):
         self.model = model
+        self.reuse_answers = reuse_answers  # blocks of generated tokens join the prefix cache (KVCacheConfig)
         self.pacing = pacing  # None: every prompt still prefilling shares each step's budget (pacing.py)
         self.grammars = grammars  # for requests with a matcher (structured output)
         self.limits = limits
@@ -295,14 +301,14 @@ class EngineCore:
                     self._running.append(request)
 
     def _hit_limit(self, r: Request) -> int:
-        """How many of a prompt's blocks may come from the cache: never its last token, whose logits it needs."""
-        return (len(r.prompt_ids) - 1) // self.blocks.block_size if r.reads_cache else 0
+        """How many of a prompt's blocks may come from the cache: never its last RECOMPUTED tokens."""
+        return max(len(r.prompt_ids) - RECOMPUTED, 0) // self.blocks.block_size if r.reads_cache else 0
 
     def _partial_hit(self, r: Request, full: int) -> tuple[int, int] | None:
         """An idle partial block that continues a prompt's first `full` blocks: (block, tokens of the prompt it
-        holds), never its last token."""
+        holds), never its last RECOMPUTED tokens."""
         size = self.blocks.block_size
-        start, end = full * size, min((full + 1) * size, len(r.prompt_ids) - 1)
+        start, end = full * size, min((full + 1) * size, len(r.prompt_ids) - RECOMPUTED)
         if not (self.blocks.caching and r.reads_cache) or end <= start:
             return None
         return self.blocks.match_partial(r.block_keys[full - 1] if full else ROOT, r.prompt_ids[start:end])
@@ -326,6 +332,10 @@ class EngineCore:
                 n = 1
             elif budget > 0 and r.id in let_in:
                 n = min(left, budget)
+                if left - n == 1 and n > 1:  # no chunk of one token: it would run on other kernels (RECOMPUTED)
+                    n -= 1
+                if n == 1 < left and self.max_step_tokens > 1:
+                    continue
                 budget -= n
             else:
                 continue
@@ -443,7 +453,8 @@ class EngineCore:
         """Key the blocks this step filled, now that their KV exists (blocks of generated tokens get their
         keys here, as they fill)."""
         size = self.blocks.block_size
-        for k in range(before // size, r.computed // size):
+        end = r.computed if self.reuse_answers else min(r.computed, len(r.prompt_ids))
+        for k in range(before // size, end // size):
             if k == len(r.block_keys):
                 r.block_keys.append(chain(r.block_keys[-1] if k else ROOT, r.tokens(k * size, (k + 1) * size)))
             self.blocks.register(r.blocks[k], r.block_keys[k])
@@ -452,7 +463,8 @@ class EngineCore:
         """The block a prompt's KV ends inside: (block, its parent's key, the tokens it holds), for reuse (not
         after a failed step: a copy into it may have failed)."""
         k, m = divmod(r.computed, self.blocks.block_size)
-        if not self.blocks.caching or not m or r.status is RequestStatus.FINISHED_FAILED:
+        if not self.blocks.caching or not m or r.status is RequestStatus.FINISHED_FAILED \
+                or (r.computed > len(r.prompt_ids) and not self.reuse_answers):
             return None
         return r.blocks[k], r.block_keys[k - 1] if k else ROOT, r.tokens(k * self.blocks.block_size, r.computed)
 
