@@ -547,7 +547,7 @@ def test_prompts_of_one_call_continuing_one_partly_filled_block_take_it_and_copi
 def test_a_copied_block_of_a_quantized_cache_carries_its_scales(fp32_model_dir, kv, monkeypatch):
     """u8 and u4 blocks hold their scales and zero points: the copy answers as the block it was copied from."""
     engine = Engine(LoadedModel.load(fp32_model_dir, "CPU", {**OV_CONFIG, "KV_CACHE_PRECISION": kv}, batch_invariant=True),
-                    kv_cache=KVCacheConfig(blocks=32))
+                    kv_cache=KVCacheConfig(blocks=32, reuse_answers=True))
     try:
         assert engine.core.model.kv_precision == kv
         copies = spy_copies(engine, monkeypatch)
