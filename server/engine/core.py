@@ -34,12 +34,12 @@ class EngineCore:
 
     def __init__(self, model, eos_token_ids, limits: Limits, max_step_tokens: int, prefix_caching: bool = True,
                  grammars: Grammars | None = None, speculation: SpeculationConfig | None = None,
-                 pacing: StepCost | None = None):
+                 pacing: StepCost | None = None, reuse_answers: bool = True):
         self.model = model
         self.pacing = pacing
         self.limits = limits
         self.scheduler = Scheduler(BlockManager(model.num_blocks, model.block_size, prefix_caching), eos_token_ids,
-                                   limits, max_step_tokens, grammars, speculation, pacing)
+                                   limits, max_step_tokens, grammars, speculation, pacing, reuse_answers)
         self.blocks = self.scheduler.blocks  # its sizes are constant; its state is the loop thread's
         self.stats = self.scheduler.stats()  # after the last step (a value, replaced whole)
         self._inbox: deque[list[Request]] = deque()  # calls added since the last step

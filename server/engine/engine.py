@@ -50,7 +50,7 @@ class Engine:
         self._ids = itertools.count(1)
         kv_cache = kv_cache or KVCacheConfig()
         speculation = speculation or SpeculationConfig()
-        paged = PagedModel(model.paged, small=speculation.max_step_tokens)
+        paged = PagedModel(model.paged, small=speculation.max_step_tokens, pad_single=model.info.batch_invariant)
         paged.allocate(cache_blocks(kv_cache, paged.bytes_per_block, paged.block_size, limits.max_batch,
                                     model.info.context_length))
         log.info("paged engine: %d compiled %s, KV cache of %d blocks x %d tokens, %s (%.0f MB), prefix caching %s, "
@@ -69,7 +69,9 @@ class Engine:
         self.limits = limits
         self.grammars = Grammars.for_tokenizer(model.tokenizer, model.vocab_size, model.eos_token_ids)
         self.core = EngineCore(paged, model.eos_token_ids, limits, scheduler.max_step_tokens, kv_cache.prefix_caching,
-                               self.grammars, speculation, StepCost() if scheduler.pacing else None)
+                               self.grammars, speculation, StepCost() if scheduler.pacing else None,
+                               reuse_answers=not model.info.batch_invariant if kv_cache.reuse_answers is None
+                               else kv_cache.reuse_answers)
         self.output = OutputProcessor(self.core.abort)
         self._waker = ThreadWaker()
         self._thread = threading.Thread(target=self._loop, name="engine-core", daemon=True)

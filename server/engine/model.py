@@ -27,6 +27,7 @@ class ModelInfo:
     stop: tuple[str, ...] = ()  # the model's end-of-answer markers, from its modelprep manifest
     numerics: Numerics | None = None  # what the compiled model runs with
     required_precision: str | None = None  # the inference precision its manifest says it needs
+    batch_invariant: bool = False  # loaded in batch-invariant mode (precision.BATCH_INVARIANT)
 
 
 def read_manifest(path: str | Path):
@@ -99,7 +100,7 @@ class LoadedModel:
         stop = tuple(s for s in (manifest.stop if manifest else ()) if s not in tokenizer.all_special_tokens)
         report = numerics(paged[0], next(i.get_element_type().get_type_name() for i in paged[0].inputs
                                       if i.get_any_name().startswith("key_cache.")))
-        info = ModelInfo(str(path), device, precision, seconds, int(context), stop, report, required)
+        info = ModelInfo(str(path), device, precision, seconds, int(context), stop, report, required, batch_invariant)
         return cls(paged, tokenizer, info, generation.get("eos_token_id", getattr(config, "eos_token_id", None)))
 
     @property

@@ -112,10 +112,14 @@ class PagedModel:
     largest step it ran (a prompt's logprobs: a row of the vocabulary per token), so a step of more than `small`
     tokens (a prompt's chunk, a large batch) always runs on the first copy, and only that one grows them."""
 
-    def __init__(self, compiled, small: int = SpeculationConfig.max_step_tokens):
+    def __init__(self, compiled, small: int = SpeculationConfig.max_step_tokens, pad_single: bool = False):
         compiled = tuple(compiled) if isinstance(compiled, (tuple, list)) else (compiled,)
         self.compiled = compiled[0]
         self.small = small
+        # A step of one token runs on other kernels than a longer one (its numbers differ by rounding): in
+        # batch-invariant mode a lone decode step gets a padding token, computed in a block of its own past the
+        # cache's last, so a sequence alone computes as it does beside others.
+        self.pad_single = pad_single
         self._requests = [[c.create_infer_request(), 0] for c in compiled]  # most recent first: [request, tokens]
         self._first = self._requests[0][0]
         self._caches = [i for i in self.compiled.inputs
@@ -142,12 +146,13 @@ class PagedModel:
         import openvino as ov
 
         self._blocks = []
+        physical = num_blocks + self.pad_single  # the padding token's block, never handed out
         for port, dims in zip(self._caches, self._block_dims):
-            tensor = ov.Tensor(port.get_element_type(), ov.Shape([num_blocks, *dims]))
+            tensor = ov.Tensor(port.get_element_type(), ov.Shape([physical, *dims]))
             for request, _ in self._requests:  # the same memory for every copy
                 request.set_tensor(port.get_any_name(), tensor)
             # Each block's bytes, whatever the precision (a u4 tensor's data is its packed bytes).
-            self._blocks.append(np.asarray(tensor.data).view(np.uint8).reshape(num_blocks, -1))
+            self._blocks.append(np.asarray(tensor.data).view(np.uint8).reshape(physical, -1))
         self.num_blocks = num_blocks
 
     def copy_blocks(self, pairs: list[tuple[int, int]]) -> None:
@@ -159,6 +164,8 @@ class PagedModel:
 
     def forward(self, step: StepInputs) -> np.ndarray:
         """Logits of the sampled token rows, [len(step.sampled), vocab] float32 (a copy)."""
+        if self.pad_single and len(step.input_ids) == 1:
+            step = self._padded(step)
         request = self._request_for(len(step.input_ids))
         request.infer({
             "input_ids": step.input_ids,
@@ -172,6 +179,22 @@ class PagedModel:
         }, share_inputs=True)
         logits = request.get_tensor("logits").data
         return np.array(logits.reshape(len(step.sampled), logits.shape[-1]), dtype=np.float32)
+
+    def _padded(self, step: StepInputs) -> StepInputs:
+        """The step with a second sequence of one token (id 0, position 0) in the padding block; its row is not
+        sampled."""
+        pad = np.int32(self.num_blocks)
+        blocks = len(step.block_indices)
+        return StepInputs(
+            input_ids=np.append(step.input_ids, np.int64(0)),
+            position_ids=np.append(step.position_ids, np.int64(0)),
+            past_lens=np.append(step.past_lens, np.int32(0)),
+            subsequence_begins=np.append(step.subsequence_begins, np.int32(2)),
+            block_indices=np.append(step.block_indices, pad),
+            block_indices_begins=np.append(step.block_indices_begins, np.int32(blocks + 1)),
+            max_context_len=step.max_context_len,
+            sampled=step.sampled,
+        )
 
     def _request_for(self, tokens: int):
         """The infer request of the first copy for a long step, else of the copy that last ran `tokens` tokens, else

@@ -74,11 +74,16 @@ class KVCacheConfig:
     """The paged engine's KV cache: `blocks`, or `gb`; neither: room for max_batch sequences (8 when max_batch comes
     from the cache) of the model's whole context, at most DEFAULT_KV_CACHE_GB (memory is touched only as blocks are
     used).
-    `prefix_caching`: a prompt starts from the cached blocks of an earlier sequence it shares a prefix with."""
+    `prefix_caching`: a prompt starts from the cached blocks of an earlier sequence it shares a prefix with.
+    `reuse_answers`: blocks of generated tokens join the cache too (a conversation's next turn reuses its answers'
+    KV). Their KV was computed a token at a time, on other kernels than a prompt's chunk, so a turn read from them
+    may differ by rounding from the same text sent fresh: None (the default) reuses them except in
+    batch-invariant mode."""
 
     blocks: int = 0
     gb: float = 0.0
     prefix_caching: bool = True
+    reuse_answers: bool | None = None
 
 
 DEFAULT_KV_CACHE_GB = 1.0

@@ -27,13 +27,19 @@ from server.engine.step import ScheduledSeq, ScheduledStep, SchedulerStats, SeqO
 from server.engine.types import FinishReason
 
 ALL = None  # to abort: every request (the engine is closing)
+# A prompt's last tokens are always computed, at least two of them, and no prompt chunk is one token: OpenVINO's CPU
+# plugin computes a sequence's single new token on other kernels than several (INT8 weights: the first answer
+# token's logprob moved by 4e-2 with dynamic quantization, 7e-4 without, when a prompt was read from the cache all
+# but its last token), so the same prompt would not compute alike fresh and cached. Two or more compute alike.
+RECOMPUTED = 2
 
 
 class Scheduler:
     def __init__(self, blocks: BlockManager, eos_token_ids, limits: Limits, max_step_tokens: int,
                  grammars: Grammars | None = None, speculation: SpeculationConfig | None = None,
-                 pacing: StepCost | None = None):
+                 pacing: StepCost | None = None, reuse_answers: bool = True):
         self.blocks = blocks
+        self.reuse_answers = reuse_answers  # blocks of generated tokens join the prefix cache (KVCacheConfig)
         self.pacing = pacing  # None: every prompt still prefilling shares each step's budget (pacing.py)
         self.grammars = grammars  # for requests with a matcher (structured output)
         self.limits = limits
@@ -118,6 +124,10 @@ class Scheduler:
                 n = 1
             elif budget > 0 and r.id in let_in:
                 n = min(left, budget)
+                if left - n == 1 and n > 1:  # no chunk of one token (RECOMPUTED)
+                    n -= 1
+                if n == 1 < left and self.max_step_tokens > 1:
+                    continue
                 budget -= n
             else:
                 continue
@@ -160,14 +170,14 @@ class Scheduler:
         return copies
 
     def _hit_limit(self, r: Request) -> int:
-        """How many of a prompt's blocks may come from the cache: never its last token, whose logits it needs."""
-        return (len(r.prompt_ids) - 1) // self.blocks.block_size if r.reads_cache else 0
+        """How many of a prompt's blocks may come from the cache: never its last RECOMPUTED tokens."""
+        return max(len(r.prompt_ids) - RECOMPUTED, 0) // self.blocks.block_size if r.reads_cache else 0
 
     def _partial_hit(self, r: Request, full: int) -> tuple[int, int] | None:
         """An idle partial block that continues a prompt's first `full` blocks: (block, tokens of the prompt it
-        holds), never its last token."""
+        holds), never its last RECOMPUTED tokens."""
         size = self.blocks.block_size
-        start, end = full * size, min((full + 1) * size, len(r.prompt_ids) - 1)
+        start, end = full * size, min((full + 1) * size, len(r.prompt_ids) - RECOMPUTED)
         if not (self.blocks.caching and r.reads_cache) or end <= start:
             return None
         return self.blocks.match_partial(r.block_keys[full - 1] if full else ROOT, r.prompt_ids[start:end])
@@ -309,7 +319,8 @@ class Scheduler:
         """Key the blocks this step filled, now that their KV exists (blocks of generated tokens get their
         keys here, as they fill)."""
         size = self.blocks.block_size
-        for k in range(before // size, r.computed // size):
+        end = r.computed if self.reuse_answers else min(r.computed, len(r.prompt_ids))
+        for k in range(before // size, end // size):
             if k == len(r.block_keys):
                 r.block_keys.append(chain(r.block_keys[-1] if k else ROOT, r.tokens(k * size, (k + 1) * size)))
             self.blocks.register(r.blocks[k], r.block_keys[k])
@@ -318,7 +329,8 @@ class Scheduler:
         """The block a prompt's KV ends inside: (block, its parent's key, the tokens it holds), for reuse (not
         after a failed step: a copy into it may have failed)."""
         k, m = divmod(r.computed, self.blocks.block_size)
-        if not self.blocks.caching or not m or r.status is RequestStatus.FINISHED_FAILED:
+        if not self.blocks.caching or not m or r.status is RequestStatus.FINISHED_FAILED \
+                or (r.computed > len(r.prompt_ids) and not self.reuse_answers):
             return None
         return r.blocks[k], r.block_keys[k - 1] if k else ROOT, r.tokens(k * self.blocks.block_size, r.computed)
 

@@ -7,6 +7,7 @@ import random
 import pytest
 
 from server.engine.core import ALL, EngineCore
+from server.engine.scheduler import RECOMPUTED
 from server.engine.errors import QueueFull
 from server.engine.kv_cache import block_keys
 from server.engine.params import GenerationParams, Limits, SpeculationConfig
@@ -236,25 +237,25 @@ def test_blocks_of_generated_tokens_are_cached_with_the_keys_a_prompt_of_them_ha
 
 def test_a_request_fits_because_its_hit_blocks_are_in_use():
     for caching, counts in ((True, (2, 0)), (False, (1, 1))):
-        c = EngineCore(FakeModel(num_blocks=6, context=True), [EOS], Limits(max_batch=8), 64, prefix_caching=caching)
-        prompt = list(range(1, 14))  # 13 tokens + 3 new: 4 blocks each; 3 of them cached after a step
+        c = EngineCore(FakeModel(num_blocks=7, context=True), [EOS], Limits(max_batch=8), 64, prefix_caching=caching)
+        prompt = list(range(1, 15))  # 14 tokens + 3 new: 5 blocks each; 3 of them cached after a step
         c.add(requests(prompt, max_new_tokens=3))
         c.step()
         c.add(requests(prompt, max_new_tokens=3))
         c.step()
         c.check()
-        assert c.counts() == counts and c.blocks.reserved() == (5 if caching else 4)
+        assert c.counts() == counts and c.blocks.reserved() == (7 if caching else 5)
         run(c)
         assert_idle(c)
 
 
 def test_prompts_admitted_together_top_up_from_blocks_the_first_one_computed():
     model = FakeModel(context=True)
-    prompt = list(range(1, 18))  # 17 tokens in chunks of 8: the second copy waits, then takes 4 blocks
+    prompt = list(range(1, 19))  # 18 tokens in chunks of 8: the second copy waits, then takes 4 blocks
     got, cached, _ = answers([prompt, prompt], together=True, model=model, max_step_tokens=8)
     assert cached == [0, 16] and got[0] == got[1] == answers([prompt], caching=False)[0][0]
     prompt_tokens = sum(int(s.subsequence_begins[-1]) for s in model.steps) - sum(len(g) - 1 for g in got)
-    assert prompt_tokens == 17 + 1
+    assert prompt_tokens == 18 + RECOMPUTED
 
 
 def test_a_failed_step_caches_nothing_and_an_abort_gives_its_blocks_back():
@@ -299,7 +300,8 @@ def test_a_partly_filled_last_block_is_reused_and_written_on_after_its_tokens():
 
 def test_a_partial_block_taken_by_one_prompt_is_copied_for_the_others_never_shared_for_writing():
     model, c, r = first_turn()
-    prompts = [[*r.prompt_ids, r.output_ids[0], 9, 9], [*r.prompt_ids, r.output_ids[0], 8], [*r.prompt_ids[:5], 7]]
+    prompts = [[*r.prompt_ids, r.output_ids[0], 9, 9, 9], [*r.prompt_ids, r.output_ids[0], 8, 8],
+               [*r.prompt_ids[:5], 7, 7]]
     call = requests(*prompts, max_new_tokens=3)
     c.add(call)
     c.step()

@@ -8,6 +8,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
+from server.engine.scheduler import RECOMPUTED
 from server.engine.engine import Engine
 from server.engine.kv_cache import AVERAGE_REQUEST_TOKENS
 from server.engine.errors import QueueFull, ValidationError
@@ -470,7 +471,7 @@ def shared(a: list[int], b: list[int]) -> int:
 @pytest.fixture(scope="module")
 def on_off(model):
     """Two engines on one model, each with its own cache: prefix caching on and off."""
-    engines = Engine(model, kv_cache=KVCacheConfig(blocks=64)), \
+    engines = Engine(model, kv_cache=KVCacheConfig(blocks=64, reuse_answers=True)), \
         Engine(model, kv_cache=KVCacheConfig(blocks=64, prefix_caching=False))
     yield engines
     for e in engines:
@@ -488,11 +489,12 @@ def test_cached_prefixes_give_the_answers_of_caching_off(model, on_off):
     (c1,) = on.generate(first, timeout=60)
     (again,) = on.generate(first, timeout=60)
     (c2,) = on.generate(diverging, timeout=60)
-    # Whole blocks, and the partly filled block the first one's KV ended in, if its prompt's last token is
-    # in it (it holds the prompt's tail and the answer's start): all but the last token.
+    # Whole blocks, and the partly filled block the first one's KV ended in, if its prompt's tail is in it (it
+    # holds the prompt's tail and the answer's start): all but the last RECOMPUTED tokens.
     computed = len(ids) + 15  # the answer's last token is never computed
-    tail = (len(ids) - 1) // size == computed // size
-    assert (c1.usage.cached_tokens, again.usage.cached_tokens) == (0, len(ids) - 1 if tail else (len(ids) - 1) // size * size)
+    limit = len(ids) - RECOMPUTED
+    tail = limit // size == computed // size
+    assert (c1.usage.cached_tokens, again.usage.cached_tokens) == (0, limit if tail else limit // size * size)
     assert c2.usage.cached_tokens == d // size * size  # no partial entry there: whole blocks only
     want = [off.generate(r, timeout=60)[0] for r in (first, diverging)]
     assert [c1.text, again.text, c2.text] == [want[0].text, want[0].text, want[1].text]
@@ -504,7 +506,7 @@ def test_cached_prefixes_give_the_answers_of_caching_off(model, on_off):
     ids2 = prompt_ids(model, turn2)
     (t2,) = on.generate(turn2, timeout=60)
     reachable = shared(ids2, ids + model.encode(c1.text, False))
-    assert t2.usage.cached_tokens == min(reachable, computed, len(ids2) - 1) > computed // size * size
+    assert t2.usage.cached_tokens == min(reachable, computed, len(ids2) - RECOMPUTED) > computed // size * size
     assert t2.text == off.generate(turn2, timeout=60)[0].text
     assert wait_until(lambda: on.counts() == (0, 0))
     on.core.check()
@@ -537,14 +539,14 @@ def test_prompts_of_one_call_continuing_one_partly_filled_block_take_it_and_copi
     for c, conversation in zip(got, call.conversations):
         ids2 = model.encode(model.render(conversation, SYSTEM, False), False)
         reachable = shared(ids2, ids + model.encode(c1.text, False))
-        assert c.usage.cached_tokens == min(reachable, computed, len(ids2) - 1) > computed // size * size
+        assert c.usage.cached_tokens == min(reachable, computed, len(ids2) - RECOMPUTED) > computed // size * size
 
 
 @pytest.mark.parametrize("kv", ["u8", "u4"])
 def test_a_copied_block_of_a_quantized_cache_carries_its_scales(fp32_model_dir, kv, monkeypatch):
     """u8 and u4 blocks hold their scales and zero points: the copy answers as the block it was copied from."""
     engine = Engine(LoadedModel.load(fp32_model_dir, "CPU", {**OV_CONFIG, "KV_CACHE_PRECISION": kv}, batch_invariant=True),
-                    kv_cache=KVCacheConfig(blocks=32))
+                    kv_cache=KVCacheConfig(blocks=32, reuse_answers=True))
     try:
         assert engine.core.model.kv_precision == kv
         copies = spy_copies(engine, monkeypatch)

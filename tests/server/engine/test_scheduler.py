@@ -4,7 +4,7 @@ import ast
 from pathlib import Path
 
 from server.engine import scheduler as scheduler_module
-from server.engine.kv_cache import BlockManager
+from server.engine.kv_cache import BlockManager, block_keys
 from server.engine.params import GenerationParams, Limits
 from server.engine.request import Request, RequestStatus
 from server.engine.scheduler import Scheduler
@@ -106,3 +106,21 @@ def test_the_scheduler_imports_no_threading():
     imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
     assert not imported & {"threading", "queue", "asyncio", "concurrent"}
+
+
+def test_no_prompt_chunk_is_one_token_and_a_cache_hit_leaves_the_last_two():
+    """A sequence's single new token runs on other kernels than several (RECOMPUTED): a prompt of 9 tokens in chunks
+    of 4 runs 4, 3, 2 (not 4, 4, 1), and a prompt found whole in the cache still computes its last two tokens."""
+    model = FakeModel()
+    s = scheduler(model, max_step_tokens=4)
+    (a,) = call(list(range(1, 10)))
+    s.add([a])
+    chunks = [len(run_step(s, model)[0].seqs[0].token_ids) for _ in range(3)]
+    assert chunks == [4, 3, 2] and a.computed == 9
+    cached = Scheduler(BlockManager(model.num_blocks, model.block_size, caching=True), [EOS], Limits(max_batch=8), 64)
+    for _ in range(2):
+        (b,) = call(list(range(1, 14)), max_new_tokens=1)  # 13 tokens: 3 whole blocks, one more token
+        b.block_keys = block_keys(b.prompt_ids, model.block_size)  # the core hashes them on the caller's thread
+        cached.add([b])
+        step = run_step(cached, model)[0]
+    assert step.seqs[0].start == b.cached_tokens == 8 == (13 - scheduler_module.RECOMPUTED) // 4 * 4
