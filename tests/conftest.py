@@ -36,9 +36,9 @@ def _model(precision: str) -> Path:
     with FileLock(MODELS_DIR / f".{precision}.lock"):
         # A compressed directory cached from before compress_model.py checked against FP32 is rebuilt, with the check;
         # so is an INT4 one cached with other parameters than the registry's (they changed with the measured recipe).
+        wanted = parameters("int4", default_int4(DEFAULT_MODEL))
         stale = precision != "fp32" and is_complete(cached) and (
-            not read_manifest(cached).fidelity
-            or precision == "int4" and read_manifest(cached).compression != parameters("int4", default_int4(DEFAULT_MODEL)))
+            not read_manifest(cached).fidelity or precision == "int4" and read_manifest(cached).compression != wanted)
         return ensure_model(DEFAULT_MODEL, precision, MODELS_DIR, force=stale)
 
 

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from server.engine.params import SchedulerConfig
-from server.engine.precision import DYNAMIC_QUANTIZATION, HINT, Numerics, manifest_runtime, numerics, resolve, sources_text
+from server.engine.precision import (DYNAMIC_QUANTIZATION, HINT, Numerics, manifest_runtime, numerics, resolve,
+                                     sources_text)
 from server.engine import tools as tools_format
 from server.engine.types import Message, Tool
 
