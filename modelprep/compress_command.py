@@ -10,7 +10,7 @@ from pathlib import Path
 from modelprep import registry
 from modelprep.cli import command_name, make_parser, quiet_libraries, run
 from modelprep.errors import ModelPrepError
-from modelprep.store import is_complete, model_dir
+from modelprep.store import is_complete, model_dir, read_manifest
 
 PROG = command_name("compress_model.py")
 COMPRESSED = ("fp16", "int8", "int4")
@@ -64,6 +64,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="compare each new directory with FP32 at the CPU's default inference precision and at "
                              "f32, record the precision it needs, refuse it if poor even at f32 (default: on, unless the "
                              "FP32 model does not fit in the memory available)")
+    parser.add_argument("--tune", action=argparse.BooleanOptionalAction, default=True,
+                        help="time OpenVINO's CPU options (the activation quantization group) on each new INT8/INT4 "
+                             "directory, check the faster ones against FP32, record the fastest that passes in its "
+                             "manifest for the server (about a minute on the default model; default: on)")
+    parser.add_argument("--retune", action="store_true",
+                        help="measure the runtime options of complete INT8/INT4 directories again, on this CPU, "
+                             "without rebuilding them")
     parser.add_argument("--min-agreement", type=_agreement,
                         help="refuse a directory whose teacher-forced top-1 agreement with FP32 at f32 is below "
                              "this (default: fp16 0.9, int8 0.8, int4 0.5)")
@@ -89,9 +96,8 @@ def main(argv: list[str] | None = None) -> int:
                              f"run `python download_model.py --model {args.source.name}{flag}` first")
     quiet_libraries()
     from modelprep.fidelity import memory_shortfall
-    from modelprep.pipeline import compress, default_int4
+    from modelprep.pipeline import compress, default_int4, retune
     from modelprep.report import fidelity_report, size_table
-    from modelprep.store import read_manifest
 
     overrides = {k: v for k, v in (("sym", args.sym), ("group_size", args.group_size), ("ratio", args.ratio))
                  if v is not None}
@@ -105,19 +111,40 @@ def main(argv: list[str] | None = None) -> int:
         started = time.monotonic()
         target = model_dir(read_manifest(args.source).name, precision, args.source.parent)
         if is_complete(target) and not args.force:
-            print(f"{target} is already complete; use --force to rebuild it")
+            if args.retune:
+                retune(target, check=check, min_agreement=args.min_agreement)
+                print(f"measured the runtime options of {target} in {time.monotonic() - started:.0f}s")
+            else:
+                print(f"{target} is already complete; use --force to rebuild it")
         else:
             compress(args.source, precision, int4=int4, force=args.force, check=check,
-                     min_agreement=args.min_agreement)
+                     min_agreement=args.min_agreement, tune=args.tune)
             print(f"wrote {target} in {time.monotonic() - started:.0f}s")
         outputs.append(target)
     print(size_table(args.source, outputs))
+    for line in runtime_report(outputs):
+        print(line)
     table, warnings = fidelity_report(outputs)
     if table:
         print(table)
     for line in warnings:
         print(f"{PROG}: warning: {line}", file=sys.stderr)
     return 0
+
+
+def runtime_report(outputs: list[Path]) -> list[str]:
+    """Each directory's measured runtime options, with the figures behind the choice."""
+    from modelprep.tune import label, table
+
+    lines = []
+    for path in outputs:
+        runtime = read_manifest(path).runtime
+        if runtime:
+            chosen = label(runtime["options"]) if runtime["options"] else "the plugin's defaults"
+            lines += [f"{path.name}: runtime options {chosen} (ms a decode step at 1 / 8 sequences, x: speed against "
+                      f"the plugin's default, medians of {runtime['rounds']} alternating rounds, "
+                      f"{runtime['seconds']:.0f}s on {runtime['cpu']['name']})", table(runtime)]
+    return lines
 
 
 def entry() -> None:

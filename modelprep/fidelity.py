@@ -57,11 +57,12 @@ def memory_shortfall(fp32_dir: Path) -> str | None:
     return f"running its FP32 model needs about {need / 1e9:.0f} GB and {free / 1e9:.0f} GB of memory is available"
 
 
-def load(model_dir: Path, precision: str | None = None):
-    """The directory as OVModelForCausalLM loads it, at `precision` (None: the CPU's default)."""
+def load(model_dir: Path, precision: str | None = None, options: dict | None = None):
+    """The directory as OVModelForCausalLM loads it, at `precision` (None: the CPU's default), with other OpenVINO
+    `options` (runtime candidates, modelprep/tune.py)."""
     from optimum.intel import OVModelForCausalLM
 
-    ov_config = {"INFERENCE_PRECISION_HINT": precision} if precision else {}
+    ov_config = {**(options or {}), **({"INFERENCE_PRECISION_HINT": precision} if precision else {})}
     return OVModelForCausalLM.from_pretrained(str(model_dir), device="CPU", ov_config=ov_config)
 
 
@@ -164,8 +165,9 @@ class Fidelity:
         return cls(data["cpu_default"], data["min_agreement"], [Row(**r) for r in data["rows"]])
 
 
-def measure(model_dir: Path, reference: Reference, precision: str, min_agreement: float) -> Row:
-    model, tokenizer = load(model_dir, precision), reference.tokenizer
+def measure(model_dir: Path, reference: Reference, precision: str, min_agreement: float,
+            options: dict | None = None) -> Row:
+    model, tokenizer = load(model_dir, precision, options), reference.tokenizer
     same = total = 0
     for prompt, ref in zip(PROMPTS, reference.continuations):
         same += sum(a == b for a, b in zip(teacher_forced(model, tokenizer, prompt, list(ref)), ref))

@@ -101,12 +101,14 @@ def compress(
     progress: bool = True,
     check: bool = True,
     min_agreement: float | None = None,
+    tune: bool = False,
 ) -> Path:
     """Write the `precision` sibling of a complete FP32 directory (e.g. NAME_INT8_compressed_weights).
 
     With `check`, the new directory is compared with FP32 before it is published (modelprep/fidelity.py):
     its manifest records the inference precision it needs, and one that is poor even at f32 is refused
-    (ModelPrepError) with nothing written.
+    (ModelPrepError) with nothing written. With `tune`, the OpenVINO options fastest on this CPU that still pass
+    that check are measured and recorded as the manifest's `runtime` (modelprep/tune.py; INT8 and INT4 only).
     """
     from modelprep import fidelity
     from modelprep.compress import compress_ir
@@ -122,7 +124,8 @@ def compress(
         return target
     int4 = int4 or default_int4(source.name)
     manifest = store.Manifest(name=source.name, precision=precision, source=str(source_dir), stop=source.stop)
-    names = ["compress"] + (["check against FP32"] if check else [])
+    tune = tune and precision in TUNED
+    names = ["compress"] + (["check against FP32"] if check else []) + (["runtime options"] if tune else [])
     started = time.monotonic()
     with store.atomic_dir(target, manifest) as tmp, steps(f"{source.name} -> {precision}", names, progress) as step:
         step(f"NNCF {precision}")
@@ -135,8 +138,39 @@ def compress(
                 raise fidelity.refusal(target.name, result)
             manifest.fidelity = result.to_manifest()
             manifest.inference_precision = result.required_precision
+        if tune:
+            step("runtime options")
+            manifest.runtime = measure_runtime(tmp, manifest, source_dir if check else None, min_agreement)
         manifest.seconds = round(time.monotonic() - started, 1)
     return target
+
+
+TUNED = ("int8", "int4")  # compressed weights: what the CPU plugin's activation quantization applies to
+
+
+def measure_runtime(model_dir: Path, manifest: store.Manifest, fp32_dir: Path | None,
+                    min_agreement: float | None = None) -> dict:
+    """The manifest's `runtime` for a compressed directory: its fastest OpenVINO options on this CPU among those
+    that pass the fidelity check against `fp32_dir` (None: speed only, unchecked)."""
+    from modelprep import fidelity, tune
+
+    bar = fidelity.MIN_AGREEMENT[manifest.precision] if min_agreement is None else min_agreement
+    reference = fidelity.reference(fp32_dir) if fp32_dir is not None else None
+    group = manifest.compression.get("group_size") if manifest.precision == "int4" else None
+    return tune.tune(Path(model_dir), weight_group=group, reference=reference, min_agreement=bar).to_manifest()
+
+
+def retune(model_dir: str | Path, *, check: bool = True, min_agreement: float | None = None) -> store.Manifest:
+    """Measure a complete compressed directory's runtime options again (on this CPU) and rewrite its manifest."""
+    model_dir = Path(model_dir)
+    manifest = store.read_manifest(model_dir)
+    if manifest.precision not in TUNED:
+        return manifest
+    fp32_dir = Path(manifest.source) if check else None
+    if fp32_dir is not None and not store.is_complete(fp32_dir):
+        raise ModelPrepError(f"{model_dir.name} was compressed from {fp32_dir}, which is gone: rerun with --no-check "
+                             "to measure speed only")
+    return store.update_manifest(model_dir, runtime=measure_runtime(model_dir, manifest, fp32_dir, min_agreement))
 
 
 def ensure_model(

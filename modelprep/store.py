@@ -46,6 +46,9 @@ class Manifest:
     # was not checked). OpenVINO ignores a hint stored in the IR, so loaders must apply it themselves.
     inference_precision: str | None = None
     fidelity: dict = field(default_factory=dict)  # the check against FP32 (modelprep/fidelity.py); {}: not checked
+    # The OpenVINO options measured fastest here that still pass the fidelity check, the figures and the CPU
+    # (modelprep/tune.py); the server applies them on that kind of CPU under the servable's ov_config. {}: not measured.
+    runtime: dict = field(default_factory=dict)
     files: dict[str, int] = field(default_factory=dict)  # relative path -> size in bytes
 
 
@@ -95,6 +98,17 @@ def _write_manifest(path: Path, manifest: Manifest) -> None:
     partial = path / (MANIFEST + ".partial")
     partial.write_text(json.dumps(asdict(manifest), indent=2) + "\n")
     os.replace(partial, path / MANIFEST)
+
+
+def update_manifest(path: str | Path, **changes) -> Manifest:
+    """Change fields of a complete directory's manifest in place (atomically; its file list stays as it is)."""
+    path = Path(path)
+    data = json.loads((path / MANIFEST).read_text())
+    data.update(changes)
+    partial = path / (MANIFEST + ".partial")
+    partial.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(partial, path / MANIFEST)
+    return read_manifest(path)
 
 
 def _clean_stale(target: Path) -> None:

@@ -49,8 +49,9 @@ def load_engine(settings: Settings, metrics: Metrics | None):
     log.info("model loaded: path=%s device=%s weights=%s context=%d load_time=%.2fs model_cache=%s (%s)",
              info.path, info.device, info.precision, info.context_length, info.load_seconds,
              "warm" if warm else "cold", cache)
-    log.info("numerics: %s%s%s", info.numerics,
+    log.info("numerics: %s%s; options: %s%s%s", info.numerics,
              f" (the model directory requires {info.required_precision})" if info.required_precision else "",
+             info.options, f"; {info.runtime_note}" if info.runtime_note else "",
              "; batch-invariant mode: the same prompt gives the same greedy text whatever runs beside it"
              if settings.batch_invariant else "")
     engine = Engine(model, settings.generation, settings.limits, settings.scheduler,

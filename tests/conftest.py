@@ -37,15 +37,19 @@ def pytest_collection_modifyitems(items):
 def _model(precision: str) -> Path:
     from filelock import FileLock
 
-    from modelprep.pipeline import ensure_model
+    from modelprep.compress import parameters
+    from modelprep.pipeline import default_int4, ensure_model
     from modelprep.store import is_complete, model_dir, read_manifest
 
     cached = model_dir(DEFAULT_MODEL, precision, MODELS_DIR)
     MODELS_DIR.mkdir(exist_ok=True)
     # `make test` runs two pytest workers: the first to need a precision builds it, the other waits for it.
     with FileLock(MODELS_DIR / f".{precision}.lock"):
-        # A compressed directory cached from before compress_model.py checked against FP32 is rebuilt, with the check.
-        stale = precision != "fp32" and is_complete(cached) and not read_manifest(cached).fidelity
+        # A compressed directory cached from before compress_model.py checked against FP32 is rebuilt, with the check;
+        # so is an INT4 one cached with other parameters than the registry's (they changed with the measured recipe).
+        wanted = parameters("int4", default_int4(DEFAULT_MODEL))
+        stale = precision != "fp32" and is_complete(cached) and (
+            not read_manifest(cached).fidelity or precision == "int4" and read_manifest(cached).compression != wanted)
         return ensure_model(DEFAULT_MODEL, precision, MODELS_DIR, force=stale)
 
 

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from server.engine.params import SchedulerConfig
-from server.engine.precision import HINT, Numerics, numerics, runtime_options
 from server.engine import tool_parsers
+from server.engine.precision import (DYNAMIC_QUANTIZATION, HINT, Numerics, manifest_runtime, numerics, resolve,
+                                     sources_text)
 from server.engine import tools as tools_format
 from server.engine.errors import ValidationError
 from server.engine.tokenizer import NAMED as SPECIAL_TOKENS
@@ -27,6 +28,8 @@ class ModelInfo:
     stop: tuple[str, ...] = ()  # the model's end-of-answer markers, from its modelprep manifest
     numerics: Numerics | None = None  # what the compiled model runs with
     required_precision: str | None = None  # the inference precision its manifest says it needs
+    options: str = ""  # the numerics options compiled with and where each came from (servable, manifest, default)
+    runtime_note: str = ""  # what became of the manifest's measured runtime options, if it has any
     batch_invariant: bool = False  # loaded in batch-invariant mode (precision.BATCH_INVARIANT)
 
 
@@ -84,7 +87,9 @@ class LoadedModel:
         if required and (ov_config or {}).get(HINT, required) != required and not batch_invariant:
             log.warning("%s needs %s %s to answer right (its manifest says so); the servable sets %s", path,
                         HINT, required, ov_config[HINT])
-        ov_config = runtime_options(device, ov_config or {}, batch_invariant, required)
+        tuned, runtime_note = manifest_runtime(manifest.runtime if manifest else {}, device)
+        options = resolve(device, ov_config or {}, batch_invariant, required, tuned)
+        ov_config = options.values
         config, generation, tokenizer = _configs(Path(path), trust_remote_code)
         ov_model = ov.Core().read_model(Path(path) / "openvino_model.xml")
         precision = weight_precision(ov_model)
@@ -100,7 +105,9 @@ class LoadedModel:
         stop = tuple(s for s in (manifest.stop if manifest else ()) if s not in tokenizer.all_special_tokens)
         report = numerics(paged[0], next(i.get_element_type().get_type_name() for i in paged[0].inputs
                                       if i.get_any_name().startswith("key_cache.")))
-        info = ModelInfo(str(path), device, precision, seconds, int(context), stop, report, required, batch_invariant)
+        shown = sources_text(options, {HINT: report.inference, DYNAMIC_QUANTIZATION: report.dynamic_quantization})
+        info = ModelInfo(str(path), device, precision, seconds, int(context), stop, report, required, shown,
+                         runtime_note, batch_invariant)
         return cls(paged, tokenizer, info, generation.get("eos_token_id", getattr(config, "eos_token_id", None)))
 
     @property
