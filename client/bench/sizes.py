@@ -47,6 +47,7 @@ SUFFIX = {"int8": "_INT8_compressed_weights", "int4": "_INT4_compressed_weights"
 LEVELS = (1, 8, 16)
 PREFILL_LEVELS = (1, 4)
 VOCAB = 49152  # the default model's tokenizer, which the checkpoint has
+START_SECONDS = 600  # a server's start on a shared machine: 1.1B weights to load (and compile)
 PARTS = ("serving", "memory", "prefill")
 PEER_MISSING = "llama.cpp peer not built (make peers): the vs_llamacpp figures are n/a"
 
@@ -194,7 +195,7 @@ def prefill_turns(server: LaunchedServer, gguf: Path, args, stack: contextlib.Ex
     log = tempfile.NamedTemporaryFile(prefix="bench-llamacpp-", suffix=".log", delete=False).name
     print(f"starting llama.cpp's server on {gguf} (log: {log})", file=sys.stderr, flush=True)
     llama = stack.enter_context(LlamaCppServer(LlamaCpp(Path(args.llamacpp), gguf), log, max(PREFILL_LEVELS),
-                                               args.prefill_tokens + 8, 1))
+                                               args.prefill_tokens + 8, 1, ready_timeout=START_SECONDS))
     indices = itertools.count()  # shared: no prompt is ever sent twice, to either server
     work = dict(length=args.prefill_tokens, requests=args.prefill_requests, vocab_size=VOCAB)
     steps = [prefill.step(SERVER_HTTP, server.http_url, (), indices, **work),
@@ -231,7 +232,7 @@ def on_int8_server(model_dir: Path, gguf: Path | None, args, with_memory: bool) 
     out = {}
     with contextlib.ExitStack() as stack:
         server = stack.enter_context(LaunchedServer(["--config_path", args.servable, "--model", model_dir], log,
-                                                    http=True))
+                                                    http=True, ready_timeout=START_SECONDS))
         if with_memory:
             out["memory"] = memory(server, model_dir, args)
         if gguf:
