@@ -10,7 +10,7 @@ HTTP_PORT ?= 8000
 SERVABLE ?= servable_stream
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: setup proto download compress serve serve-unary test test-fast bench peers clean browser
+.PHONY: setup proto download compress serve serve-unary test test-fast bench bench-sizes peers clean browser
 
 setup: $(STAMP) proto
 
@@ -74,6 +74,18 @@ bench: download
 	# Structured output: the same load with a JSON schema against without, in turns (json_tpot_ratio_1, _8).
 	$(PY) -m client.bench.structured --serve $(MODELS_DIR)/$(MODEL)_INT8_compressed_weights --servable $(SERVABLE)/config.json \
 		--levels 1,8 --rounds $(BENCH_ROUNDS) --json bench-json.json
+
+# Real sizes (not in `make test`; client/bench/sizes.py): a random-weight model at TinyLlama-1.1B's shape, made once and
+# offline under $(MODELS_DIR)/ (and as Q8_0 / Q4_0 GGUFs under peers/ when `make peers` has run), INT8 and INT4 against
+# genai-cb and llama.cpp at 1 / 8 / 16 streams in turns, prefill against llama.cpp, the server's RSS beyond weights and
+# KV cache under a mixed load at 16 streams. The last line: size_*, prefill_vs_llamacpp_1, rss_overhead_mb_16.
+SIZES_ROUNDS ?= 2
+SIZES_REQUESTS ?= 16
+SIZES_TOKENS ?= 64
+SIZES_MIXED ?= 200
+bench-sizes: setup
+	$(PY) -m client.bench.sizes --models-dir $(MODELS_DIR) --llamacpp peers --rounds $(SIZES_ROUNDS) \
+		--requests $(SIZES_REQUESTS) --max-new-tokens $(SIZES_TOKENS) --mixed-requests $(SIZES_MIXED) --json bench-sizes.json
 
 # Optional, not part of `make test`: llama.cpp's server built from llama-cpp-python's source distribution (the version
 # pinned in client/bench/peers.py) and the default model as a Q8_0 GGUF, under peers/; minutes on 2 quiet cores, much

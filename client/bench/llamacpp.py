@@ -26,9 +26,10 @@ SERVER_HTTP, LLAMACPP = "server-http", "llama.cpp"  # the engine names of the co
 
 @dataclass
 class LlamaCpp:
-    """Where `make peers` puts the llama.cpp peer."""
+    """Where `make peers` puts the llama.cpp peer; `model`: another GGUF than the default model's (sizes.py)."""
 
     root: Path = PEERS_DIR
+    model: Path | None = None
 
     @property
     def server(self) -> Path:
@@ -40,7 +41,7 @@ class LlamaCpp:
 
     @property
     def gguf(self) -> Path:
-        return self.root / f"{MODEL_NAME}-Q8_0.gguf"
+        return self.model or self.root / f"{MODEL_NAME}-Q8_0.gguf"
 
     @property
     def log(self) -> Path:

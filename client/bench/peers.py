@@ -36,7 +36,7 @@ def build(peer: LlamaCpp, python: str = sys.executable) -> list[str]:
     """Every missing output made; returns what was done (empty when all was there)."""
     peer.root.mkdir(parents=True, exist_ok=True)
     done = []
-    tree = peer.root / "src" / f"llama_cpp_python-{LLAMA_CPP_PYTHON}" / "vendor" / "llama.cpp"
+    tree = source_tree(peer)
     tools = peer.server.is_file() and peer.quantize.is_file()
     if not (tools and peer.gguf.is_file()) and not (tree / "CMakeLists.txt").is_file():  # both need the tree
         _unpack(peer, python)
@@ -45,9 +45,14 @@ def build(peer: LlamaCpp, python: str = sys.executable) -> list[str]:
         _compile(peer, tree)
         done.append(f"built {', '.join(TARGETS)}")
     if not peer.gguf.is_file():
-        _convert(peer, tree, python)
+        _convert(peer, python)
         done.append(f"made {peer.gguf}")
     return done
+
+
+def source_tree(peer: LlamaCpp) -> Path:
+    """The llama.cpp tree `build` unpacks (its converter and gguf-py)."""
+    return peer.root / "src" / f"llama_cpp_python-{LLAMA_CPP_PYTHON}" / "vendor" / "llama.cpp"
 
 
 def _run(peer: LlamaCpp, step: str, cmd: list[str], **kwargs) -> None:
@@ -93,7 +98,7 @@ def _compile(peer: LlamaCpp, tree: Path) -> None:
         shutil.copy2(built, peer.root / "bin" / name)
 
 
-def _convert(peer: LlamaCpp, tree: Path, python: str) -> None:
+def _convert(peer: LlamaCpp, python: str) -> None:
     work = peer.root / "convert"
     checkpoint, f32 = work / "hf", work / f"{MODEL_NAME}-f32.gguf"
     if not (checkpoint / "tokenizer.json").is_file():  # written last
@@ -101,14 +106,26 @@ def _convert(peer: LlamaCpp, tree: Path, python: str) -> None:
              [python, "-c", "import sys; from pathlib import Path; from modelprep.smollm2_gguf import "
                             "write_checkpoint; write_checkpoint(Path(sys.argv[1]))", str(checkpoint)],
              env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    to_gguf(peer, checkpoint, f32, "f32", python)
+    quantize(peer, f32, peer.gguf, "Q8_0")
+    shutil.rmtree(work)
+
+
+def to_gguf(peer: LlamaCpp, checkpoint: Path, out: Path, outtype: str, python: str = sys.executable) -> None:
+    """A Hugging Face checkpoint as a GGUF, by the tree's own convert_hf_to_gguf.py (its vendored gguf-py, not the
+    venv's)."""
+    tree = source_tree(peer)
     env = {**os.environ, "HF_HUB_OFFLINE": "1",
            "PYTHONPATH": os.pathsep.join([str(tree / "gguf-py"), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
     _run(peer, "convert_hf_to_gguf.py", [python, str(tree / "convert_hf_to_gguf.py"), str(checkpoint),
-                                         "--outtype", "f32", "--outfile", str(f32)], env=env)
-    partial = peer.gguf.with_suffix(".partial")
-    _run(peer, "llama-quantize", [str(peer.quantize), str(f32), str(partial), "Q8_0", "2"])
-    partial.rename(peer.gguf)  # last: a half-written model is never taken for a built one
-    shutil.rmtree(work)
+                                         "--outtype", outtype, "--outfile", str(out)], env=env)
+
+
+def quantize(peer: LlamaCpp, gguf: Path, out: Path, kind: str) -> None:
+    """`gguf` re-quantized to `kind` (Q8_0, Q4_0, ...) by llama-quantize; `out` appears complete or not at all."""
+    partial = out.with_suffix(".partial")
+    _run(peer, "llama-quantize", [str(peer.quantize), str(gguf), str(partial), kind, "2"])
+    partial.rename(out)  # last: a half-written model is never taken for a built one
 
 
 def main(argv: list[str] | None = None) -> int:

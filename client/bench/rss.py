@@ -37,3 +37,25 @@ class RssSampler:
         """The highest sample between two time.perf_counter() readings, in MB (10^6 bytes)."""
         inside = [rss for t, rss in self.samples if start <= t <= end]
         return max(inside) / 1e6 if inside else None
+
+
+def breakdown_mb(pid: int, smaps: str | None = None) -> dict[str, float]:
+    """Where a process's resident memory is, from /proc/PID/smaps, in MB: the model's weights file mapped
+    (openvino_model*.bin), shared libraries (*.so*), other files, and anonymous memory (heap, stacks, what the
+    allocators hold)."""
+    text = smaps if smaps is not None else open(f"/proc/{pid}/smaps").read()
+    totals = {"weights_file": 0, "libraries": 0, "other_files": 0, "anonymous": 0}
+    kind = "anonymous"
+    for line in text.splitlines():
+        first = line.split(maxsplit=6)
+        if not first:
+            continue
+        if not first[0].endswith(":"):  # a mapping's header: address perms offset dev inode [path]
+            path = first[5] if len(first) > 5 else ""
+            name = path.rsplit("/", 1)[-1]
+            kind = ("anonymous" if not path.startswith("/") else
+                    "weights_file" if name.startswith("openvino_model") and name.endswith(".bin") else
+                    "libraries" if ".so" in name else "other_files")
+        elif first[0] == "Rss:":
+            totals[kind] += int(first[1])
+    return {k: v * 1024 / 1e6 for k, v in totals.items()}

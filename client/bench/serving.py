@@ -87,6 +87,8 @@ def parser(prog: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--llamacpp", metavar="DIR", default=str(PEERS_DIR),
                    help="the llama.cpp peer `make peers` built (default %(default)s): measured beside the server over "
                         "HTTP in every round when it is there")
+    p.add_argument("--llamacpp-model", metavar="FILE.gguf",
+                   help="the GGUF llama.cpp's server runs (default: the default model's Q8_0, from `make peers`)")
     p.add_argument("--json", metavar="FILE", help="write every figure and per-request timing as JSON")
     p.add_argument("--plot", metavar="FILE.png", help="draw TTFT, TPOT and throughput against concurrency")
     return p
@@ -133,7 +135,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
             raw = RawStep(model_dir, ov_config, args.device)
         except RuntimeError as exc:
             return fail(f"--raw-step: {exc}")
-    peer = LlamaCpp(Path(args.llamacpp))
+    peer = LlamaCpp(Path(args.llamacpp), Path(args.llamacpp_model) if args.llamacpp_model else None)
     if not peer.built():
         print(NOT_BUILT, flush=True)
         peer = None

@@ -1,0 +1,34 @@
+"""Where a process's resident memory is (/proc/PID/smaps grouped): read from this process and from a made-up map."""
+from __future__ import annotations
+
+import os
+
+import psutil
+
+from client.bench.rss import breakdown_mb
+
+SMAPS = """\
+7f0000000000-7f0000100000 r--s 00000000 fd:01 123 /models/m_INT8_compressed_weights/openvino_model.bin
+Size:               1024 kB
+Rss:                1000 kB
+7f0000100000-7f0000200000 r-xp 00000000 fd:01 124 /venv/lib/libopenvino.so.2500
+Rss:                 200 kB
+7f0000200000-7f0000300000 rw-p 00000000 00:00 0
+Rss:                3000 kB
+7f0000300000-7f0000400000 rw-p 00000000 00:00 0 [heap]
+Rss:                  50 kB
+7f0000400000-7f0000500000 r--p 00000000 fd:01 125 /usr/lib/locale/C.utf8/LC_CTYPE
+Rss:                   4 kB
+"""
+
+
+def test_the_groups_of_a_map():
+    assert breakdown_mb(0, SMAPS) == {"weights_file": 1.024, "libraries": 0.2048, "other_files": 0.004096,
+                                      "anonymous": 3.1232}
+
+
+def test_the_groups_add_up_to_this_process_s_rss():
+    got = breakdown_mb(os.getpid())
+    rss = psutil.Process().memory_info().rss / 1e6
+    assert got["libraries"] > 0 and got["anonymous"] > 0 and got["weights_file"] == 0
+    assert abs(sum(got.values()) - rss) < 0.1 * rss
