@@ -14,9 +14,28 @@ TASK = "text-generation-with-past"
 UNCAPPED = frozenset({"gemma2", "gemma3_text"})
 
 
-def _uncapped_export_configs(source: str, trust_remote_code: bool) -> dict | None:
-    """{"model": optimum-intel's export config for `source`, its transformers cap lifted}, or None (keep the
-    default: every other architecture, whose own caps still apply)."""
+def check_exportable(source: str, trust_remote_code: bool = False) -> None:
+    """Stop in one sentence, before any long step, on an architecture optimum-intel exports but not for text
+    generation (gemma-3-4b-it: a vision-language gemma3). Unknown ones are left to main_export."""
+    import optimum.exporters.openvino  # noqa: F401 - registers optimum-intel's architectures with TasksManager
+    from optimum.exporters.tasks import TasksManager
+    from transformers import AutoConfig
+
+    model_type = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code).model_type
+    try:
+        tasks = list(TasksManager.get_supported_tasks_for_model_type(model_type, exporter="openvino",
+                                                                     library_name="transformers"))
+    except KeyError:  # not optimum-intel's: main_export says so (or runs the model's own code)
+        return
+    if TASK not in tasks:
+        raise ModelPrepError(
+            f"{source}: optimum-intel exports {model_type} models only for {', '.join(tasks)}, not text generation "
+            "(a vision-language checkpoint?); this server needs a text-only model")
+
+
+def _export_configs(source: str, trust_remote_code: bool) -> dict | None:
+    """main_export's `custom_export_configs` for `source`: {"model": optimum-intel's own export config, its
+    transformers cap lifted} for UNCAPPED, else None (the default: every other architecture's own caps apply)."""
     from optimum.exporters.tasks import TasksManager
     from transformers import AutoConfig
 
@@ -46,7 +65,7 @@ def export_ir(source: str, out_dir: Path, trust_remote_code: bool = False) -> No
         trust_remote_code=trust_remote_code,
         # Explicit FP32: without a config optimum silently compresses models over 1B parameters to INT8.
         ov_config=OVConfig(dtype="fp32"),
-        custom_export_configs=_uncapped_export_configs(source, trust_remote_code),
+        custom_export_configs=_export_configs(source, trust_remote_code),
     )
 
 
