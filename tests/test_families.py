@@ -8,6 +8,7 @@ from functools import lru_cache
 import pytest
 import torch
 
+from modelcheck import one_line_error
 from modelprep.export import UNCAPPED
 from modelprep.store import is_complete, read_manifest
 from proto import llm_pb2
@@ -98,3 +99,38 @@ def test_gemma_export_lifts_only_optimum_intels_version_cap():
     assert UNCAPPED == {"gemma2", "gemma3_text"} <= {arch for arch, _ in FAMILIES.values()}
     for config in (Gemma2OpenVINOConfig, Gemma3TextOpenVINOConfig):
         assert Version(transformers.__version__) > Version(config.MAX_TRANSFORMERS_VERSION)
+
+
+# Item 3 of issue 34: today's models by name, each of a family tested above (or refused in one line).
+TODAYS_MODELS = (
+    "qwen2.5-0.5b-instruct", "qwen2.5-1.5b-instruct", "qwen2.5-3b-instruct", "qwen2.5-7b-instruct", "qwen3-0.6b",
+    "qwen3-1.7b", "qwen3-4b", "qwen3-8b", "llama-3.2-1b-instruct", "llama-3.2-3b-instruct", "llama-3.1-8b-instruct",
+    "gemma-2-2b-it", "gemma-3-1b-it", "gemma-3-4b-it", "phi-3.5-mini-instruct", "phi-4-mini-instruct",
+    "mistral-7b-instruct-v0.3", "smollm3-3b", "granite-3.3-2b-instruct")
+
+
+def test_download_help_lists_todays_models_with_their_int4_defaults(run_cli):
+    from modelprep import registry
+
+    result = run_cli("download_model.py", "--help")
+    assert result.returncode == 0, result.stderr
+    rows = {line.split()[0]: line for line in result.stdout.splitlines() if line.startswith("  ")}
+    for name in TODAYS_MODELS:
+        spec = registry.MODELS[name]
+        assert spec.hub_id in rows[name] and registry.int4_text(spec.int4) in rows[name], name
+    # optimum-intel's own INT4 defaults where it has one (e.g. Qwen3-1.7B: symmetric, group 64, every layer).
+    assert registry.int4_text(registry.MODELS["qwen3-1.7b"].int4) == "sym g64 r1"
+
+
+def test_a_vision_language_checkpoint_is_refused_in_one_line(run_cli, fp32_model_dir, tmp_path):
+    """gemma-3-4b-it is a gemma3 (vision-language) checkpoint, which optimum-intel exports for image-text-to-text
+    only: download_model.py says so in one line, before any weights are read."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    checkpoint = tmp_path / "gemma3"
+    AutoConfig.for_model("gemma3").save_pretrained(checkpoint)
+    AutoTokenizer.from_pretrained(fp32_model_dir).save_pretrained(checkpoint)
+    result = run_cli("download_model.py", "--model", checkpoint, "--output-dir", tmp_path / "models")
+    line = one_line_error(result)
+    assert "gemma3" in line and "text generation" in line and result.returncode == 1
+    assert not (tmp_path / "models" / "gemma3").exists()
