@@ -13,7 +13,7 @@ from modelprep.export import UNCAPPED
 from modelprep.store import is_complete, read_manifest
 from proto import llm_pb2
 from tests.server.harness import request as ask, start_server
-from tinymodels import FAMILIES
+from tinymodels import FAMILIES, greedy
 
 # As tests/test_architectures.py: exact parity between two attention implementations needs an f32 KV cache too.
 F32_CACHE = {"KV_CACHE_PRECISION": "f32"}
@@ -51,15 +51,9 @@ def transformers_greedy(checkpoint, prompt: str) -> tuple[list[int], int, float]
     text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
                                          tokenize=False)
     ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")
-    out = model.generate(**ids, max_new_tokens=N, min_new_tokens=N, do_sample=False, output_scores=True,
-                         return_dict_in_generate=True)
-    gaps = []
-    for scores in out.scores:
-        finite = scores[0][torch.isfinite(scores[0])]  # min_new_tokens masks the end-of-sequence token
-        best = finite.topk(2).values
-        gaps.append(float((best[0] - best[1]) / finite.std()))
+    tokens, gap = greedy(model, ids, N)
     prompt_len = ids["input_ids"].shape[1]
-    return out.sequences[0, prompt_len:].tolist(), prompt_len, min(gaps)
+    return tokens, prompt_len, gap
 
 
 def test_every_family_converts(family):

@@ -113,5 +113,21 @@ class TinyModels:
         return self._models[name]
 
 
+def greedy(model, ids, n: int) -> tuple[list[int], float]:
+    """`model.generate` (transformers' or OVModelForCausalLM's), greedy, exactly n new tokens on the tokenized
+    prompt `ids`: the new tokens, and the smallest gap between the two best logits over the steps in standard
+    deviations (how clear each greedy choice was)."""
+    import torch
+
+    out = model.generate(**ids, max_new_tokens=n, min_new_tokens=n, do_sample=False, output_scores=True,
+                         return_dict_in_generate=True)
+    gaps = []
+    for scores in out.scores:
+        finite = scores[0][torch.isfinite(scores[0])]  # min_new_tokens masks the end-of-sequence token
+        best = finite.topk(2).values
+        gaps.append(float((best[0] - best[1]) / finite.std()))
+    return out.sequences[0, ids["input_ids"].shape[1]:].tolist(), min(gaps)
+
+
 def architectures() -> set[str]:
     return {spec.arch for spec in registry.MODELS.values()}
