@@ -49,6 +49,10 @@ def download(
         return target
     if spec.source == "hub":
         _preflight(spec, trust_remote_code)
+    if spec.source != "gguf":
+        from modelprep.export import check_exportable
+
+        check_exportable(spec.hub_id, trust_remote_code)
 
     manifest = store.Manifest(name=spec.name, precision="fp32", source=spec.hub_id, stop=list(spec.stop))
     names = (["de-quantize GGUF"] if spec.source == "gguf" else []) + ["export to OpenVINO IR", "OpenVINO tokenizer"]

@@ -40,6 +40,11 @@ class ModelSpec:
 # INT4 values for the 7B models are the seed demo's table; everything else uses the default.
 _7B_SYM64 = Int4Params(sym=True, group_size=64, ratio=0.6)
 _7B_SYM128 = Int4Params(sym=True, group_size=128, ratio=0.8)
+# optimum-intel 2.2.0's defaults for today's models (optimum/intel/openvino/configuration.py).
+_ASYM128_R09 = Int4Params(sym=False, group_size=128, ratio=0.9)
+_ASYM128_R1 = Int4Params(sym=False, group_size=128, ratio=1.0)
+_ASYM64_R1 = Int4Params(sym=False, group_size=64, ratio=1.0)
+_ASYM64_R08 = Int4Params(sym=False, group_size=64, ratio=0.8)
 
 MODELS: dict[str, ModelSpec] = {
     spec.name: spec
@@ -82,6 +87,29 @@ MODELS: dict[str, ModelSpec] = {
         ModelSpec(
             "neural-chat-7b-v3-1", "Intel/neural-chat-7b-v3-1", arch="mistral", template=templates.NEURAL_CHAT, stop=("</s>", "### User:"), int4=_7B_SYM64
         ),
+        # Today's models. INT4: optimum-intel 2.2.0's default for the model (_DEFAULT_4BIT_WQ_CONFIGS: its bits, sym,
+        # group size and ratio; its AWQ and data sets are not applied, compression here is data-free) where it
+        # has one, else ours. Their tokenizers carry their chat templates; stop strings are their turn ends.
+        ModelSpec("qwen2.5-0.5b-instruct", "Qwen/Qwen2.5-0.5B-Instruct", arch="qwen2", stop=("<|im_end|>",)),
+        ModelSpec("qwen2.5-1.5b-instruct", "Qwen/Qwen2.5-1.5B-Instruct", arch="qwen2", stop=("<|im_end|>",), int4=_ASYM128_R09),
+        ModelSpec("qwen2.5-3b-instruct", "Qwen/Qwen2.5-3B-Instruct", arch="qwen2", stop=("<|im_end|>",)),
+        ModelSpec("qwen2.5-7b-instruct", "Qwen/Qwen2.5-7B-Instruct", arch="qwen2", stop=("<|im_end|>",), int4=_ASYM128_R1),
+        ModelSpec("qwen3-0.6b", "Qwen/Qwen3-0.6B", arch="qwen3", stop=("<|im_end|>",)),
+        ModelSpec("qwen3-1.7b", "Qwen/Qwen3-1.7B", arch="qwen3", stop=("<|im_end|>",), int4=Int4Params(sym=True, group_size=64, ratio=1.0)),
+        ModelSpec("qwen3-4b", "Qwen/Qwen3-4B", arch="qwen3", stop=("<|im_end|>",), int4=Int4Params(sym=True, group_size=128, ratio=1.0)),
+        ModelSpec("qwen3-8b", "Qwen/Qwen3-8B", arch="qwen3", stop=("<|im_end|>",), int4=_ASYM128_R1),
+        ModelSpec("llama-3.2-1b-instruct", "meta-llama/Llama-3.2-1B-Instruct", arch="llama", stop=("<|eot_id|>", "<|eom_id|>"), int4=_ASYM128_R1, note="gated"),
+        ModelSpec("llama-3.2-3b-instruct", "meta-llama/Llama-3.2-3B-Instruct", arch="llama", stop=("<|eot_id|>", "<|eom_id|>"), note="gated"),
+        ModelSpec("llama-3.1-8b-instruct", "meta-llama/Llama-3.1-8B-Instruct", arch="llama", stop=("<|eot_id|>", "<|eom_id|>"), int4=_ASYM64_R08, note="gated"),
+        ModelSpec("gemma-2-2b-it", "google/gemma-2-2b-it", arch="gemma2", stop=("<end_of_turn>",), note="gated"),
+        ModelSpec("gemma-3-1b-it", "google/gemma-3-1b-it", arch="gemma3_text", stop=("<end_of_turn>",), note="gated"),
+        ModelSpec("gemma-3-4b-it", "google/gemma-3-4b-it", arch="gemma3", stop=("<end_of_turn>",),
+                  note="gated; vision-language: refused at conversion (text-only export not done)"),
+        ModelSpec("phi-3.5-mini-instruct", "microsoft/Phi-3.5-mini-instruct", arch="phi3", stop=("<|end|>",), int4=_ASYM64_R1),
+        ModelSpec("phi-4-mini-instruct", "microsoft/Phi-4-mini-instruct", arch="phi3", stop=("<|end|>",), int4=_ASYM64_R1),
+        ModelSpec("mistral-7b-instruct-v0.3", "mistralai/Mistral-7B-Instruct-v0.3", arch="mistral", stop=("</s>",), note="gated"),
+        ModelSpec("smollm3-3b", "HuggingFaceTB/SmolLM3-3B", arch="smollm3", stop=("<|im_end|>",)),
+        ModelSpec("granite-3.3-2b-instruct", "ibm-granite/granite-3.3-2b-instruct", arch="granite", stop=("<|end_of_text|>",)),
     )
 }
 
@@ -109,12 +137,18 @@ def choices_text() -> str:
     return ", ".join(MODELS)
 
 
+def int4_text(int4: Int4Params) -> str:
+    """INT4 settings in a few characters: e.g. `sym g64 r0.6` (symmetric, group 64, 60% of layers in INT4)."""
+    return f"{'sym' if int4.sym else 'asym'} g{int4.group_size} r{int4.ratio:g}"
+
+
 def help_table() -> str:
     """One line per supported model, for --help."""
     width = max(map(len, MODELS))
-    lines = ["supported models (name -> hub id):"]
+    hub_width = max(len(spec.hub_id) for spec in MODELS.values())
+    lines = ["supported models (name -> hub id, INT4 default):"]
     for spec in MODELS.values():
         extra = f"  [{spec.note}]" if spec.note else ""
-        lines.append(f"  {spec.name:<{width}}  {spec.hub_id}{extra}")
+        lines.append(f"  {spec.name:<{width}}  {spec.hub_id:<{hub_width}}  {int4_text(spec.int4)}{extra}")
     lines.append("  or any hub id (owner/name) or local directory of a Hugging Face model")
     return "\n".join(lines)

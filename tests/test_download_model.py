@@ -49,7 +49,7 @@ def test_help_lists_every_model_with_its_hub_id(run_cli):
     seed = ["tiny-llama-1b-chat", "phi-2", "dolly-v2-3b", "red-pajama-3b-instruct", "red-pajama-3b-chat", "mistral-7b",
             "llama-2-chat-7b", "llama-3-8b-instruct", "notus-7b-v1", "mpt-7b-chat", "zephyr-7b-beta",
             "neural-chat-7b-v3-1"]
-    assert set(seed + [DEFAULT_MODEL]) == set(registry.MODELS)
+    assert set(seed + [DEFAULT_MODEL]) <= set(registry.MODELS)  # the seed models keep their rows (today's: test_families.py)
 
 
 def test_complete_model_is_not_rebuilt(run_cli, fp32_model_dir):

@@ -39,11 +39,27 @@ class StepInputs:
     sampled: np.ndarray  # [n] int64: token rows whose logits are wanted (a sequence's last token, or every one)
 
 
-def _lm_head(ov_model):
-    """The vocabulary MatMul feeding the logits (Result <- MatMul, optionally through an Add)."""
-    node = ov_model.output("logits").get_node().input_value(0).get_node()
-    if node.get_type_name() == "Add":
+# Row-wise steps between the vocabulary MatMul and the logits: a bias (Add), Granite's logits scaling (Divide),
+# Gemma 2's soft-capping (Divide, Tanh, Multiply), each with at most one input that is not a constant.
+_AFTER_LM_HEAD = {"Add", "Subtract", "Multiply", "Divide", "Tanh", "Convert"}
+
+
+def _constant(node) -> bool:
+    """A Constant, or one converted (an FP16 model's constants are f16 Constants behind a Convert)."""
+    while node.get_type_name() == "Convert":
         node = node.input_value(0).get_node()
+    return node.get_type_name() == "Constant"
+
+
+def _lm_head(ov_model):
+    """The vocabulary MatMul feeding the logits (Result <- MatMul, optionally through row-wise steps)."""
+    node = ov_model.output("logits").get_node().input_value(0).get_node()
+    while node.get_type_name() in _AFTER_LM_HEAD:
+        inputs = [node.input_value(i).get_node() for i in range(node.get_input_size())]
+        computed = [n for n in inputs if not _constant(n)]
+        if len(computed) != 1:
+            break
+        node = computed[0]
     if node.get_type_name() != "MatMul" or node.input(0).get_partial_shape().rank.get_length() != 3:
         raise TransformationFailed(f"no vocabulary MatMul before the logits (found {node.get_type_name()})")
     return node
