@@ -105,7 +105,8 @@ class Engine:
         for index, r in enumerate(requests):
             call.streamers[r.id] = TokenStreamer(self.model.tokenizer, index, r.prompt_ids, params.stop,
                                                  self.model.eos_token_ids, call.collector, call.arrival,
-                                                 params.stop_token_ids, params.include_stop_str_in_output)
+                                                 params.stop_token_ids, params.include_stop_str_in_output,
+                                                 ending_logprob=request.prompt_logprobs is not None)
         self.output.add(call)
         queued = time.monotonic()
         for streamer in call.streamers.values():

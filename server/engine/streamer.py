@@ -37,7 +37,7 @@ class TokenStreamer(TextIteratorStreamer):
     """
 
     def __init__(self, tokenizer, index: int, prompt_ids: list[int], stop: tuple[str, ...], eos_token_ids,
-                 sink, arrival: float, stop_token_ids=(), include_stop: bool = False):
+                 sink, arrival: float, stop_token_ids=(), include_stop: bool = False, ending_logprob: bool = False):
         super().__init__(tokenizer, skip_prompt=True, skip_special_tokens=True, clean_up_tokenization_spaces=False)
         self.index = index
         self.prompt_ids = prompt_ids
@@ -45,6 +45,9 @@ class TokenStreamer(TextIteratorStreamer):
         self.eos = frozenset(eos_token_ids)
         self.stop_token_ids = frozenset(stop_token_ids)  # end the answer as end-of-sequence does (the core's rule)
         self.include_stop = include_stop
+        # The ending token's logprob (its text "") even without include_stop: echo's, as lm-evaluation-harness reads
+        # the logprob after the prompt's, whatever token it is.
+        self.ending_logprob = include_stop or ending_logprob
         self.sink = sink  # takes events: the call's collector
         self.arrival = arrival
         self.token_ids: list[int] = []  # the completion's tokens, end-of-sequence ones left out
@@ -75,6 +78,8 @@ class TokenStreamer(TextIteratorStreamer):
         self.completion_tokens += 1
         ending = token in self.eos or token in self.stop_token_ids
         if ending and not self.include_stop:
+            if logprob is not None and self.ending_logprob:
+                self._logprobs.append(_Pending(token, logprob.logprob, logprob.top, len(self.text), len(self.text), True))
             return
         start = len(self.text)
         if not ending or token in self.stop_token_ids:  # end-of-sequence never has text; a stop token may

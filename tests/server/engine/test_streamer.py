@@ -145,12 +145,13 @@ def test_logprobs_carry_each_tokens_own_bytes(fp32_model_dir):
     assert [t.token_bytes for t in logprobs[0].top] == [logprobs[0].token_bytes, b"<|im_end|>"]
 
 
-def spelt(tokenizer, text, stop=(), ending=EOS, include_stop=False, stop_token_ids=()):
+def spelt(tokenizer, text, stop=(), ending=EOS, include_stop=False, stop_token_ids=(), ending_logprob=False):
     """Feed `text`'s tokens, each with a logprob, then `ending` (None: the length limit ends it); returns the text
     sent and the logprobs sent, in order."""
     from server.engine.sampler import TokenLogprob
 
-    s = TokenStreamer(tokenizer, 0, [1, 2, 3], tuple(stop), (EOS,), Sink(), 0.0, stop_token_ids, include_stop)
+    s = TokenStreamer(tokenizer, 0, [1, 2, 3], tuple(stop), (EOS,), Sink(), 0.0, stop_token_ids, include_stop,
+                      ending_logprob)
     ids = tokenizer(text, add_special_tokens=False)["input_ids"] + ([ending] if ending is not None else [])
     for n, token in enumerate(ids, 1):
         last = n == len(ids)
@@ -190,3 +191,10 @@ def test_a_stop_token_ends_the_text_without_its_own_unless_asked(tokenizer):
     assert sent == "Paris" and dot not in [lp.token_id for lp in logprobs]
     sent, logprobs, _ = spelt(tokenizer, "Paris", ending=dot, stop_token_ids=(dot,), include_stop=True)
     assert sent == "Paris." and logprobs[-1].token == "."
+
+
+def test_echo_keeps_the_ending_tokens_logprob_with_no_text(tokenizer):
+    """lm-evaluation-harness reads the logprob after the prompt's, whatever the token: echo keeps the end's."""
+    sent, logprobs, _ = spelt(tokenizer, "Paris.", ending_logprob=True)
+    assert sent == "Paris." and logprobs[-1].token_id == EOS and logprobs[-1].token == ""
+    assert "".join(lp.token for lp in logprobs) == sent

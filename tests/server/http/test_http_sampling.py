@@ -154,3 +154,15 @@ def test_sampling_fields_out_of_range_are_refused_naming_them(client, field, val
         client.chat.completions.create(model=MODEL, messages=user("hi"), max_tokens=2, extra_body={field: value})
     assert caught.value.status_code == 400 and caught.value.param == param
     assert str(caught.value.body["message"]).startswith(f"{param}: ") and words in caught.value.body["message"]
+
+
+def test_echo_keeps_the_logprob_of_an_ending_first_token(client, http_server):
+    """lm-evaluation-harness reads token_logprobs[ctxlen:-1]: the token after the prompt must be there even when it is
+    the end of sequence (forced here by logit_bias), with no text."""
+    text = "The capital of France is Paris."
+    ids = token_ids(http_server, text)
+    r = client.completions.create(model=MODEL, prompt=text, echo=True, logprobs=1, max_tokens=1,
+                                  logit_bias={"2": 100})  # 2: the end of sequence (<|im_end|>)
+    lp = r.choices[0].logprobs
+    assert r.choices[0].text == text and r.choices[0].finish_reason == "stop"
+    assert len(lp.tokens) == len(ids) + 1 and lp.tokens[-1] == "" and lp.token_logprobs[-1] < 0
