@@ -27,8 +27,8 @@ from server.engine.request import Request
 from server.engine.step import SchedulerStats
 from server.engine.streamer import TokenStreamer
 from server.engine.types import Completion, Event, GenerationRequest, collect
-from server.engine.validation import (check_cache, check_constraint, check_inputs, check_lengths, check_token_ids,
-                                      check_tools, resolve_params)
+from server.engine.validation import (check_cache, check_constraint, check_inputs, check_lengths, check_sampling_tokens,
+                                      check_token_ids, check_tools, resolve_params)
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +89,7 @@ class Engine:
         check_tools(request)
         check_constraint(request)
         params = resolve_params(request, self.defaults, self.limits)
+        check_sampling_tokens(params, self.model.vocab_size)
         matcher = self.grammars.matcher(request.constraint) if request.constraint else None
         if request.prompt_ids:
             field, prompt_ids = "prompt_ids", [list(ids) for ids in request.prompt_ids]
@@ -106,7 +107,9 @@ class Engine:
                             matcher=matcher.deep_copy() if matcher else None) for ids in prompt_ids]
         for index, r in enumerate(requests):
             call.streamers[r.id] = TokenStreamer(self.model.tokenizer, index, r.prompt_ids, params.stop,
-                                                 self.model.eos_token_ids, call.collector, call.arrival)
+                                                 self.model.eos_token_ids, call.collector, call.arrival,
+                                                 params.stop_token_ids, params.include_stop_str_in_output,
+                                                 ending_logprob=request.prompt_logprobs is not None)
         self.output.add(call)
         queued = time.monotonic()
         for streamer in call.streamers.values():

@@ -18,12 +18,21 @@ class GenerationParams:
     temperature: float = 1.0
     top_p: float = 1.0
     top_k: int = 0  # 0: no top-k filtering
-    repetition_penalty: float = 1.0
+    repetition_penalty: float = 1.0  # transformers' rule, over the prompt and the answer
+    # OpenAI's additive rule over the tokens generated so far: a token's score loses frequency_penalty per time it
+    # was generated, and presence_penalty once if it was (-2..2).
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, -100..100) added to its score, before everything
+    min_p: float = 0.0  # tokens less likely than min_p times the most likely one are not drawn (0: off)
     do_sample: bool = False
     seed: int | None = None  # None: every sampled prompt draws its own
     # A request's stop strings are added to these, not put in their place. The defaults hold the model's
     # end-of-answer markers (its manifest's stop strings).
     stop: tuple[str, ...] = ()
+    stop_token_ids: tuple[int, ...] = ()  # more tokens that end the answer, as end-of-sequence does
+    # The matched stop string (or stop token's text) stays in the text, and the ending token in the logprobs.
+    include_stop_str_in_output: bool = False
     ignore_eos: bool = False  # end-of-sequence tokens do not end the answer: it runs to max_new_tokens (benchmarks)
     speculation: bool = True  # False: no speculation's proposals for this request (when the servable turns it on)
 

@@ -1,8 +1,10 @@
 """Token choice for a whole step, in numpy: every rule is an array operation over the step's logits.
 
 As TGI's HeterogeneousNextTokenChooser: one step holds requests with different parameters, so each rule
-(repetition penalty, min_new_tokens, temperature, top-k, top-p) takes a column of per-row values and
-runs once over the rows that need it; only the draw is per row, from that row's own seeded generator.
+(logit bias, repetition, presence and frequency penalties, min_new_tokens, temperature, min-p, top-k, top-p) takes
+a column of per-row values and runs once over the rows that need it; only the draw is per row, from that row's own
+seeded generator. The rules that change scores (bias, penalties) run before the argmax, so greedy rows, grammars
+and speculation's proposals see them too; logprobs report the model's raw distribution (vLLM's raw_logprobs).
 """
 from __future__ import annotations
 
@@ -36,14 +38,23 @@ def choose_tokens(logits: np.ndarray, rows: Sequence, eos: Sequence[int], gramma
     """
     wanted = [i for i, r in enumerate(rows) if r.logprobs is not None]
     raw = log_softmax(logits[wanted]) if wanted else None  # the model's distribution, before any rule
+    biased = [i for i, r in enumerate(rows) if r.params.logit_bias]
+    if biased:
+        apply_logit_bias(logits, biased, [rows[i] for i in biased])
     penalised = [i for i, r in enumerate(rows) if r.params.repetition_penalty != 1.0]
     if penalised:
         apply_repetition_penalty(logits, penalised, [rows[i] for i in penalised])
+    penalised = [i for i, r in enumerate(rows) if r.output_ids and (r.params.presence_penalty or r.params.frequency_penalty)]
+    if penalised:
+        apply_openai_penalties(logits, penalised, [rows[i] for i in penalised])
     early = [i for i, r in enumerate(rows) if len(r.output_ids) < r.params.min_new_tokens]
     eos = list(eos)
     held = logits[np.ix_(early, eos)].copy() if early and eos and grammars is not None else None
     if early and eos:
         logits[np.ix_(early, eos)] = NEG_INF  # too early to end
+    stopping = [(i, t) for i in early for t in rows[i].params.stop_token_ids]
+    if stopping:
+        logits[tuple(np.array(stopping).T)] = NEG_INF  # a row's own stop tokens end it too: too early as well
     tokens = logits.argmax(axis=1)
     if grammars is not None:
         masked = [i for i in grammars.rows if rows[i].params.do_sample or not grammars.allows(i, int(tokens[i]))]
@@ -60,6 +71,7 @@ def choose_tokens(logits: np.ndarray, rows: Sequence, eos: Sequence[int], gramma
             np.array([x.top_p for x in p], dtype=np.float64),
             [rows[i].generator for i in sampling],
             None if proposals is None else np.array([-1 if proposals[i] is None else proposals[i] for i in sampling]),
+            np.array([x.min_p for x in p], dtype=np.float64),
         )
     chosen = tokens.tolist()
     logprobs: list[TokenLogprob | None] = [None] * len(rows)
@@ -95,10 +107,33 @@ def apply_repetition_penalty(logits: np.ndarray, which: Sequence[int], rows: Seq
     logits[at_row, at_token] = np.where(picked < 0, picked * penalty, picked / penalty)
 
 
+def apply_logit_bias(logits: np.ndarray, which: Sequence[int], rows: Sequence) -> None:
+    """OpenAI's logit_bias: each (row, token) pair's bias added to its score, for every pair at once (a row's
+    tokens are distinct)."""
+    counts = [len(r.params.logit_bias) for r in rows]
+    at_row = np.repeat(np.asarray(which, dtype=np.int64), counts)
+    pairs = np.array([pair for r in rows for pair in r.params.logit_bias], dtype=np.float64)
+    logits[at_row, pairs[:, 0].astype(np.int64)] += pairs[:, 1].astype(np.float32)
+
+
+def apply_openai_penalties(logits: np.ndarray, which: Sequence[int], rows: Sequence) -> None:
+    """OpenAI's rule over the generated tokens: score - frequency_penalty * count - presence_penalty * (count > 0),
+    each (row, token generated) pair once, with its count, for every row at once."""
+    vocab = logits.shape[1]
+    keys = np.concatenate([j * vocab + np.fromiter(r.output_ids, dtype=np.int64) for j, r in enumerate(rows)])
+    keys, counts = np.unique(keys, return_counts=True)
+    row, token = np.divmod(keys, vocab)  # row: the position in `rows`
+    frequency = np.array([r.params.frequency_penalty for r in rows], dtype=np.float32)[row]
+    presence = np.array([r.params.presence_penalty for r in rows], dtype=np.float32)[row]
+    logits[np.asarray(which, dtype=np.int64)[row], token] -= frequency * counts.astype(np.float32) + presence
+
+
 def sample(logits: np.ndarray, temperature: np.ndarray, top_k: np.ndarray, top_p: np.ndarray,
-           generators: Sequence[np.random.Generator], proposed: np.ndarray | None = None) -> np.ndarray:
-    """One token per row: temperature, then top-k, then nucleus (top-p), then one uniform draw per row from
-    that row's generator, by the inverse of the kept tokens' cumulative distribution.
+           generators: Sequence[np.random.Generator], proposed: np.ndarray | None = None,
+           min_p: np.ndarray | None = None) -> np.ndarray:
+    """One token per row: temperature, then min-p (tokens under min_p times the best one's probability go), then
+    top-k, then nucleus (top-p) over what is left, then one uniform draw per row from that row's generator, by the
+    inverse of the kept tokens' cumulative distribution (vLLM's order).
 
     `proposed`: per row a token proposed without a model (speculation), or -1. Such a row takes it when its
     draw falls under its probability p, and otherwise draws again from the rest (p without it, renormalized):
@@ -121,6 +156,9 @@ def sample(logits: np.ndarray, temperature: np.ndarray, top_k: np.ndarray, top_p
     best = values[:, :1]
     with np.errstate(invalid="ignore", over="ignore"):
         probs = np.where(keep, np.exp((values - best).astype(np.float64)), 0.0)
+    if min_p is not None:  # probs are still relative to the best token's
+        keep &= probs >= min_p[:, None]
+        probs = np.where(keep, probs, 0.0)
     probs /= probs.sum(axis=1, keepdims=True)
     cumulative = np.cumsum(probs, axis=1)
     keep &= cumulative - probs < top_p[:, None]  # the smallest set whose mass reaches top_p

@@ -278,7 +278,7 @@ class Scheduler:
                 new[request.id].append(token)
                 if logprob is not None:
                     logprobs[request.id].append(logprob)
-                if token in self._eos:  # never before min_new_tokens (ignore_eos: max_new_tokens)
+                if token in self._eos or token in request.params.stop_token_ids:  # never before min_new_tokens
                     request.status = RequestStatus.FINISHED_STOPPED
                 elif len(request.output_ids) >= request.params.max_new_tokens:
                     request.status = RequestStatus.FINISHED_LENGTH

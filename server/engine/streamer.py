@@ -1,9 +1,23 @@
 """One prompt's text on the output side: incremental decoding and stop strings, off the core's thread."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from transformers import TextIteratorStreamer
 
 from server.engine.types import Finished, FinishReason, Logprob, TextDelta, Usage
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """A generated token's logprob whose text is not all sent yet: its text is the answer's [start:end]."""
+
+    token: int
+    logprob: float
+    top: tuple
+    start: int
+    end: int
+    ending: bool  # end-of-sequence or a stop token (kept only with include_stop)
 
 
 class TokenStreamer(TextIteratorStreamer):
@@ -16,15 +30,26 @@ class TokenStreamer(TextIteratorStreamer):
     (tokenizers' DecodeStream gives the same text token by token, but drops an answer's last, incomplete
     character, which this sends as U+FFFD as a whole decode does: measured on 205 texts, 2 differed so.)
     It counts the prompt's completion tokens (end-of-sequence included) and sends its one Finished event.
+
+    Logprobs are spelt as OpenAI's: each token's `token` is the text it added to the answer (with the tokens before
+    it as context), so the tokens spell the text exactly; a token that holds part of a character adds nothing, the one
+    that completes it adds the character (their own bytes are in `token_bytes`). The ending token (end-of-sequence, a
+    stop token) and the tokens past a stop string's start are left out, unless `include_stop`: then the stop string
+    stays in the text and the ending token in the logprobs.
     """
 
     def __init__(self, tokenizer, index: int, prompt_ids: list[int], stop: tuple[str, ...], eos_token_ids,
-                 sink, arrival: float):
+                 sink, arrival: float, stop_token_ids=(), include_stop: bool = False, ending_logprob: bool = False):
         super().__init__(tokenizer, skip_prompt=True, skip_special_tokens=True, clean_up_tokenization_spaces=False)
         self.index = index
         self.prompt_ids = prompt_ids
         self.stop = stop
         self.eos = frozenset(eos_token_ids)
+        self.stop_token_ids = frozenset(stop_token_ids)  # end the answer as end-of-sequence does (the core's rule)
+        self.include_stop = include_stop
+        # The ending token's logprob (its text "") even without include_stop: echo's, as lm-evaluation-harness reads
+        # the logprob after the prompt's, whatever token it is.
+        self.ending_logprob = include_stop or ending_logprob
         self.sink = sink  # takes events: the call's collector
         self.arrival = arrival
         self.token_ids: list[int] = []  # the completion's tokens, end-of-sequence ones left out
@@ -39,7 +64,7 @@ class TokenStreamer(TextIteratorStreamer):
         self.finish_reason: FinishReason | None = None
         self.prefix_offset = 0  # window start: context for the tokens being decoded
         self.read_offset = 0  # tokens before this are already text
-        self._logprobs: list = []  # of tokens whose text is not sent yet
+        self._logprobs: list[_Pending] = []
 
     @property
     def finished(self) -> bool:
@@ -53,15 +78,21 @@ class TokenStreamer(TextIteratorStreamer):
         if self.first_token_at is None:
             self.first_token_at = now
         self.completion_tokens += 1
-        if logprob is not None:
-            self._logprobs.append(self._logprob(token, logprob.logprob, logprob.top))
-        if token in self.eos:
+        ending = token in self.eos or token in self.stop_token_ids
+        if ending and not self.include_stop:
+            if logprob is not None and self.ending_logprob:
+                self._logprobs.append(_Pending(token, logprob.logprob, logprob.top, len(self.text), len(self.text), True))
             return
-        self.token_ids.append(token)
-        self.text += self._decode_new(force=last)
+        start = len(self.text)
+        if not ending or token in self.stop_token_ids:  # end-of-sequence never has text; a stop token may
+            self.token_ids.append(token)
+            self.text += self._decode_new(force=last)
+        if logprob is not None:
+            self._logprobs.append(_Pending(token, logprob.logprob, logprob.top, start, len(self.text), ending))
         cut = stop_position(self.text, self.stop, self.sent)
         if cut >= 0:
-            self.text = self.text[:cut]
+            matched = next(s for s in self.stop if self.text.startswith(s, cut)) if self.include_stop else ""
+            self.text = self.text[:cut + len(matched)]
             self.finish(FinishReason.STOP_SEQUENCE, now)
         elif not last:
             safe = len(self.text) - held_back(self.text, self.stop)
@@ -109,10 +140,26 @@ class TokenStreamer(TextIteratorStreamer):
             proposed_tokens=self.proposed, accepted_tokens=self.accepted)))
 
     def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
-        if text or self._logprobs:
-            self.sink.put(TextDelta(self.index, text, tuple(self._logprobs), None, len(self.prompt_ids),
-                                    self.completion_tokens))
-            self._logprobs.clear()
+        """Send `text` (the answer up to self.sent + len(text)) with the logprobs of the tokens that end in it; at
+        the end, with every one left whose text is in the answer (a token cut by a stop string: its part before)."""
+        if stream_end:  # past a stop string's cut: only the ending token (include_stop) or what decoded to nothing
+            upto, cut = len(self.text), self.finish_reason == FinishReason.STOP_SEQUENCE
+            done = [p for p in self._logprobs if p.start < upto or p.ending or (p.start == p.end and not cut)]
+            self._logprobs = []
+        else:
+            upto = self.sent + len(text)
+            n = next((j for j, p in enumerate(self._logprobs) if p.end > upto), len(self._logprobs))
+            done, self._logprobs = self._logprobs[:n], self._logprobs[n:]
+        logprobs = tuple(self._spelt(p, upto) for p in done)
+        if text or logprobs:
+            self.sink.put(TextDelta(self.index, text, logprobs, None, len(self.prompt_ids), self.completion_tokens))
+
+    def _spelt(self, p: _Pending, cut: int) -> Logprob:
+        """A generated token's Logprob, its text the part of the answer it added (up to `cut`): its own bytes, unless
+        a stop string cut it."""
+        own = self._logprob(p.token, p.logprob, p.top)
+        text = self.text[p.start:min(p.end, cut)]
+        return Logprob(p.token, text, p.logprob, own.top, own.token_bytes if p.end <= cut else text.encode("utf-8"))
 
 
 def stop_position(text: str, stops: tuple[str, ...], start: int) -> int:

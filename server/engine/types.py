@@ -113,8 +113,9 @@ class GenerationRequest:
 @dataclass(frozen=True)
 class Logprob:
     """One token's log-probability under the model's raw distribution (log-softmax of its logits, before
-    penalties and temperature), with its text, its own bytes, and the most likely alternatives (each a Logprob
-    with no alternatives of its own)."""
+    logit_bias, penalties and temperature), with its text, its own bytes, and the most likely alternatives (each a
+    Logprob with no alternatives of its own). A generated token's text is the text it added to the answer
+    (streamer.py), so an answer's tokens spell it."""
 
     token_id: int
     token: str

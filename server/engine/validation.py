@@ -12,8 +12,12 @@ from server.engine.types import GenerationRequest
 ROLES = ("system", "user", "assistant", "tool")
 MAX_SEED = 2**63 - 1
 SAMPLING = {"temperature", "top_p", "top_k", "seed"}  # setting one turns sampling on, unless do_sample says otherwise
-# Each generation parameter's kind, from its default (seed's default is None: an int when given).
-KINDS = {name: (int if name == "seed" else type(getattr(GenerationParams(), name))) for name in PARAMETERS}
+MAX_LOGIT_BIAS = 1024  # tokens a request may bias (a whole vocabulary's map would be megabytes to check each step)
+MAX_STOP_TOKEN_IDS = 64
+# Each generation parameter's kind, from its default (seed's default is None: an int when given; logit_bias is a map
+# of token id -> bias, stop_token_ids a list of token ids).
+KINDS = {name: {"seed": int, "logit_bias": dict, "stop_token_ids": list}.get(name, type(getattr(GenerationParams(), name)))
+         for name in PARAMETERS}
 
 
 def check_inputs(request: GenerationRequest, limits: Limits) -> None:
@@ -109,9 +113,14 @@ def check_token_ids(field: str, ids, vocab_size: int) -> None:
 
 def resolve_params(request: GenerationRequest, defaults: GenerationParams, limits: Limits) -> GenerationParams:
     """The request's parameters over the servable's defaults, every one checked."""
-    given = request.params.given
+    given = dict(request.params.given)
     for name, value in given.items():
         _check_type(name, value)
+    if "logit_bias" in given:  # a map, or its (token, bias) pairs: pairs, one per token
+        bias = given["logit_bias"]
+        given["logit_bias"] = tuple((bias if isinstance(bias, dict) else dict(bias)).items())
+    if "stop_token_ids" in given:
+        given["stop_token_ids"] = tuple(dict.fromkeys(given["stop_token_ids"]))
     stop = given.get("stop", ())  # the request's own; the limits apply to these, not to the defaults
     p = dataclasses.replace(defaults, **{**given, "stop": tuple(dict.fromkeys((*stop, *defaults.stop)))})
     if p.max_new_tokens < (0 if request.prompt_logprobs is not None else 1):
@@ -132,6 +141,18 @@ def resolve_params(request: GenerationRequest, defaults: GenerationParams, limit
         raise ValidationError("top_k", "must be at least 0 (0: no top-k filtering)")
     if not math.isfinite(p.repetition_penalty) or p.repetition_penalty <= 0:
         raise ValidationError("repetition_penalty", "must be a finite number > 0")
+    for name in ("presence_penalty", "frequency_penalty"):
+        if not math.isfinite(getattr(p, name)) or not -2 <= getattr(p, name) <= 2:
+            raise ValidationError(name, "must be in [-2, 2]")
+    if not math.isfinite(p.min_p) or not 0 <= p.min_p <= 1:
+        raise ValidationError("min_p", "must be in [0, 1]")
+    if len(p.logit_bias) > MAX_LOGIT_BIAS:
+        raise ValidationError("logit_bias", f"{len(p.logit_bias)} tokens given, at most {MAX_LOGIT_BIAS}")
+    for token, bias in p.logit_bias:
+        if not math.isfinite(bias) or not -100 <= bias <= 100:
+            raise ValidationError("logit_bias", f"the bias of token {token} must be in [-100, 100]")
+    if len(p.stop_token_ids) > MAX_STOP_TOKEN_IDS:
+        raise ValidationError("stop_token_ids", f"{len(p.stop_token_ids)} given, at most {MAX_STOP_TOKEN_IDS}")
     if p.seed is not None and not 0 <= p.seed <= MAX_SEED:
         raise ValidationError("seed", f"must be in [0, {MAX_SEED}]")
 
@@ -160,11 +181,36 @@ def _check_type(name: str, value) -> None:
     """In-process callers are held to the parameter's type as the transports are (a number is no boolean; stop
     is a list of strings, not one string)."""
     kind = KINDS[name]
+    if kind is dict:  # logit_bias: token id -> number, as a map or as pairs
+        pairs = value.items() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else None
+        if pairs is None or not all(isinstance(p, (tuple, list)) and len(p) == 2 for p in pairs):
+            raise ValidationError(name, f"expected a map of token id to number, got {type(value).__name__}")
+        if len(pairs) > MAX_LOGIT_BIAS:
+            raise ValidationError(name, f"{len(pairs)} tokens given, at most {MAX_LOGIT_BIAS}")
+        for token, bias in pairs:
+            if not is_int(token) or not (is_int(bias) or isinstance(bias, float)):
+                raise ValidationError(name, "expected a map of token id (an integer) to number, got "
+                                            f"{str(token)[:20]!r}: {str(bias)[:20]}")
+        return
+    if kind is list:  # stop_token_ids
+        if not isinstance(value, (list, tuple)) or not all(is_int(t) for t in value):
+            raise ValidationError(name, "expected a list of token ids (integers)")
+        if len(value) > MAX_STOP_TOKEN_IDS:
+            raise ValidationError(name, f"{len(value)} given, at most {MAX_STOP_TOKEN_IDS}")
+        return
     ok = {int: is_int(value), float: is_int(value) or isinstance(value, float), bool: isinstance(value, bool),
           tuple: isinstance(value, (tuple, list)) and all(isinstance(s, str) for s in value)}[kind]
     if not ok:
         expected = {int: "an integer", float: "a number", bool: "a boolean", tuple: "a list of strings"}[kind]
         raise ValidationError(name, f"expected {expected}, got {type(value).__name__}")
+
+
+def check_sampling_tokens(params: GenerationParams, vocab_size: int) -> None:
+    """logit_bias's and stop_token_ids' tokens are in the model's vocabulary."""
+    for token, _ in params.logit_bias:
+        if not 0 <= token < vocab_size:
+            raise ValidationError("logit_bias", f"{token} is not a token id (the vocabulary has {vocab_size} tokens)")
+    check_token_ids("stop_token_ids", params.stop_token_ids, vocab_size)
 
 
 def check_lengths(field: str, token_counts: list[int], params: GenerationParams, limits: Limits, context_length: int) -> None:

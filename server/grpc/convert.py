@@ -21,8 +21,8 @@ from server.engine.types import (
 
 def to_request(msg: llm_pb2.GenerateRequest) -> GenerationRequest:
     # The message has a field for each generation parameter, of the same name: `optional` ones, listed when
-    # set, and the repeated `stop`, listed when not empty.
-    given = {f.name: tuple(v) if f.is_repeated else v for f, v in msg.ListFields() if f.name in PARAMETERS}
+    # set, and the repeated `stop` and `stop_token_ids` and the map `logit_bias`, listed when not empty.
+    given = {f.name: _value(f, v) for f, v in msg.ListFields() if f.name in PARAMETERS}
     return GenerationRequest(
         prompts=tuple(msg.prompts),
         conversations=tuple(tuple(Message(m.role, m.content) for m in c.messages) for c in msg.conversations),
@@ -34,6 +34,12 @@ def to_request(msg: llm_pb2.GenerateRequest) -> GenerationRequest:
                               regex=msg.regex if msg.HasField("regex") else None)
         if msg.HasField("json_schema") or msg.HasField("regex") else None,
     )
+
+
+def _value(field, value):
+    if field.message_type is not None and field.message_type.GetOptions().map_entry:
+        return dict(value)
+    return tuple(value) if field.is_repeated else value
 
 
 # The engine's name of a path's first step -> GenerateRequest's, where they differ.

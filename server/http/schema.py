@@ -36,7 +36,7 @@ OPENAI_PARAMS = {OPENAI_NAMES.get(ours, ours): ours for ours in PARAMETERS if OP
 IGNORED = {"user", "metadata", "store", "service_tier", "parallel_tool_calls", "prediction", "cache_prompt"}
 # Fields we do not implement, accepted only at the value that changes nothing (null is always "not set"); any other
 # value is refused with 400 naming the field, as is every field not declared.
-NEUTRAL = {"frequency_penalty": 0, "presence_penalty": 0, "best_of": 1, "logit_bias": {}}
+NEUTRAL = {"best_of": 1}
 # OpenAI's "developer" role is its newer name for "system".
 ROLE_ALIASES = {"developer": "system"}
 FINISH = {FinishReason.STOP: "stop", FinishReason.STOP_SEQUENCE: "stop", FinishReason.LENGTH: "length",
@@ -192,7 +192,8 @@ class StreamOptions(Body):
 
 class GenerationBody(Body):
     """What chat and completion bodies share: streaming and the generation parameters, by OpenAI's names and vLLM's
-    for the extensions clients send (min_tokens, top_k, repetition_penalty, ignore_eos); OPENAI_PARAMS maps them
+    for the extensions clients send (min_tokens, top_k, min_p, repetition_penalty, stop_token_ids,
+    include_stop_str_in_output, ignore_eos); OPENAI_PARAMS maps them
     to ours. The engine checks every bound that depends on the servable."""
 
     model: str | None = None
@@ -205,6 +206,12 @@ class GenerationBody(Body):
     top_p: float | None = None
     top_k: int | None = Field(None, ge=-1)  # vLLM's -1: no top-k filtering, our 0
     repetition_penalty: float | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    logit_bias: dict[str, float] | None = None  # token id (as JSON keys are: a string) -> bias
+    min_p: float | None = None
+    stop_token_ids: list[int] | None = None
+    include_stop_str_in_output: bool | None = None
     seed: int | None = Field(None, ge=0)
     stop: Stop | None = None
     ignore_eos: bool | None = None  # every answer runs to max_tokens (benchmarks)
@@ -316,10 +323,21 @@ def _params(body: GenerationBody) -> tuple[GivenParams, str]:
         given["stop"] = (given["stop"],) if isinstance(given["stop"], str) else tuple(given["stop"])
     if given["top_k"] == -1:
         given["top_k"] = 0  # vLLM's -1: no top-k filtering, our 0
+    if given["logit_bias"] is not None:
+        given["logit_bias"] = {_token_id(key): bias for key, bias in given["logit_bias"].items()}
+    if given["stop_token_ids"] is not None:
+        given["stop_token_ids"] = tuple(given["stop_token_ids"])
     if getattr(body, "max_completion_tokens", None) is not None:
         given["max_new_tokens"] = body.max_completion_tokens
         return GivenParams(**given), "max_completion_tokens"
     return GivenParams(**given), "max_tokens"
+
+
+def _token_id(key: str) -> int:
+    """A logit_bias key: a token id written as a JSON key (a string of digits)."""
+    if not (key.isascii() and key.isdigit()) or len(key) > 12:
+        raise ValidationError("logit_bias", f"{key[:20]!r} is not a token id")
+    return int(key)
 
 
 def _conversation(messages: list[ChatMessage]) -> tuple[Message, ...]:

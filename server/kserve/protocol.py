@@ -24,7 +24,8 @@ TOKEN_COUNT = "token_count"
 END_SIGNAL = "end_signal"
 VERSION = "1"  # the one version of the one model
 PLATFORM = "OpenVINO"
-KIND_NAMES = {int: "an integer", float: "a number", bool: "a bool", tuple: "a string or a list of strings"}
+KIND_NAMES = {int: "an integer", float: "a number", bool: "a bool", tuple: "a string or a list of strings",
+              dict: "a map of token id to number", list: "a list of token ids"}
 
 
 @dataclass(frozen=True)

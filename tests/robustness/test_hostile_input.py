@@ -93,7 +93,12 @@ messages = st.builds(llm_pb2.Message, role=st.one_of(st.sampled_from(["system", 
 conversations = st.lists(st.builds(llm_pb2.Conversation, messages=st.lists(messages, max_size=5)), max_size=9)
 optional = {"system_prompt": texts, "max_new_tokens": uint32, "min_new_tokens": uint32, "temperature": floats,
             "top_p": floats, "top_k": uint32, "repetition_penalty": floats, "do_sample": st.booleans(),
-            "seed": uint64}
+            "seed": uint64, "presence_penalty": floats, "frequency_penalty": floats, "min_p": floats,
+            "include_stop_str_in_output": st.booleans()}
+# Token maps and lists: small, huge (more entries than the engine takes), ids in the vocabulary or not.
+huge_map = st.builds(lambda n, bias: {i: bias for i in range(n)}, st.integers(1025, 20_000), floats)
+token_maps = st.one_of(st.dictionaries(uint32, floats, max_size=10), huge_map)
+token_lists = st.one_of(st.lists(uint32, max_size=10), st.builds(lambda n: list(range(n)), st.integers(65, 20_000)))
 
 
 # Values a server accepts, so that hostile text reaches the tokenizer, the template and the model too.
@@ -101,7 +106,11 @@ EXTREME = [1.4e-45, 1e-38, 1e-30, 3.4e38]  # valid, but overflow or underflow on
 plausible = {"system_prompt": texts, "max_new_tokens": st.integers(1, 8), "min_new_tokens": st.integers(0, 1),
              "temperature": st.floats(0, 5) | st.sampled_from(EXTREME), "top_p": st.floats(0.01, 1),
              "top_k": uint32, "repetition_penalty": st.floats(0.5, 3) | st.sampled_from(EXTREME),
-             "do_sample": st.booleans(), "seed": st.integers(0, 2**63 - 1)}
+             "do_sample": st.booleans(), "seed": st.integers(0, 2**63 - 1),
+             "presence_penalty": st.floats(-2, 2), "frequency_penalty": st.floats(-2, 2), "min_p": st.floats(0, 1),
+             "include_stop_str_in_output": st.booleans()}
+VOCAB = 49152  # the test model's
+plausible_ids = st.integers(0, VOCAB - 1)
 short_texts = st.one_of(st.text(min_size=1, max_size=40), st.sampled_from(SPECIAL[:-1]))
 
 
@@ -113,8 +122,8 @@ def requests(draw) -> llm_pb2.GenerateRequest:
         return llm_pb2.GenerateRequest(
             prompts=draw(many(texts)) if which in ("prompts", "both") else [],
             conversations=draw(conversations) if which in ("conversations", "both") else [],
-            raw=draw(st.booleans()), stop=draw(many(texts)),
-            **{k: v for k, v in fields.items() if v is not None})
+            raw=draw(st.booleans()), stop=draw(many(texts)), logit_bias=draw(token_maps),
+            stop_token_ids=draw(token_lists), **{k: v for k, v in fields.items() if v is not None})
     fields = {name: draw(st.none() | strategy) for name, strategy in plausible.items()}  # mostly acceptable
     if draw(st.booleans()):
         body = {"prompts": draw(st.lists(short_texts, min_size=1, max_size=4)), "raw": draw(st.booleans())}
@@ -123,6 +132,8 @@ def requests(draw) -> llm_pb2.GenerateRequest:
                                   content=short_texts), min_size=1, max_size=4)
         body = {"conversations": [llm_pb2.Conversation(messages=m) for m in draw(st.lists(chat, min_size=1, max_size=3))]}
     return llm_pb2.GenerateRequest(stop=draw(st.lists(short_texts, max_size=3)), **body,
+                                   logit_bias=draw(st.dictionaries(plausible_ids, st.floats(-100, 100), max_size=5)),
+                                   stop_token_ids=draw(st.lists(plausible_ids, max_size=3)),
                                    **{k: v for k, v in fields.items() if v is not None})
 
 
@@ -179,7 +190,10 @@ def test_generated_requests_get_ok_invalid_or_exhausted_quickly(hostile_server):
     {"temperature": 1.4e-45}, {"temperature": 1e-38}, {"temperature": 3.4e38}, {"top_p": 1e-38},
     {"repetition_penalty": 1.4e-45}, {"repetition_penalty": 3.4e38}, {"top_k": 2**32 - 1},
     {"temperature": 1.4e-45, "repetition_penalty": 1.4e-45, "top_k": 1, "top_p": 1e-38},
-], ids=str)
+    {"min_p": 1.0}, {"min_p": 1.4e-45}, {"frequency_penalty": 2.0, "presence_penalty": -2.0},
+    {"logit_bias": {i: 100.0 for i in range(1024)}}, {"logit_bias": {0: -100.0, VOCAB - 1: 100.0}, "min_p": 0.9},
+    {"stop_token_ids": list(range(64)), "include_stop_str_in_output": True},
+], ids=lambda fields: str(fields)[:80])
 def test_extreme_but_valid_sampling_values_are_answered(hostile_server, fields):
     """Values inside the documented ranges are a request the server must serve, not an engine failure."""
     for rpc, method in raw_methods(hostile_server).items():
@@ -187,6 +201,23 @@ def test_extreme_but_valid_sampling_values_are_answered(hostile_server, fields):
         code, detail, took = outcome(lambda: method(req.SerializeToString(), timeout=30))
         assert code == Code.OK, (rpc, code, detail)
         assert took < QUICK
+
+
+@pytest.mark.parametrize("fields, field", [
+    ({"min_p": math.nan}, "min_p"), ({"presence_penalty": math.inf}, "presence_penalty"),
+    ({"frequency_penalty": -math.nan}, "frequency_penalty"), ({"logit_bias": {5: math.nan}}, "logit_bias"),
+    ({"logit_bias": {i: 1.0 for i in range(20_000)}}, "logit_bias"), ({"logit_bias": {VOCAB: 1.0}}, "logit_bias"),
+    ({"logit_bias": {2**32 - 1: 1.0}}, "logit_bias"), ({"stop_token_ids": [5, VOCAB]}, "stop_token_ids[1]"),
+    ({"stop_token_ids": list(range(20_000))}, "stop_token_ids"),
+], ids=lambda v: str(v)[:40])
+def test_bad_sampling_fields_are_invalid_argument_naming_them(hostile_server, fields, field):
+    """NaN, huge maps and lists, ids outside the vocabulary: refused before any work, the field named."""
+    for rpc, method in raw_methods(hostile_server).items():
+        req = request("What is the capital of France?", max_new_tokens=4, **fields)
+        code, detail, took = outcome(lambda: method(req.SerializeToString(), timeout=30))
+        assert code == Code.INVALID_ARGUMENT and detail.startswith(f"{field}: "), (rpc, code, detail)
+        assert took < QUICK
+    still_serving(hostile_server)
 
 
 def test_invalid_utf8_in_any_string_field_is_invalid_argument(hostile_server):

@@ -103,3 +103,64 @@ def test_logprobs_are_the_models_own_with_the_best_alternatives():
     assert lp.token_id == 2 and np.isclose(lp.logprob, expected[2])
     assert [t for t, _ in lp.top] == [1, 2] and np.allclose([v for _, v in lp.top], expected[[1, 2]])
     assert choose_tokens(np.zeros((1, 4), np.float32), [row()], eos=[])[1] == [None]
+
+
+def chi_square(draws_, want):
+    """Pearson's statistic of integer draws against the distribution `want` (tokens it gives 0 must never come)."""
+    n, kept = len(draws_), want > 0
+    counts = np.bincount(draws_, minlength=len(want))
+    assert (counts[~kept] == 0).all()
+    return (((counts - n * want)[kept]) ** 2 / (n * want[kept])).sum()
+
+
+def sampled(logits, n, output=(), **params):
+    """n draws through choose_tokens, one row per fixed seed, every row with the same history."""
+    rows = [row(output=output, do_sample=True, seed=s, **params) for s in range(n)]
+    return choose_tokens(np.tile(np.asarray(logits, dtype=np.float32), (n, 1)), rows, eos=[])[0]
+
+
+def test_min_p_samples_from_the_distribution_it_defines():
+    """Chi-square over 4000 fixed seeds: min_p 0.3 drops tokens under 0.3 x the best one's probability (0.4 x 0.3 =
+    0.12: 0.1 and 0.05 go) and the rest keep their ratios."""
+    probs = np.array([0.4, 0.3, 0.1, 0.15, 0.05])
+    want = np.where(probs >= 0.3 * probs.max(), probs, 0.0)
+    assert chi_square(sampled(np.log(probs), 4000, min_p=0.3), want / want.sum()) < 16.27  # 0.999, 3 d.o.f.
+
+
+def test_penalties_sample_from_the_distribution_they_define():
+    """Chi-square over 4000 fixed seeds: token 1 generated twice and token 2 once lose frequency x count + presence
+    from their scores; the draws follow the softmax of the penalised scores."""
+    logits = np.log(np.array([0.1, 0.35, 0.05, 0.3, 0.2]))
+    scores = logits - np.array([0, 0.5 * 2 + 0.25, 0.5 + 0.25, 0, 0])
+    want = np.exp(scores) / np.exp(scores).sum()
+    got = sampled(logits, 4000, output=[1, 2, 1], frequency_penalty=0.5, presence_penalty=0.25)
+    assert chi_square(got, want) < 18.47  # 0.999, 4 d.o.f.
+
+
+def test_openai_penalties_count_only_generated_tokens_row_by_row():
+    logits = np.zeros((3, 4), dtype=np.float32)
+    rows = [row(prompt=[3, 3], output=[0, 0, 1], frequency_penalty=1.0, presence_penalty=0.5),
+            row(output=[2], presence_penalty=-1.0), row(output=[0])]
+    choose_tokens(logits, rows, eos=[])
+    assert logits.tolist() == [[-2.5, -1.5, 0, 0], [0, 0, 1.0, 0], [0, 0, 0, 0]]
+
+
+def test_logit_bias_moves_greedy_choices_and_leaves_logprobs_raw():
+    logits = np.array([[1.0, 3.0, 2.0], [1.0, 3.0, 2.0]], dtype=np.float32)
+    raw = log_softmax(logits.copy())
+    tokens, logprobs = choose_tokens(logits, [row(logit_bias=((1, -100.0),), logprobs=0),
+                                              row(logit_bias=((0, 5.0), (2, -1.0)))], eos=[])
+    assert tokens == [2, 0]
+    assert np.isclose(logprobs[0].logprob, raw[0, 2])  # the model's own distribution (vLLM's raw_logprobs)
+
+
+def test_penalties_apply_to_greedy_rows_too():
+    logits = np.array([[0.0, 2.0, 1.0]], dtype=np.float32)
+    assert choose_tokens(logits, [row(output=[1], frequency_penalty=1.5)], eos=[])[0] == [2]
+
+
+def test_stop_token_ids_wait_for_min_new_tokens_as_the_end_of_sequence_does():
+    logits = np.array([[0, 5, 1], [0, 5, 1]], dtype=np.float32)
+    early = row(min_new_tokens=2, output=[0], stop_token_ids=(1,))
+    late = row(min_new_tokens=2, output=[0, 0], stop_token_ids=(1,))
+    assert choose_tokens(logits, [early, late], eos=[])[0] == [2, 1]

@@ -127,7 +127,8 @@ def test_usage_counts_every_token_once_with_times_from_the_arrival():
 
 
 def test_logprobs_carry_each_tokens_own_bytes(fp32_model_dir):
-    """With the server's tokenizer, a token that is part of a character has its true bytes, its alternatives too."""
+    """With the server's tokenizer, a token that is part of a character has its true bytes, its alternatives too;
+    it adds no text (the token that completes the character adds it), so the tokens spell the text."""
     from server.engine.sampler import TokenLogprob
     from server.engine.tokenizer import Tokenizer
 
@@ -138,6 +139,62 @@ def test_logprobs_carry_each_tokens_own_bytes(fp32_model_dir):
         s.put(token, float(n), last=n == len(ids), logprob=TokenLogprob(token, -0.5, ((token, -0.5), (EOS, -2.0))))
     s.finish(FinishReason.LENGTH, 9.0)
     logprobs = [lp for e in s.sink if isinstance(e, TextDelta) for lp in e.logprobs]
-    assert [lp.token_id for lp in logprobs] == ids and "\ufffd" in logprobs[0].token
+    assert [lp.token_id for lp in logprobs] == ids and logprobs[0].token == ""
+    assert "".join(lp.token for lp in logprobs) == "家族 😀"
     assert b"".join(lp.token_bytes for lp in logprobs) == "家族 😀".encode()
     assert [t.token_bytes for t in logprobs[0].top] == [logprobs[0].token_bytes, b"<|im_end|>"]
+
+
+def spelt(tokenizer, text, stop=(), ending=EOS, include_stop=False, stop_token_ids=(), ending_logprob=False):
+    """Feed `text`'s tokens, each with a logprob, then `ending` (None: the length limit ends it); returns the text
+    sent and the logprobs sent, in order."""
+    from server.engine.sampler import TokenLogprob
+
+    s = TokenStreamer(tokenizer, 0, [1, 2, 3], tuple(stop), (EOS,), Sink(), 0.0, stop_token_ids, include_stop,
+                      ending_logprob)
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"] + ([ending] if ending is not None else [])
+    for n, token in enumerate(ids, 1):
+        last = n == len(ids)
+        s.put(token, float(n), last=last, logprob=TokenLogprob(token, -0.5))
+        if s.finished:
+            break
+        if last:
+            s.finish(FinishReason.STOP if ending is not None else FinishReason.LENGTH, float(n))
+    deltas = [e for e in s.sink if isinstance(e, TextDelta)]
+    return "".join(e.text for e in deltas), [lp for e in deltas for lp in e.logprobs], deltas
+
+
+@pytest.mark.parametrize("text, stop", [
+    ("The capital of France is Paris.", ()),
+    ("Café crème, naïve 😀🚀 — 東京 and\nnew lines", ()),
+    ("The answer is 42. END of it", ("END",)),
+    ("Paris. Rome", (". R",)),  # the stop string starts inside a token: that token's part before it stays
+])
+def test_logprob_tokens_spell_the_text_sent_without_the_end_or_the_stop_string(tokenizer, text, stop):
+    sent, logprobs, deltas = spelt(tokenizer, text, stop)
+    assert "".join(lp.token for lp in logprobs) == sent
+    assert EOS not in [lp.token_id for lp in logprobs]
+    for delta in deltas:  # every chunk carries the logprobs of the tokens that made its text
+        assert "".join(lp.token for lp in delta.logprobs) == delta.text
+
+
+def test_include_stop_str_in_output_keeps_the_stop_string_and_the_ending_token(tokenizer):
+    sent, logprobs, _ = spelt(tokenizer, "The answer is 42. END of it", ("END",), include_stop=True)
+    assert sent == "The answer is 42. END" and "".join(lp.token for lp in logprobs) == sent
+    sent, logprobs, _ = spelt(tokenizer, "Paris.", include_stop=True)
+    assert sent == "Paris." and logprobs[-1].token_id == EOS and logprobs[-1].token == ""
+
+
+def test_a_stop_token_ends_the_text_without_its_own_unless_asked(tokenizer):
+    dot = tokenizer(".", add_special_tokens=False)["input_ids"][0]
+    sent, logprobs, _ = spelt(tokenizer, "Paris", ending=dot, stop_token_ids=(dot,))
+    assert sent == "Paris" and dot not in [lp.token_id for lp in logprobs]
+    sent, logprobs, _ = spelt(tokenizer, "Paris", ending=dot, stop_token_ids=(dot,), include_stop=True)
+    assert sent == "Paris." and logprobs[-1].token == "."
+
+
+def test_echo_keeps_the_ending_tokens_logprob_with_no_text(tokenizer):
+    """lm-evaluation-harness reads the logprob after the prompt's, whatever the token: echo keeps the end's."""
+    sent, logprobs, _ = spelt(tokenizer, "Paris.", ending_logprob=True)
+    assert sent == "Paris." and logprobs[-1].token_id == EOS and logprobs[-1].token == ""
+    assert "".join(lp.token for lp in logprobs) == sent

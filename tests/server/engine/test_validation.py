@@ -6,8 +6,9 @@ import pytest
 
 from server.engine.errors import ValidationError
 from server.engine.params import GenerationParams, Limits
-from server.engine.types import GenerationRequest, Message, GivenParams
-from server.engine.validation import check_inputs, check_lengths, check_token_ids, resolve_params
+from server.engine.types import GenerationRequest, GivenParams, Message
+from server.engine.validation import (check_inputs, check_lengths, check_sampling_tokens, check_token_ids,
+                                      resolve_params)
 
 LIMITS = Limits(max_batch=4, max_prompt_tokens=100, max_new_tokens_cap=50, max_stop_strings=2, max_stop_length=5)
 DEFAULTS = GenerationParams(max_new_tokens=20)
@@ -154,3 +155,31 @@ def test_token_ids_are_integers_in_the_vocabulary():
     check_token_ids("prompt_ids[0]", [0, 63], vocab_size=64)
     for ids, at in (([0, -1], 1), ([1, True], 1), ([1.0], 0), (["5"], 0)):
         assert field_of(check_token_ids, "prompt_ids[0]", ids, 64) == f"prompt_ids[0][{at}]"
+
+
+@pytest.mark.parametrize(("kw", "field"), [
+    ({"presence_penalty": 2.5}, "presence_penalty"),
+    ({"frequency_penalty": -3}, "frequency_penalty"),
+    ({"frequency_penalty": math.nan}, "frequency_penalty"),
+    ({"min_p": 1.5}, "min_p"),
+    ({"min_p": math.inf}, "min_p"),
+    ({"logit_bias": {5: 101}}, "logit_bias"),
+    ({"logit_bias": {5: math.nan}}, "logit_bias"),
+    ({"logit_bias": {"5": 1}}, "logit_bias"),
+    ({"logit_bias": {i: 1 for i in range(5000)}}, "logit_bias"),  # a huge map: refused before any work
+    ({"logit_bias": [5, 6]}, "logit_bias"),
+    ({"stop_token_ids": 5}, "stop_token_ids"),
+    ({"stop_token_ids": [1.0]}, "stop_token_ids"),
+    ({"stop_token_ids": list(range(1000))}, "stop_token_ids"),
+    ({"include_stop_str_in_output": 1}, "include_stop_str_in_output"),
+])
+def test_sampling_fields_out_of_range_name_their_field(kw, field):
+    assert field_of(resolve_params, params(**kw), DEFAULTS, LIMITS) == field
+
+
+def test_sampling_fields_resolve_to_plain_tuples_and_their_tokens_are_in_the_vocabulary():
+    p = resolve_params(params(logit_bias={7: -100, 3: 2.5}, stop_token_ids=[4, 4, 9], min_p=0.1), DEFAULTS, LIMITS)
+    assert (p.logit_bias, p.stop_token_ids, p.min_p, p.do_sample) == (((7, -100), (3, 2.5)), (4, 9), 0.1, False)
+    check_sampling_tokens(p, vocab_size=10)
+    assert field_of(check_sampling_tokens, replace(p, logit_bias=((10, 1.0),)), 10) == "logit_bias"
+    assert field_of(check_sampling_tokens, replace(p, stop_token_ids=(1, 12)), 10) == "stop_token_ids[1]"

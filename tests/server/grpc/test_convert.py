@@ -42,3 +42,11 @@ def test_top_logprobs_and_per_token_logprobs_go_both_ways():
     usage = Usage(1, 1, 1.0, 1.0)
     (c,) = convert.to_response([Completion(0, " a", FinishReason.LENGTH, usage, (lp,))]).completions
     assert c.logprobs[0].token == " a"
+
+
+def test_the_sampling_fields_arrive_as_the_engine_takes_them():
+    msg = llm_pb2.GenerateRequest(prompts=["hi"], presence_penalty=0.5, frequency_penalty=0.0, logit_bias={7: -100},
+                                  min_p=0.25, stop_token_ids=[3, 4], include_stop_str_in_output=True)
+    assert convert.to_request(msg).params.given == {
+        "presence_penalty": 0.5, "frequency_penalty": 0.0, "logit_bias": {7: -100.0}, "min_p": 0.25,
+        "stop_token_ids": (3, 4), "include_stop_str_in_output": True}

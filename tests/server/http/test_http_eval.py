@@ -103,7 +103,7 @@ def test_tokenize_and_detokenize_in_vllms_shapes(client, http_server):
     (lambda c: c.completions.create(model=MODEL, prompt=[5, 10**7]), "prompt[1]"),
     (lambda c: c.completions.create(model=MODEL, prompt=[[5], [6, 7, -1]]), "prompt[1][2]"),
     (lambda c: c.completions.create(model=MODEL, prompt="hi", max_tokens=0), "max_tokens"),
-    (lambda c: c.chat.completions.create(model=MODEL, messages=user("hi"), presence_penalty=1), "presence_penalty"),
+    (lambda c: c.chat.completions.create(model=MODEL, messages=user("hi"), presence_penalty=3), "presence_penalty"),
 ])
 def test_bad_values_are_refused_naming_the_field(client, call, param):
     with pytest.raises(openai.BadRequestError) as caught:

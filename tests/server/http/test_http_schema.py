@@ -39,12 +39,13 @@ def test_completions_are_raw_and_copies_get_seed_plus_i():
 
 
 def test_null_means_unset_and_neutral_values_pass():
-    r = chat(logprobs=False, tools=None, frequency_penalty=0, presence_penalty=0.0, max_tokens=None)
+    r = chat(logprobs=False, tools=None, max_tokens=None, best_of=1)
     assert r.requests[0].params.given == {}
 
 
 @pytest.mark.parametrize("fields, name", [
-    ({"top_logprobs": 2}, "top_logprobs"), ({"tools": []}, "tools"), ({"frequency_penalty": 0.5}, "frequency_penalty"),
+    ({"top_logprobs": 2}, "top_logprobs"), ({"tools": []}, "tools"), ({"logit_bias": {"x": 1}}, "logit_bias"),
+    ({"logit_bias": [1]}, "logit_bias"), ({"stop_token_ids": ["1"]}, "stop_token_ids[0]"), ({"min_p": "0"}, "min_p"),
     ({"stream_options": {"continuous_usage_stats": True}}, "stream_options"), ({"max_tokens": True}, "max_tokens"),
     ({"max_tokens": 1.5}, "max_tokens"), ({"stop": 3}, "stop"), ({"stop": ["a", 1]}, "stop[1]"),
     ({"stream_options": {"x": 1}, "stream": True}, "stream_options.x"), ({"n": 5, "top_p": "1"}, "top_p"),
@@ -201,3 +202,11 @@ def test_logprob_bytes_are_the_tokens_own():
                    token_bytes=b"\xe5\xae")
     (entry,) = schema.chat_logprobs([half])["content"]
     assert entry["bytes"] == [0xE5, 0xAE] and entry["top_logprobs"][0]["bytes"] == [0xE5, 0xAE]
+
+
+def test_sampling_fields_keep_their_names_and_logit_bias_keys_become_token_ids():
+    r = chat(presence_penalty=0.5, frequency_penalty=0, logit_bias={"12": -100, "7": 3.5}, min_p=0.1,
+             stop_token_ids=[3], include_stop_str_in_output=True)
+    assert r.requests[0].params.given == {"presence_penalty": 0.5, "frequency_penalty": 0,
+                                          "logit_bias": {12: -100, 7: 3.5}, "min_p": 0.1, "stop_token_ids": (3,),
+                                          "include_stop_str_in_output": True}
