@@ -5,11 +5,10 @@ Like server/grpc/servicer.py for gRPC, this only translates; the engine (shared 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 from contextlib import aclosing
 from dataclasses import replace
 from pathlib import Path
@@ -21,19 +20,19 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from server.auth import bearer_matches
 from server.calls import Gateway
 from server.engine import reasoning, tool_parsers
 from server.engine.errors import EngineError, NotReady, ValidationError
 from server.engine.types import Event, Finished, TextDelta
-from server.http import answers, errors, schema
+from server.http import answers, errors, responses, schema, tokens
+from server.http.asgi import (ApiKeyCheck, dumps, error_response, http_exception, json_response, read_json,
+                              send_error, send_json, unexpected, until_disconnected)
 from server.http.errors import HttpError
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).with_name("static")
 SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"),
                (b"x-accel-buffering", b"no")]
-JSON_HEADERS = [(b"content-type", b"application/json")]
 
 
 class OpenAIApi:
@@ -62,7 +61,7 @@ class OpenAIApi:
             Route("/", self.page, methods=["GET"]),
             Mount("/static", StaticFiles(directory=STATIC), name="static"),
         ]
-        app = Starlette(routes=routes, exception_handlers={HTTPException: _http_exception, Exception: _unexpected})
+        app = Starlette(routes=routes, exception_handlers={HTTPException: http_exception, Exception: unexpected})
         return ApiKeyCheck(app, self.api_key)
 
     # ------------------------------------------------------------ plain endpoints
@@ -70,20 +69,20 @@ class OpenAIApi:
     async def health(self, request: Request) -> Response:
         if not self.calls.ready:
             status = "draining" if self.calls.draining else "loading"
-            return _json({"status": status}, 503)
-        return _json({"status": "serving"})
+            return json_response({"status": status}, 503)
+        return json_response({"status": "serving"})
 
     def _card(self) -> dict:
         return {"id": self.model_name, "object": "model", "created": self.created, "owned_by": "llm-server"}
 
     async def models(self, request: Request) -> Response:
-        return _json({"object": "list", "data": [self._card()]})
+        return json_response({"object": "list", "data": [self._card()]})
 
     async def model(self, request: Request) -> Response:
         name = request.path_params["name"]
         if name != self.model_name:
-            return _error(errors.model_not_found(name, self.model_name))
-        return _json(self._card())
+            return error_response(errors.model_not_found(name, self.model_name))
+        return json_response(self._card())
 
     async def page(self, request: Request) -> Response:
         return FileResponse(STATIC / "index.html")
@@ -92,7 +91,7 @@ class OpenAIApi:
 
     async def tokenize(self, request: Request) -> Response:
         async def answer(body):
-            model, generation, special, strs = schema.parse_tokenize(body)
+            model, generation, special, strs = tokens.parse_tokenize(body)
             self._check_model(model)
             engine = self._engine()
             (ids,) = await engine.tokenize(generation, special)
@@ -102,24 +101,24 @@ class OpenAIApi:
 
     async def detokenize(self, request: Request) -> Response:
         async def answer(body):
-            model, ids = schema.parse_detokenize(body)
+            model, ids = tokens.parse_detokenize(body)
             self._check_model(model)
             return {"prompt": await self._engine().detokenize(ids)}
         return await self._tokens(request, "detokenize", answer)
 
     async def tokenizer_info(self, request: Request) -> Response:
         try:
-            return _json(self._engine().tokenizer_info())
+            return json_response(self._engine().tokenizer_info())
         except NotReady as error:
-            return _error(errors.from_engine(error))
+            return error_response(errors.from_engine(error))
 
     async def _tokens(self, request: Request, rpc: str, answer) -> Response:
         try:
-            return _json(await answer(await read_json(request, self.max_body_bytes)))
+            return json_response(await answer(await read_json(request, self.max_body_bytes)))
         except (EngineError, HttpError) as error:
             refused = errors.from_engine(error) if isinstance(error, EngineError) else error
             self.calls.refused(rpc, "http", refused.log_code, refused.message)
-            return _error(refused)
+            return error_response(refused)
 
     def _check_model(self, model: str | None) -> None:
         if model is not None and model != self.model_name:
@@ -157,7 +156,7 @@ class OpenAIApi:
             stream = isinstance(body, dict) and body.get("stream") is True
             rpc = ("chat.completions" if kind == "chat" else "completions") + (".stream" if stream else "")
             self.calls.refused(rpc, "http", refused.log_code, refused.message)
-            return _error(refused)
+            return error_response(refused)
         return Generation(self, parsed)
 
     def events(self, request: schema.OpenAIRequest) -> AsyncIterator[tuple[int, Event]]:
@@ -172,8 +171,8 @@ class Generation:
 
     def __init__(self, api: OpenAIApi, request: schema.OpenAIRequest):
         self.api, self.request = api, request
-        self.id = schema.new_id(request.kind)
-        self.created = schema.now()
+        self.id = responses.new_id(request.kind)
+        self.created = responses.now()
 
     async def __call__(self, scope, receive, send) -> None:
         await until_disconnected(self._run(send), receive)
@@ -192,7 +191,7 @@ class Generation:
                 try:
                     first = await anext(events)  # refusals (bad value, queue full, draining) come before it
                 except EngineError as error:
-                    await _send_error(send, errors.from_engine(error, r))
+                    await send_error(send, errors.from_engine(error, r))
                     return
                 if r.stream:
                     await self._stream(send, first, events)
@@ -203,14 +202,14 @@ class Generation:
         except Exception as error:  # noqa: BLE001 - answered as a 500 if nothing was sent yet
             log.exception("unexpected error in an HTTP call", exc_info=error)
             if not started:
-                await _send_error(raw_send, errors.internal(error))
+                await send_error(raw_send, errors.internal(error))
 
     def _index(self, copy: int, event) -> int:
         return self.request.choice_index(copy, event.index)
 
     async def _whole(self, send, first, events) -> None:
         r = self.request
-        choices: dict[int, schema.Choice] = {}
+        choices: dict[int, responses.Choice] = {}
         texts: dict[int, list[str]] = {}
         logprobs: dict[int, list] = {}
         prompts: dict[int, tuple] = {}
@@ -225,12 +224,12 @@ class Generation:
                         if event.prompt_logprobs is not None:
                             prompts[i] = event.prompt_logprobs
                     elif isinstance(event, Finished):
-                        choices[i] = schema.Choice(i, "", schema.FINISH[event.reason], event.usage)
+                        choices[i] = responses.Choice(i, "", responses.FINISH[event.reason], event.usage)
                 pending = [await anext(events)]
         except StopAsyncIteration:
             pass
         except EngineError as error:
-            await _send_error(send, errors.from_engine(error, r))
+            await send_error(send, errors.from_engine(error, r))
             return
         for i, choice in choices.items():
             choice.text = "".join(texts.get(i, []))
@@ -244,8 +243,8 @@ class Generation:
                 choice.logprobs = logprobs.get(i, [])
             if r.echo:
                 choice.prompt, choice.prompt_logprobs = self._echo(i % r.n, i // r.n, prompts.get(i, ()))
-        body = schema.whole(r.kind, self.id, self.created, self.api.model_name, list(choices.values()), r.n)
-        await _send_json(send, 200, body)
+        body = responses.whole(r.kind, self.id, self.created, self.api.model_name, list(choices.values()), r.n)
+        await send_json(send, 200, body)
 
     def _echo(self, copy: int, prompt: int, prompt_logprobs: tuple) -> tuple[str, tuple]:
         """echo: the prompt's text (a token-id prompt's, from its tokens) and, with logprobs, its logprobs."""
@@ -259,17 +258,17 @@ class Generation:
         await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
 
         async def emit(data: dict) -> None:
-            await send({"type": "http.response.body", "body": b"data: " + _dumps(data) + b"\n\n", "more_body": True})
+            await send({"type": "http.response.body", "body": b"data: " + dumps(data) + b"\n\n", "more_body": True})
 
         if kind == "chat":  # OpenAI opens every choice with the assistant's role
             # continuous usage, as vLLM: the prompt's tokens (every copy's conversation is the same), none generated
             _, event = first
             prompt_tokens = event.prompt_tokens if isinstance(event, TextDelta) else event.usage.prompt_tokens
-            now = schema.usage(prompt_tokens, 0, 0) if r.continuous_usage else None
+            now = responses.usage(prompt_tokens, 0, 0) if r.continuous_usage else None
             for i in range(r.prompt_count * r.n):
-                await emit(schema.chunk(kind, self.id, self.created, model, i, role=True, with_usage=usage,
+                await emit(responses.chunk(kind, self.id, self.created, model, i, role=True, with_usage=usage,
                                         usage_now=now))
-        finals: list[schema.Choice] = []
+        finals: list[responses.Choice] = []
         offsets: dict[int, int] = {}  # completions' text_offset, per choice
         readers: dict[int, answers.Reader] = {}  # chat: per choice, its reasoning and calls read apart
         try:
@@ -286,32 +285,32 @@ class Generation:
                     if kind == "chat" and not r.answer.plain:
                         piece = readers.setdefault(i, answers.Reader(r.answer)).feed(text)
                     if piece.content or piece.reasoning or piece.tool_calls or (r.logprobs and logprobs):
-                        now = schema.usage(event.prompt_tokens, event.completion_tokens, 0) \
+                        now = responses.usage(event.prompt_tokens, event.completion_tokens, 0) \
                             if r.continuous_usage else None
                         content = piece.content if piece.content or not (piece.reasoning or piece.tool_calls) else None
-                        await emit(schema.chunk(kind, self.id, self.created, model, i, content, with_usage=usage,
+                        await emit(responses.chunk(kind, self.id, self.created, model, i, content, with_usage=usage,
                                                 logprobs=self._logprobs(i, logprobs, offsets), usage_now=now,
                                                 tool_calls=piece.tool_calls, reasoning=piece.reasoning))
                 elif isinstance(event, Finished):
-                    reason = schema.FINISH[event.reason]
+                    reason = responses.FINISH[event.reason]
                     if i in readers:
                         reader = readers.pop(i)
                         piece = reader.finish()
                         if piece.content or piece.reasoning or piece.tool_calls:
-                            await emit(schema.chunk(kind, self.id, self.created, model, i, piece.content or None,
+                            await emit(responses.chunk(kind, self.id, self.created, model, i, piece.content or None,
                                                     with_usage=usage, tool_calls=piece.tool_calls,
                                                     reasoning=piece.reasoning))
                         reason = "tool_calls" if reader.called else reason
-                    finals.append(schema.Choice(i, "", reason, event.usage))
+                    finals.append(responses.Choice(i, "", reason, event.usage))
                     u = event.usage
-                    now = schema.usage(u.prompt_tokens, u.completion_tokens, u.cached_tokens) \
+                    now = responses.usage(u.prompt_tokens, u.completion_tokens, u.cached_tokens) \
                         if r.continuous_usage else None
-                    await emit(schema.chunk(kind, self.id, self.created, model, i, None, reason, with_usage=usage,
+                    await emit(responses.chunk(kind, self.id, self.created, model, i, None, reason, with_usage=usage,
                                             usage_now=now))
                 event_pair = await anext(events)
         except StopAsyncIteration:
             if usage:
-                await emit(schema.usage_chunk(kind, self.id, self.created, model, finals, r.n))
+                await emit(responses.usage_chunk(kind, self.id, self.created, model, finals, r.n))
         except EngineError as error:  # after the 200: the error goes in the stream, as vLLM does
             failed = errors.from_engine(error, r)
             await send({"type": "http.response.body", "body": b"data: " + failed.body() + b"\n\n", "more_body": True})
@@ -322,95 +321,7 @@ class Generation:
         if not self.request.logprobs:
             return None
         if self.request.kind == "chat":
-            return schema.chat_logprobs(list(logprobs))
-        out = schema.completion_logprobs(list(logprobs), offsets.get(i, 0))
+            return responses.chat_logprobs(list(logprobs))
+        out = responses.completion_logprobs(list(logprobs), offsets.get(i, 0))
         offsets[i] = offsets.get(i, 0) + sum(len(lp.token) for lp in logprobs)
         return out
-
-
-class ApiKeyCheck:
-    """ASGI middleware: with an API key configured, every path needs it except health (KServe's too) and the page itself
-    (the page holds no data; it asks for the key and sends it with its API calls)."""
-
-    OPEN = ("/health", "/", "/favicon.ico", "/v2/health/live", "/v2/health/ready")
-
-    def __init__(self, app, key: str | None):
-        self.app, self.key = app, key
-
-    async def __call__(self, scope, receive, send) -> None:
-        if self.key is None or scope["type"] != "http" or scope["path"] in self.OPEN \
-                or scope["path"].startswith("/static/"):
-            return await self.app(scope, receive, send)
-        header = next((v for k, v in scope["headers"] if k == b"authorization"), None)
-        if header is not None and bearer_matches(header.decode("latin-1"), self.key):
-            return await self.app(scope, receive, send)
-        await _send_error(send, errors.unauthorized(), [(b"www-authenticate", b"Bearer")])
-
-
-# ---------------------------------------------------------------- helpers
-
-def _dumps(data) -> bytes:
-    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
-
-
-def _json(data, status: int = 200) -> Response:
-    return Response(_dumps(data), status, media_type="application/json")
-
-
-def _error(error: HttpError) -> Response:
-    return Response(error.body(), error.status, media_type="application/json")
-
-
-async def _send_json(send, status: int, data) -> None:
-    await send({"type": "http.response.start", "status": status, "headers": JSON_HEADERS})
-    await send({"type": "http.response.body", "body": _dumps(data)})
-
-
-async def _send_error(send, error: HttpError, headers=()) -> None:
-    await send({"type": "http.response.start", "status": error.status, "headers": JSON_HEADERS + list(headers)})
-    await send({"type": "http.response.body", "body": error.body()})
-
-
-async def until_disconnected(work: Awaitable, receive) -> asyncio.Future:
-    """Run `work` while watching for the client leaving, which cancels it; the finished (or cancelled) task."""
-    task = asyncio.ensure_future(work)
-    gone = asyncio.ensure_future(disconnected(receive))
-    await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
-    task.cancel()  # a no-op when it finished; otherwise the client left
-    gone.cancel()
-    await asyncio.gather(task, gone, return_exceptions=True)
-    return task
-
-
-async def disconnected(receive) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
-
-
-async def read_json(request: Request, limit: int):
-    size = request.headers.get("content-length", "")
-    if size.isdigit() and int(size) > limit:
-        raise errors.for_status(413, f"body: {size} bytes, above this server's limit of {limit}")
-    chunks, total = [], 0
-    async for chunk in request.stream():
-        total += len(chunk)
-        if total > limit:
-            raise errors.for_status(413, f"body: above this server's limit of {limit} bytes")
-        chunks.append(chunk)
-    try:
-        return json.loads(b"".join(chunks))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise HttpError(400, f"body: not valid JSON ({exc})", "invalid_request_error", "body") from None
-
-
-async def _http_exception(request: Request, exc: HTTPException) -> Response:
-    detail = exc.detail if exc.status_code != 404 else f"{request.url.path}: no such path"
-    if exc.status_code == 405:
-        detail = f"{request.method} {request.url.path}: method not allowed"
-    return Response(errors.for_status(exc.status_code, detail).body(), exc.status_code,
-                    headers=exc.headers, media_type="application/json")
-
-
-async def _unexpected(request: Request, exc: Exception) -> Response:
-    log.exception("unexpected error in an HTTP call", exc_info=exc)
-    return _error(errors.internal(exc))

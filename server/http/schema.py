@@ -8,8 +8,6 @@ prompt lengths) are the engine's to check; errors.py names its fields as the cli
 """
 from __future__ import annotations
 
-import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Annotated, Any, Literal, Union
@@ -20,11 +18,11 @@ from pydantic_core import PydanticCustomError
 
 from server.engine.errors import ValidationError
 from server.engine.params import PARAMETERS
-from server.engine.types import FinishReason, GenerationRequest, Logprob, Message, GivenParams, Usage
+from server.engine.types import GenerationRequest, GivenParams, Message
 from server.engine.validation import is_int
 from server.engine.tool_parsers import Hermes, ToolParser
 from server.http import tools
-from server.http.answers import AnswerFormat, delta_fields
+from server.http.answers import AnswerFormat
 from server.http.errors import OPENAI_NAMES, refusal
 
 # OpenAI's name -> ours, for every parameter an OpenAI body may set.
@@ -39,8 +37,6 @@ IGNORED = {"user", "metadata", "store", "service_tier", "parallel_tool_calls", "
 NEUTRAL = {"best_of": 1}
 # OpenAI's "developer" role is its newer name for "system".
 ROLE_ALIASES = {"developer": "system"}
-FINISH = {FinishReason.STOP: "stop", FinishReason.STOP_SEQUENCE: "stop", FinishReason.LENGTH: "length",
-          FinishReason.CANCELLED: "abort", FinishReason.UNSPECIFIED: "abort"}
 
 
 # ---------------------------------------------------------------- the bodies
@@ -80,7 +76,7 @@ def _prompt_shape(value) -> str | None:
     return "id_arrays" if all(isinstance(p, list) for p in value) else None
 
 
-def _rule(name: str, ok: Callable[[Any, dict], bool], message: str):
+def rule(name: str, ok: Callable[[Any, dict], bool], message: str):
     """A check of field `name` against the fields declared before it: refused with `message` unless
     ok(value, those fields' values)."""
     def check(cls, value, info):
@@ -141,7 +137,7 @@ class ChatMessage(Body):
     content: Content | None = Field(None, validate_default=True)
     tool_call_id: str | None = None
 
-    _said = _rule("content", lambda content, before: content is not None or before.get("tool_calls"), "required")
+    _said = rule("content", lambda content, before: content is not None or before.get("tool_calls"), "required")
 
 
 Messages = Annotated[list[ChatMessage], _at_least_one("message")]
@@ -160,7 +156,7 @@ class ResponseFormat(Body):
     type: Literal["text", "json_object", "json_schema"]
     json_schema: JsonSchemaFormat | None = Field(None, validate_default=True)
 
-    _with_schema = _rule("json_schema", lambda spec, before: spec is not None or before.get("type") != "json_schema",
+    _with_schema = rule("json_schema", lambda spec, before: spec is not None or before.get("type") != "json_schema",
                          "required with type json_schema")
 
 
@@ -225,7 +221,7 @@ class GenerationBody(Body):
             return data
         return {k: v for k, v in data.items() if k not in IGNORED and not _neutral(k, v)}
 
-    _streamed = _rule("stream_options", lambda _, before: before.get("stream"), "only allowed with stream: true")
+    _streamed = rule("stream_options", lambda _, before: before.get("stream"), "only allowed with stream: true")
 
 
 def _neutral(name: str, value) -> bool:
@@ -242,9 +238,9 @@ class ChatRequest(GenerationBody):
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     chat_template_kwargs: dict | None = None  # more variables for the chat template (Qwen3's enable_thinking)
 
-    _one_max = _rule("max_completion_tokens", lambda value, before: before.get("max_tokens") in (None, value),
+    _one_max = rule("max_completion_tokens", lambda value, before: before.get("max_tokens") in (None, value),
                      "differs from max_tokens; give one of the two")
-    _with_logprobs = _rule("top_logprobs", lambda _, before: before.get("logprobs"), "needs logprobs: true")
+    _with_logprobs = rule("top_logprobs", lambda _, before: before.get("logprobs"), "needs logprobs: true")
 
 
 class CompletionRequest(GenerationBody):
@@ -253,33 +249,12 @@ class CompletionRequest(GenerationBody):
     logprobs: int | None = Field(None, ge=0)  # alternatives per token; at most Limits.max_logprobs (the engine's)
 
 
-class TokenizeRequest(Body):
-    """vLLM's /tokenize body: `prompt` (raw text) or `messages` (a chat, rendered with its template)."""
-
-    model: str | None = None
-    messages: Messages | None = None
-    prompt: str | None = Field(None, validate_default=True)
-    add_special_tokens: bool | None = None  # None: as a generation would
-    add_generation_prompt: bool = True
-    return_token_strs: bool = False
-    chat_template_kwargs: dict | None = None  # as on chat completions
-
-    _given = _rule("prompt", lambda prompt, before: prompt is not None or before.get("messages") is not None,
-                   "required (or messages)")
-    _true = _rule("add_generation_prompt", lambda value, _: value, "only true is supported")
-
-
-class DetokenizeRequest(Body):
-    model: str | None = None
-    tokens: list[int]
-
-
 REQUESTS = {"chat": ChatRequest, "completion": CompletionRequest}
 FIELDS = {kind: set(model.model_fields) for kind, model in REQUESTS.items()}
 STREAM_OPTIONS = set(StreamOptions.model_fields)
 
 
-def _check(model: type[Body], body) -> Any:
+def check_body(model: type[Body], body) -> Any:
     try:
         return model.model_validate(body)
     except pydantic.ValidationError as exc:
@@ -340,7 +315,7 @@ def _token_id(key: str) -> int:
     return int(key)
 
 
-def _conversation(messages: list[ChatMessage]) -> tuple[Message, ...]:
+def conversation(messages: list[ChatMessage]) -> tuple[Message, ...]:
     return tuple(Message(ROLE_ALIASES.get(m.role, m.role),
                          m.content if isinstance(m.content, str) else "".join(p.text for p in m.content or ()),
                          tools.message_calls(m.tool_calls), m.tool_call_id)
@@ -350,7 +325,7 @@ def _conversation(messages: list[ChatMessage]) -> tuple[Message, ...]:
 def parse(body, kind: str, max_choices: int, tool_parser: ToolParser | None = None) -> OpenAIRequest:
     """A request body as engine requests; raises ValidationError naming the OpenAI field. `tool_parser`: the
     model's tool-call format (None: the default, Hermes')."""
-    b = _check(REQUESTS[kind], body)
+    b = check_body(REQUESTS[kind], body)
     options = b.stream_options or StreamOptions()
     params, max_field = _params(b)
     constraint = tools.response_format(b.response_format)
@@ -362,7 +337,7 @@ def parse(body, kind: str, max_choices: int, tool_parser: ToolParser | None = No
         constraint = call
     if kind == "chat":
         logprobs = (b.top_logprobs or 0) if b.logprobs else None
-        messages = _conversation(b.messages)
+        messages = conversation(b.messages)
         base = GenerationRequest(conversations=(messages,), params=params, logprobs=logprobs, constraint=constraint,
                                  tools=offered, chat_template_kwargs=b.chat_template_kwargs)
         texts, count, is_list, ids = ("\n".join(m.content for m in messages),), 1, False, ()
@@ -394,136 +369,3 @@ def parse(body, kind: str, max_choices: int, tool_parser: ToolParser | None = No
                          tuple(texts), options.continuous_usage_stats, logprobs is not None,
                          kind == "completion" and b.echo, ids,
                          AnswerFormat(tool_parser if choice is not None else None))
-
-
-def parse_tokenize(body) -> tuple[str | None, GenerationRequest, bool | None, bool]:
-    """vLLM's /tokenize body: the model named, the request whose prompt is tokenized, add_special_tokens (None: as
-    a generation would), and whether the tokens' texts are wanted."""
-    b = _check(TokenizeRequest, body)
-    if b.messages is not None:
-        request = GenerationRequest(conversations=(_conversation(b.messages),),
-                                    chat_template_kwargs=b.chat_template_kwargs)
-    else:
-        request = GenerationRequest(prompts=(b.prompt,), raw=True)
-    return b.model, request, b.add_special_tokens, b.return_token_strs
-
-
-def parse_detokenize(body) -> tuple[str | None, list[int]]:
-    """vLLM's /detokenize body: the model named and `tokens`, an array of token ids."""
-    b = _check(DetokenizeRequest, body)
-    return b.model, list(b.tokens)
-
-
-# ---------------------------------------------------------------- responses
-
-def new_id(kind: str) -> str:
-    return ("chatcmpl-" if kind == "chat" else "cmpl-") + uuid.uuid4().hex
-
-
-def now() -> int:
-    return int(time.time())
-
-
-def usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int, proposed: int = 0, accepted: int = 0) -> dict:
-    out = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-           "total_tokens": prompt_tokens + completion_tokens, "prompt_tokens_details": {"cached_tokens": cached_tokens}}
-    if proposed:  # speculation's proposals, as OpenAI reports a predicted output's
-        out["completion_tokens_details"] = {"accepted_prediction_tokens": accepted,
-                                            "rejected_prediction_tokens": proposed - accepted}
-    return out
-
-
-@dataclass
-class Choice:
-    index: int
-    text: str
-    finish_reason: str
-    usage: Usage
-    logprobs: list[Logprob] | None = None  # None: not asked for
-    prompt: str = ""  # echo: the prompt's text, before the completion
-    prompt_logprobs: tuple[Logprob, ...] = ()  # echo with logprobs
-    tool_calls: list[dict] | None = None  # chat: the calls read from the text (OpenAI's shape)
-    reasoning: dict = field(default_factory=dict)  # chat: a thinking model's reasoning fields (answers.py)
-
-
-def _object(kind: str, chunk: bool) -> str:
-    if kind == "chat":
-        return "chat.completion.chunk" if chunk else "chat.completion"
-    return "text_completion"
-
-
-def _entry(lp: Logprob) -> dict:
-    return {"token": lp.token, "logprob": lp.logprob,
-            "bytes": list(lp.token.encode("utf-8") if lp.token_bytes is None else lp.token_bytes)}
-
-
-def chat_logprobs(logprobs: list[Logprob]) -> dict:
-    """OpenAI's chat shape: choices[].logprobs.content[] (`bytes`: the token's own, which for part of a multi-byte
-    character are not its text's, as OpenAI gives them)."""
-    return {"content": [{**_entry(lp), "top_logprobs": [_entry(t) for t in lp.top]} for lp in logprobs],
-            "refusal": None}
-
-
-def completion_logprobs(logprobs: list[Logprob], offset: int) -> dict:
-    """OpenAI's legacy completions shape; `offset`: where the first token's text starts in the choice's text. As
-    vLLM, each token's top_logprobs holds the token itself besides the best alternatives (null for the first
-    prompt token, which has no logprob)."""
-    out = {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
-    for lp in logprobs:
-        out["tokens"].append(lp.token)
-        out["token_logprobs"].append(lp.logprob)
-        out["top_logprobs"].append(None if lp.logprob is None else {**{t.token: t.logprob for t in lp.top}, lp.token: lp.logprob})
-        out["text_offset"].append(offset)
-        offset += len(lp.token)
-    return out
-
-
-def whole(kind: str, id_: str, created: int, model: str, choices: list[Choice], n: int) -> dict:
-    """The non-streamed body: every choice in index order, with usage."""
-    out = []
-    for c in sorted(choices, key=lambda c: c.index):
-        if kind == "chat":
-            message = {"role": "assistant", "content": c.text, **c.reasoning}
-            if c.tool_calls:
-                message["tool_calls"] = c.tool_calls
-            out.append({"index": c.index, "message": message,
-                        "logprobs": None if c.logprobs is None else chat_logprobs(c.logprobs),
-                        "finish_reason": c.finish_reason})
-        else:
-            logprobs = None if c.logprobs is None else completion_logprobs([*c.prompt_logprobs, *c.logprobs], 0)
-            out.append({"index": c.index, "text": c.prompt + c.text, "logprobs": logprobs,
-                        "finish_reason": c.finish_reason})
-    return {"id": id_, "object": _object(kind, False), "created": created, "model": model, "choices": out,
-            "usage": total_usage(choices, n)}
-
-
-def total_usage(choices: list[Choice], n: int) -> dict:
-    # A prompt counts once however many copies were generated from it (as OpenAI counts).
-    firsts = [c.usage for c in choices if c.index % n == 0]
-    return usage(sum(u.prompt_tokens for u in firsts), sum(c.usage.completion_tokens for c in choices),
-                 sum(u.cached_tokens for u in firsts), sum(c.usage.proposed_tokens for c in choices),
-                 sum(c.usage.accepted_tokens for c in choices))
-
-
-def chunk(kind: str, id_: str, created: int, model: str, index: int, text: str | None = None,
-          finish_reason: str | None = None, role: bool = False, with_usage: bool = False, logprobs: dict | None = None,
-          usage_now: dict | None = None, tool_calls: list[dict] | None = None, reasoning: str = "") -> dict:
-    """One streamed chunk for one choice (`logprobs` already in the kind's shape; `usage_now`: continuous usage;
-    `tool_calls`: chat's tool-call deltas; `reasoning`: a thinking model's reasoning delta)."""
-    if kind == "chat":
-        delta = {"role": "assistant", "content": ""} if role else ({} if text is None else {"content": text})
-        delta.update(delta_fields(reasoning))
-        if tool_calls:
-            delta["tool_calls"] = tool_calls
-        choice = {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}
-    else:
-        choice = {"index": index, "text": text or "", "logprobs": logprobs, "finish_reason": finish_reason}
-    body = {"id": id_, "object": _object(kind, True), "created": created, "model": model, "choices": [choice]}
-    if with_usage or usage_now is not None:
-        body["usage"] = usage_now  # as OpenAI: null on every chunk but the last when usage was asked for
-    return body
-
-
-def usage_chunk(kind: str, id_: str, created: int, model: str, choices: list[Choice], n: int) -> dict:
-    return {"id": id_, "object": _object(kind, True), "created": created, "model": model, "choices": [],
-            "usage": total_usage(choices, n)}

@@ -18,7 +18,7 @@ from server.calls import Gateway
 from server.engine.errors import EngineError, ValidationError
 from server.engine.types import collect
 from server.errors import INTERNAL, status_of
-from server.http.api import read_json, until_disconnected
+from server.http.asgi import read_json, until_disconnected
 from server.http.errors import HttpError
 from server.kserve import protocol
 from server.kserve.protocol import Prompts

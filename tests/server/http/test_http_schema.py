@@ -7,7 +7,7 @@ import pytest
 
 from server.engine.errors import ValidationError
 from server.engine.types import FinishReason, Logprob, Message, Usage
-from server.http import errors, schema
+from server.http import errors, responses, schema, tokens
 
 
 def chat(**fields):
@@ -74,10 +74,10 @@ def test_engine_field_names_become_openai_names():
 
 
 def test_usage_counts_a_prompt_once_however_many_copies():
-    choices = [schema.Choice(i, "x", "stop", Usage(10, 3, 1.0, 2.0, cached_tokens=4)) for i in range(4)]  # 2 prompts x 2
-    assert schema.total_usage(choices, n=2) == {"prompt_tokens": 20, "completion_tokens": 12, "total_tokens": 32,
+    choices = [responses.Choice(i, "x", "stop", Usage(10, 3, 1.0, 2.0, cached_tokens=4)) for i in range(4)]  # 2 prompts x 2
+    assert responses.total_usage(choices, n=2) == {"prompt_tokens": 20, "completion_tokens": 12, "total_tokens": 32,
                                                 "prompt_tokens_details": {"cached_tokens": 8}}
-    assert schema.FINISH[FinishReason.STOP_SEQUENCE] == "stop" and schema.FINISH[FinishReason.LENGTH] == "length"
+    assert responses.FINISH[FinishReason.STOP_SEQUENCE] == "stop" and responses.FINISH[FinishReason.LENGTH] == "length"
 
 
 def test_extension_fields_clients_send_are_accepted():
@@ -114,10 +114,10 @@ def test_token_id_prompts_and_their_error_names():
 
 def test_logprob_shapes():
     lps = [Logprob(1, "A", None), Logprob(2, " b", -0.5, (Logprob(3, " c", -0.25), Logprob(2, " b", -0.5)))]
-    out = schema.completion_logprobs(lps, 0)
+    out = responses.completion_logprobs(lps, 0)
     assert out == {"tokens": ["A", " b"], "token_logprobs": [None, -0.5], "top_logprobs": [None, {" c": -0.25, " b": -0.5}],
                    "text_offset": [0, 1]}
-    (entry,) = schema.chat_logprobs(lps[1:])["content"]
+    (entry,) = responses.chat_logprobs(lps[1:])["content"]
     assert entry["bytes"] == [32, 98] and entry["top_logprobs"][0] == {"token": " c", "logprob": -0.25, "bytes": [32, 99]}
 
 
@@ -168,18 +168,18 @@ def test_completion_errors_name_the_path(body, name, message):
 
 
 def test_tokenize_and_detokenize_bodies():
-    model, request, special, strs = schema.parse_tokenize({"prompt": "hi", "add_special_tokens": False, "model": "m"})
+    model, request, special, strs = tokens.parse_tokenize({"prompt": "hi", "add_special_tokens": False, "model": "m"})
     assert (model, request.prompts, request.raw, special, strs) == ("m", ("hi",), True, False, False)
-    _, request, special, strs = schema.parse_tokenize({"messages": [{"role": "user", "content": "hi"}],
+    _, request, special, strs = tokens.parse_tokenize({"messages": [{"role": "user", "content": "hi"}],
                                                        "return_token_strs": True})
     assert request.conversations == ((Message("user", "hi"),),) and special is None and strs
-    assert schema.parse_detokenize({"tokens": [1, 2]}) == (None, [1, 2])
-    for parse, body, name in ((schema.parse_tokenize, {}, "prompt"), (schema.parse_tokenize, {"prompt": 3}, "prompt"),
-                              (schema.parse_tokenize, {"prompt": "a", "add_generation_prompt": False},
+    assert tokens.parse_detokenize({"tokens": [1, 2]}) == (None, [1, 2])
+    for parse, body, name in ((tokens.parse_tokenize, {}, "prompt"), (tokens.parse_tokenize, {"prompt": 3}, "prompt"),
+                              (tokens.parse_tokenize, {"prompt": "a", "add_generation_prompt": False},
                                "add_generation_prompt"),
-                              (schema.parse_tokenize, {"prompt": "a", "x": 1}, "x"),
-                              (schema.parse_detokenize, {"tokens": [1, True]}, "tokens[1]"),
-                              (schema.parse_detokenize, {"tokens": "1"}, "tokens")):
+                              (tokens.parse_tokenize, {"prompt": "a", "x": 1}, "x"),
+                              (tokens.parse_detokenize, {"tokens": [1, True]}, "tokens[1]"),
+                              (tokens.parse_detokenize, {"tokens": "1"}, "tokens")):
         with pytest.raises(ValidationError) as caught:
             parse(body)
         assert caught.value.field == name
@@ -200,7 +200,7 @@ def test_logprob_bytes_are_the_tokens_own():
     """Half of a multi-byte character: its text is U+FFFD, its bytes are its own (as OpenAI gives them)."""
     half = Logprob(18310, "\ufffd", -0.1, (Logprob(18310, "\ufffd", -0.1, token_bytes=b"\xe5\xae"),),
                    token_bytes=b"\xe5\xae")
-    (entry,) = schema.chat_logprobs([half])["content"]
+    (entry,) = responses.chat_logprobs([half])["content"]
     assert entry["bytes"] == [0xE5, 0xAE] and entry["top_logprobs"][0]["bytes"] == [0xE5, 0xAE]
 
 
