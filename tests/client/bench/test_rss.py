@@ -30,5 +30,6 @@ def test_the_groups_of_a_map():
 def test_the_groups_add_up_to_this_process_s_rss():
     got = breakdown_mb(os.getpid())
     rss = psutil.Process().memory_info().rss / 1e6
-    assert got["libraries"] > 0 and got["anonymous"] > 0 and got["weights_file"] == 0
+    # No weights_file check: a test worker may have loaded a model in this process before (pytest -n 2 --dist loadfile).
+    assert got["libraries"] > 0 and got["anonymous"] > 0
     assert abs(sum(got.values()) - rss) < 0.1 * rss
