@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
+import openai
 from grpc_health.v1 import health_pb2
 
 from client.launcher import LaunchedServer
@@ -73,3 +75,10 @@ def stream_texts(responses) -> tuple[dict[int, str], dict[int, llm_pb2.GenerateS
         if r.finish_reason:
             finals[r.index] = r
     return texts, finals
+
+
+@contextmanager
+def openai_client(server):
+    """The official client on a server's HTTP API. No retries: a refusal must reach the test as it was sent."""
+    with openai.OpenAI(base_url=f"{server.http_url}/v1", api_key="unused", max_retries=0, timeout=60) as c:
+        yield c

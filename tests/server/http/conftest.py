@@ -1,9 +1,8 @@
 """Fixtures: a real server with the OpenAI-compatible HTTP API, and the official `openai` client on it."""
-import openai
 import pytest
 
 from client.launcher import free_port
-from tests.server.harness import start_server
+from tests.server.harness import openai_client, start_server
 
 FAULT = "FAIL-HERE"  # a prompt holding it fails mid-generation (tests/faults.py)
 
@@ -23,6 +22,5 @@ def http_server(fp32_model_dir, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def client(http_server):
-    # No retries: a refusal must reach the test as it was sent.
-    with openai.OpenAI(base_url=f"{http_server.http_url}/v1", api_key="unused", max_retries=0, timeout=60) as c:
+    with openai_client(http_server) as c:
         yield c

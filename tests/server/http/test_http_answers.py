@@ -10,7 +10,7 @@ from chattemplates import chat_templates
 
 from server.engine.tool_parsers import Hermes
 from server.http.answers import AnswerFormat, Reader, message_fields, whole
-from tests.server.harness import start_server
+from tests.server.harness import openai_client, start_server
 
 THOUGHT_AND_CALL = ('<think>\nThe user wants the weather.\n</think>\n\n<tool_call>\n{"name": "get_weather", '
                     '"arguments": {"city": "Paris"}}\n</tool_call>')
@@ -76,7 +76,7 @@ def thinking_server(fp32_model_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def thinker(thinking_server):
-    with openai.OpenAI(base_url=f"{thinking_server.http_url}/v1", api_key="unused", max_retries=0, timeout=60) as c:
+    with openai_client(thinking_server) as c:
         yield c
 
 
