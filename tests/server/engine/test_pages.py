@@ -1,0 +1,69 @@
+"""The weights file's pages given back: a read-only mapping's resident pages dropped, its contents unchanged."""
+from __future__ import annotations
+
+import json
+import mmap
+import os
+import subprocess
+import sys
+
+from server.engine.pages import release_file_pages
+
+PAGE = mmap.PAGESIZE
+
+
+def resident_kb(path) -> int:
+    """This process's resident kB of its mappings of `path` (/proc/self/smaps)."""
+    target, total, inside = os.path.realpath(path), 0, False
+    for line in open("/proc/self/smaps"):
+        fields = line.split()
+        if not fields[0].endswith(":"):
+            inside = len(fields) == 6 and fields[5] == target
+        elif inside and fields[0] == "Rss:":
+            total += int(fields[1])
+    return total
+
+
+def test_a_read_only_mapping_loses_its_resident_pages_not_its_contents(tmp_path):
+    path = tmp_path / "openvino_model.bin"
+    data = os.urandom(256 * PAGE)
+    path.write_bytes(data)
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+        assert sum(mapped[i] for i in range(0, len(data), PAGE)) >= 0  # every page read: resident
+        assert resident_kb(path) >= 256 * PAGE // 1024
+        assert release_file_pages(path) >= len(data)
+        assert resident_kb(path) < 16 * PAGE // 1024
+        assert mapped[:] == data  # read back from the page cache
+
+
+def test_a_writable_mapping_is_left_alone(tmp_path):
+    path = tmp_path / "openvino_model.bin"
+    path.write_bytes(bytes(64 * PAGE))
+    with open(path, "r+b") as f, mmap.mmap(f.fileno(), 0) as mapped:
+        mapped[:PAGE] = b"x" * PAGE  # a private change a drop would lose
+        assert release_file_pages(path) == 0
+        assert mapped[:PAGE] == b"x" * PAGE
+
+
+def test_no_mapping_no_work(tmp_path):
+    assert release_file_pages(tmp_path / "openvino_model.bin") == 0
+
+
+LOAD = """
+import json, os, sys
+from client.bench.rss import breakdown_mb
+from server.engine.model import LoadedModel
+model = LoadedModel.load(sys.argv[1], "CPU", {"CACHE_DIR": sys.argv[2]}, graphs=1)
+print(json.dumps(breakdown_mb(os.getpid())))
+"""
+
+
+def test_a_loaded_model_holds_its_weights_once(int8_model_dir, tmp_path):
+    """The model cache's hash reads the whole weights file: after loading, the file is not resident again beside the
+    plugin's copy (a fresh process, so nothing else of it is mapped); twice, for a cache miss then a hit."""
+    size_mb = (int8_model_dir / "openvino_model.bin").stat().st_size / 1e6
+    for _ in range(2):
+        out = subprocess.run([sys.executable, "-c", LOAD, str(int8_model_dir), str(tmp_path / "cache")],
+                             capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
+        resident = json.loads(out.stdout.strip().splitlines()[-1])
+        assert resident["weights_file"] < 0.25 * size_mb, resident
