@@ -186,7 +186,7 @@ def test_tokenize_and_detokenize_bodies():
 
 
 def test_every_generation_parameter_has_its_field_and_the_docs_list_every_field():
-    """A parameter added to GenerationParams needs its OpenAI field; docs/apis.md's HTTP section names what is accepted."""
+    """A parameter added to GenerationParams needs its OpenAI field; docs/apis.md's HTTP section names each field."""
     for kind in ("chat", "completion"):
         assert set(schema.OPENAI_PARAMS) <= schema.FIELDS[kind]
     docs = (Path(__file__).parents[3] / "docs" / "apis.md").read_text(encoding="utf-8")
