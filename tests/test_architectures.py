@@ -43,12 +43,18 @@ def test_every_registry_architecture_has_a_tiny_model():
     assert {"dolly-v2-3b", "red-pajama-3b-chat"} <= set(with_template)
 
 
-def test_readme_table_names_each_models_architecture():
-    rows = {line.split("|")[1].strip().split()[0].strip("`"): line
-            for line in (REPO / "README.md").read_text().splitlines() if line.startswith("| `")}
+def test_docs_model_table_matches_the_registry():
+    """docs/models.md's table: each registry model's hub id, architecture, stop strings and INT4 default."""
+    rows = {}
+    for line in (REPO / "docs" / "models.md").read_text().splitlines():
+        if line.startswith("| `"):
+            cells = [c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]]  # a `\|` inside a cell is no border
+            rows[cells[0].split()[0].strip("`")] = cells
     for spec in registry.MODELS.values():
-        cells = [c.strip() for c in rows[spec.name].split("|")]
-        assert (cells[2], cells[3]) == (f"`{spec.hub_id}`", spec.arch), spec.name
+        cells = rows[spec.name]
+        stops = ", ".join(f"`{s}`" for s in spec.stop).replace("\n", "\\n").replace("|", "\\|")
+        int4 = f"`{'sym' if spec.int4.sym else 'asym'} g{spec.int4.group_size} r{spec.int4.ratio:g}`"
+        assert cells[1:3] + cells[4:6] == [f"`{spec.hub_id}`", spec.arch, stops, int4], spec.name
 
 
 def rendered(spec, tokenizer, prompt: str) -> str:

@@ -1,4 +1,5 @@
-"""The README's layout table matches the tree: every path it names exists, every top-level entry is named."""
+"""The layout table in docs/architecture.md matches the tree: every path it names exists, every top-level entry is
+named."""
 from __future__ import annotations
 
 import re
@@ -8,7 +9,7 @@ from modelcheck import REPO
 
 
 def layout_paths() -> set[str]:
-    section = REPO.joinpath("README.md").read_text().split("\n## Layout\n", 1)[1].split("\n## ", 1)[0]
+    section = REPO.joinpath("docs", "architecture.md").read_text().split("\n## Layout\n", 1)[1].split("\n## ", 1)[0]
     rows = [line for line in section.splitlines() if line.startswith("| `")]
     return {path for row in rows for path in re.findall(r"`([^`\s]+)`", row.split("|")[1])}
 

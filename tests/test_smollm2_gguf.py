@@ -1,5 +1,6 @@
 """The SmolLM2 tokenizer rebuilt from its GGUF (modelprep/smollm2_gguf.py): byte-level BPE, no BOS, the GGUF's chat
-template (PRODUCT.md pitfall)."""
+template. (transformers 5.5 rebuilds it from the GGUF as a CodeLlamaTokenizer that prepends <|im_start|> and splits
+text the SentencePiece way: the model then writes garbage.)"""
 from __future__ import annotations
 
 import pytest

@@ -63,7 +63,7 @@ def serving(url: str) -> bool:
 
 
 def run_container(image: str, model_dir, volume: str | None) -> tuple[Container, float, float]:
-    """`docker run -d` as the README says, both ports published on loopback (and the cache on `volume`, if any);
+    """`docker run -d` as docs/operations.md says, both ports published on loopback (and the cache on `volume`, if any);
     seconds until the health service answers SERVING from the host, and until Docker reports the container healthy
     (its check runs every 10 s)."""
     name = f"llm-test-{free_port()}"

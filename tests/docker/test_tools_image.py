@@ -18,7 +18,7 @@ def test_the_tools_image_converts_a_model_that_the_runtime_image_serves(image, t
     assert result.returncode == 0, f"make docker-build-tools failed:\n{result.stdout[-6000:]}{result.stderr[-6000:]}"
     out = tmp_path / "models"
     out.mkdir()
-    # As the README says: the host's user, so the files are the user's; the default model needs no network.
+    # As docs/operations.md says: the host's user, so the files are the user's; the default model needs no network.
     docker("run", "--rm", "--user", f"{os.getuid()}:{os.getgid()}", "-v", f"{out}:/models",
            "--entrypoint", "llm-download-model", tools, "--model", "smollm2-135m-instruct", "--output-dir", "/models",
            timeout=1200)

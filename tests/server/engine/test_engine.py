@@ -87,8 +87,8 @@ def test_greedy_parity_with_optimum_generate(fp32_model_dir):
 
 
 def test_int8_agrees_with_optimum_generate_up_to_near_ties(int8_model_dir):
-    """INT8 weights: the paged kernels and the stateful model's split near-ties differently (PRODUCT.md measured one
-    answer of 12 turning at character 164 of 183), so each answer must agree on its first 96 characters."""
+    """INT8 weights: the paged kernels and the stateful model's split near-ties differently (one answer of 12 was
+    measured turning at character 164 of 183), so each answer must agree on its first 96 characters."""
     got = all_at_once(int8_model_dir, PARITY_PROMPTS, 64)
     want = [greedy_text(int8_model_dir, p, 64, exactly=True) for p in PARITY_PROMPTS]
     assert [g[:96] for g in got] == [w[:96] for w in want]
