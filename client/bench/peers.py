@@ -24,7 +24,7 @@ from pathlib import Path
 from client.bench.llamacpp import MODEL_NAME, PEERS_DIR, LlamaCpp
 from client.connection import fail
 
-LLAMA_CPP_PYTHON = "0.3.36"  # the source distribution the reference speeds (PRODUCT.md) were measured with
+LLAMA_CPP_PYTHON = "0.3.36"  # the source distribution docs/benchmarks.md's llama.cpp figures were measured with
 TARGETS = ("llama-server", "llama-quantize")
 
 

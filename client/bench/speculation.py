@@ -1,5 +1,5 @@
 """What prompt-lookup speculation buys: the servable without it and with it, loaded alike and in turns.
-(With it, the server also runs three compiled copies, `scheduler.graphs` 3, as the README advises for speculation.)
+(With it, the server also runs three compiled copies, `scheduler.graphs` 3, as docs/operations.md advises.)
 
     python -m client.bench.speculation --serve MODEL_DIR --servable servable_stream/config.json --rounds 3
 

@@ -28,7 +28,7 @@ from server.http.errors import OPENAI_NAMES, refusal
 # OpenAI's name -> ours, for every parameter an OpenAI body may set.
 OPENAI_PARAMS = {OPENAI_NAMES.get(ours, ours): ours for ours in PARAMETERS if OPENAI_NAMES.get(ours, ours)}
 
-# What a body may hold is listed in one place (README, "HTTP API", lists the same): the request models' fields
+# What a body may hold is listed in one place (docs/apis.md lists the same): the request models' fields
 # below (FIELDS, STREAM_OPTIONS), and these two tables. Documented by OpenAI, accepted and ignored: none changes
 # what is generated.
 IGNORED = {"user", "metadata", "store", "service_tier", "parallel_tool_calls", "prediction", "cache_prompt"}
