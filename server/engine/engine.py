@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 from server.engine.core import ALL, EngineCore
 from server.engine.errors import NotReady
@@ -22,6 +23,7 @@ from server.engine.model import LoadedModel
 from server.engine.output import OutputProcessor, Submission, ThreadWaker
 from server.engine.pacing import StepCost
 from server.engine.paged_model import PagedModel
+from server.engine.pages import release_file_pages
 from server.engine.params import GenerationParams, KVCacheConfig, Limits, SchedulerConfig, SpeculationConfig
 from server.engine.request import Request
 from server.engine.step import SchedulerStats
@@ -53,6 +55,8 @@ class Engine:
         paged = PagedModel(model.paged, small=speculation.max_step_tokens, pad_single=model.info.batch_invariant)
         paged.allocate(cache_blocks(kv_cache, paged.bytes_per_block, paged.block_size, limits.max_batch,
                                     model.info.context_length))
+        paged.warm_up()
+        release_file_pages(Path(model.info.path) / "openvino_model.bin")  # read once by the warm-up (pages.py)
         log.info("paged engine: %d compiled %s, KV cache of %d blocks x %d tokens, %s (%.0f MB), prefix caching %s, "
                  "speculation %s", paged.copies, "copy" if paged.copies == 1 else "copies (one per step size)",
                  paged.num_blocks, paged.block_size, paged.kv_precision,

@@ -81,7 +81,6 @@ class LoadedModel:
         import openvino as ov
 
         from server.engine.paged_model import TransformationFailed, compile_paged
-        from server.engine.pages import release_file_pages
 
         start = time.perf_counter()
         manifest = read_manifest(path)  # once: its stop strings and the precision it needs
@@ -100,8 +99,6 @@ class LoadedModel:
         except TransformationFailed as exc:
             arch = getattr(config, "model_type", None) or "unknown"
             raise TransformationFailed(f"this server cannot run the {arch} architecture: {exc}") from None
-        del ov_model  # the compiled copies hold what they need of it
-        release_file_pages(Path(path) / "openvino_model.bin")  # else the weights are resident twice (pages.py)
         seconds = time.perf_counter() - start
         context = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", 2048)
         # A stop string that is a special token (smollm2's `<|im_end|>`) never shows in the decoded text: its

@@ -157,8 +157,10 @@ class PagedModel:
         return len(self._requests)
 
     def allocate(self, num_blocks: int) -> None:
-        """The KV cache: one tensor per layer for keys and one for values, allocated once (pages are only
-        touched as blocks are used)."""
+        """The KV cache: one tensor per layer for keys and one for values, allocated once and written through
+        (as llama.cpp clears its cache and vLLM allocates zeros): the server's memory is all taken at its start,
+        not page by page as the prefix cache fills, so its RSS stays flat under load and a cache too large for
+        the machine shows at the start, not an hour later."""
         import openvino as ov
 
         self._blocks = []
@@ -169,7 +171,22 @@ class PagedModel:
                 request.set_tensor(port.get_any_name(), tensor)
             # Each block's bytes, whatever the precision (a u4 tensor's data is its packed bytes).
             self._blocks.append(np.asarray(tensor.data).view(np.uint8).reshape(physical, -1))
+            self._blocks[-1].fill(0)
         self.num_blocks = num_blocks
+
+    def warm_up(self) -> None:
+        """A 2-token step then a 1-token step on every copy, in block 0 (free until the first request). The CPU
+        plugin lays out a compiled model's compressed weights for its kernels at its first inference, reading the
+        whole mapped weights file, which then stays resident though only a few MB of it are read again: done
+        here, before serving, the file's pages can be given back (pages.py) and the first request waits for no
+        layout."""
+        for tokens in (2, 1):
+            inputs = {"input_ids": np.zeros(tokens, np.int64), "position_ids": np.arange(tokens, dtype=np.int64),
+                      "past_lens": np.zeros(1, np.int32), "subsequence_begins": np.array([0, tokens], np.int32),
+                      "block_indices": np.zeros(1, np.int32), "block_indices_begins": np.array([0, 1], np.int32),
+                      "max_context_len": np.array(tokens, np.int32), SAMPLED: np.array([tokens - 1], np.int64)}
+            for request, _ in self._requests:
+                request.infer(inputs, share_inputs=True)
 
     def copy_blocks(self, pairs: list[tuple[int, int]]) -> None:
         """Copy blocks (source, destination) in every layer's key and value cache. Whole blocks, so a

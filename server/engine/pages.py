@@ -1,10 +1,10 @@
-"""The weights file's pages given back after compiling (Linux; elsewhere nothing happens).
+"""The weights file's pages given back once the model has run (Linux; elsewhere nothing happens).
 
-OpenVINO maps the IR's weights file, and the compiled model keeps that mapping alive (a few constants stay in
-place), while the CPU plugin has copied the rest into its own layout. The model cache's hash reads every page of
-the file, so the whole file stayed resident beside the plugin's copy: the weights counted twice in the server's
-RSS (135 MB on the default model, 1.1 GB on a 1.1B INT8 one). A read-only file mapping's pages dropped with
-MADV_DONTNEED come back from the page cache at their next read, so no value changes.
+OpenVINO maps the IR's weights file. The CPU plugin lays compressed weights out for its kernels at a compiled
+model's first inference, reading the whole file, then reads only a few MB of it again (the rest is its own copy);
+the model cache's hash reads the whole file too. Those pages stayed resident beside the plugin's copy: the weights
+counted twice in the server's RSS (135 MB on the default model, 1.1 GB on a 1.1B INT8 one). A read-only file
+mapping's pages dropped with MADV_DONTNEED come back from the page cache at their next read, so no value changes.
 """
 from __future__ import annotations
 
