@@ -226,14 +226,15 @@ def check_lengths(field: str, token_counts: list[int], params: GenerationParams,
 
 
 def check_cache(field: str, token_counts: list[int], params: GenerationParams, num_blocks: int, block_size: int) -> None:
-    """The request's prompts, each with room for max_new_tokens, must fit the whole KV cache at once."""
-    need = [math.ceil((n + params.max_new_tokens) / block_size) for n in token_counts]
-    if sum(need) <= num_blocks:
-        return
+    """Each prompt, with room for max_new_tokens, must fit the whole KV cache (each is admitted on its own, so the
+    prompts of a request need not fit at once)."""
     for i, n in enumerate(token_counts):
         if math.ceil(n / block_size) > num_blocks:
             raise ValidationError(f"{field}[{i}]", f"{n} tokens do not fit this server's KV cache "
                                                    f"({num_blocks} blocks of {block_size} tokens)")
-    raise ValidationError("max_new_tokens", f"{len(token_counts)} prompt(s) of {sum(token_counts)} tokens with "
-                                            f"max_new_tokens {params.max_new_tokens} need {sum(need)} KV-cache blocks; "
-                                            f"this server's cache holds {num_blocks} blocks of {block_size} tokens")
+    longest = max(token_counts)
+    need = math.ceil((longest + params.max_new_tokens) / block_size)
+    if need > num_blocks:
+        raise ValidationError("max_new_tokens", f"a prompt of {longest} tokens with max_new_tokens "
+                                                f"{params.max_new_tokens} needs {need} KV-cache blocks; this server's "
+                                                f"cache holds {num_blocks} blocks of {block_size} tokens")
