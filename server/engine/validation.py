@@ -31,6 +31,11 @@ def check_inputs(request: GenerationRequest, limits: Limits) -> None:
     count = len(getattr(request, field))
     if count > limits.max_batch:
         raise ValidationError(field, f"{count} given, at most {limits.max_batch} per request")
+    if not isinstance(request.n, int) or isinstance(request.n, bool) or request.n < 1:
+        raise ValidationError("n", "must be an integer of at least 1")
+    if count * request.n > limits.max_batch:
+        raise ValidationError("n", f"{count} prompt(s) x n={request.n} = {count * request.n} answers, at most "
+                                   f"{limits.max_batch} per request")
     for i, prompt in enumerate(request.prompts):
         if not isinstance(prompt, str):
             raise ValidationError(f"prompts[{i}]", f"expected a string, got {type(prompt).__name__}")
@@ -153,8 +158,9 @@ def resolve_params(request: GenerationRequest, defaults: GenerationParams, limit
             raise ValidationError("logit_bias", f"the bias of token {token} must be in [-100, 100]")
     if len(p.stop_token_ids) > MAX_STOP_TOKEN_IDS:
         raise ValidationError("stop_token_ids", f"{len(p.stop_token_ids)} given, at most {MAX_STOP_TOKEN_IDS}")
-    if p.seed is not None and not 0 <= p.seed <= MAX_SEED:
-        raise ValidationError("seed", f"must be in [0, {MAX_SEED}]")
+    if p.seed is not None and not 0 <= p.seed <= MAX_SEED - (request.n - 1):
+        samples = f" (sample i of n={request.n} samples with seed + i)" if request.n > 1 else ""
+        raise ValidationError("seed", f"must be in [0, {MAX_SEED - (request.n - 1)}]{samples}")
 
     if len(stop) > limits.max_stop_strings:
         raise ValidationError("stop", f"{len(stop)} given, at most {limits.max_stop_strings}")

@@ -280,6 +280,41 @@ def test_full_queue_and_cancelled_waiting_request(model):
         engine.close()
 
 
+def test_n_answers_each_prompt_n_times_sample_i_with_seed_plus_i(model):
+    """n fans out in the engine, each answer its own core request: index prompt * n + i, sampled with seed + i."""
+    engine = Engine(model, kv_cache=KVCacheConfig(prefix_caching=False))  # every answer computes its prompt alike
+    try:
+        params = dict(max_new_tokens=12, do_sample=True, temperature=1.0, seed=7)
+        got = engine.generate(GenerationRequest(prompts=SHORT, n=3, params=GivenParams(**params)), timeout=60)
+        assert [c.index for c in got] == list(range(6)) and all(c.usage.completion_tokens == 12 for c in got)
+        alone = [engine.generate(ask(p, **{**params, "seed": 7 + i}), timeout=60)[0].text for p in SHORT for i in range(3)]
+        assert [c.text for c in got] == alone and len(set(alone[:3])) > 1
+        with pytest.raises(ValidationError) as error:
+            engine.submit(GenerationRequest(prompts=SHORT, n=engine.limits.max_batch))
+        assert error.value.field == "n"
+    finally:
+        engine.close()
+
+
+def test_a_call_of_n_answers_counts_once_in_the_queue_and_cancels_whole(model):
+    engine = Engine(model, limits=Limits(max_batch=2, max_waiting=1))
+    try:
+        running = engine.submit(GenerationRequest(prompts=(SHORT[0],), n=2,
+                                                  params=GivenParams(max_new_tokens=200, min_new_tokens=200)))
+        next(running.events(60))
+        waiting = engine.submit(GenerationRequest(prompts=SHORT, params=GivenParams(max_new_tokens=4)))
+        with pytest.raises(QueueFull):
+            engine.submit(ask(SHORT[1], max_new_tokens=4))
+        assert engine.counts() == (1, 1) or wait_until(lambda: engine.counts() == (1, 1))
+        running.cancel()
+        finals = [e for e in running.events(30) if isinstance(e, Finished)]
+        assert sorted(f.index for f in finals) == [0, 1] and {f.reason for f in finals} == {FinishReason.CANCELLED}
+        assert [c.index for c in collect(waiting.events(60))] == [0, 1]
+        assert wait_until(lambda: engine.counts() == (0, 0))
+    finally:
+        engine.close()
+
+
 def test_usage_times_each_stage_from_the_arrival(model):
     """In the core's queue (rendered) <= admitted (the start of its first step) <= first token <= last; a prompt
     waiting for a place in the batch is admitted once the place is free; one cancelled while waiting never is."""
