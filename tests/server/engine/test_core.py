@@ -108,6 +108,20 @@ def test_max_batch_holds_a_call_back_and_the_queue_has_a_bound():
     assert c.counts() == (1, 1)  # two prompts run; the next call waits for a place
 
 
+def test_the_queue_limit_counts_calls_however_many_prompts_they_have():
+    c = core(max_batch=2, max_waiting=2)
+    c.add(requests([1], [2], [3]))  # one call: two of its prompts start, the third waits
+    c.add(requests([4], [5]))
+    with pytest.raises(QueueFull):
+        c.add(requests([6]))
+    c.step()
+    assert c.counts() == (1, 2)  # the first call runs and waits; the second waits
+    with pytest.raises(QueueFull):
+        c.add(requests([6]))
+    run(c)
+    assert_cache_empty(c)
+
+
 def test_a_long_prompt_runs_in_chunks_beside_the_decodes():
     model = FakeModel()
     c = core(model, max_step_tokens=4)
