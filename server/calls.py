@@ -3,52 +3,13 @@ one way to make a call through it, counted and logged once (`Gateway.generate`).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 
 from server.engine.errors import EngineError, NotReady
 from server.engine.types import Event, GenerationRequest
 from server.errors import status_of
 from server.observability import CallRecord, Observer
-
-_DONE = object()
-
-
-async def merge(streams: list[AsyncIterator[Event]]) -> AsyncIterator[tuple[int, Event]]:
-    """Events of every stream as they come, tagged with the stream's position. The first error ends it;
-    closing it early (or an error) closes every stream, which cancels their requests in the engine."""
-    if len(streams) == 1:  # the common case, without tasks in between
-        async with aclosing(streams[0]) as only:
-            async for event in only:
-                yield 0, event
-        return
-    queue: asyncio.Queue = asyncio.Queue()
-
-    async def pump(i: int, stream: AsyncIterator[Event]) -> None:
-        try:
-            async with aclosing(stream):
-                async for event in stream:
-                    queue.put_nowait((i, event))
-        except Exception as exc:  # noqa: BLE001 - handed to the reader, which raises it
-            queue.put_nowait((i, exc))
-            return
-        queue.put_nowait((i, _DONE))
-
-    tasks = [asyncio.ensure_future(pump(i, s)) for i, s in enumerate(streams)]
-    try:
-        running = len(tasks)
-        while running:
-            i, item = await queue.get()
-            if item is _DONE:
-                running -= 1
-            elif isinstance(item, Exception):
-                raise item
-            else:
-                yield i, item
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 class Gateway:
@@ -69,20 +30,21 @@ class Gateway:
         """Count and log a call refused before it reached the engine (a bad body, an unknown model)."""
         self.observer.start(rpc, [], protocol).finish(code, detail)
 
-    async def generate(self, requests: Sequence[GenerationRequest], call: CallRecord,
+    async def generate(self, request: GenerationRequest, call: CallRecord,
                        describe: Callable[[EngineError], str] = str,
-                       stopped: Callable[[], str] = lambda: "CANCELLED") -> AsyncIterator[tuple[int, Event]]:
-        """(request's position, event) for every engine request of one call, as they come; `call` counts them
-        and reports once at the end: OK, the error's status (its message by `describe`), INTERNAL, or what
-        `stopped` says when the caller left (CANCELLED, DEADLINE_EXCEEDED). Leaving early cancels the requests."""
+                       stopped: Callable[[], str] = lambda: "CANCELLED") -> AsyncIterator[Event]:
+        """The events of one call (all its prompts and their n answers: the engine fans them out), as they come;
+        `call` counts them and reports once at the end: OK, the error's status (its message by `describe`),
+        INTERNAL, or what `stopped` says when the caller left (CANCELLED, DEADLINE_EXCEEDED). Leaving early
+        cancels the call."""
         code, detail = "OK", ""
         try:
             if self.engine is None:
                 raise NotReady("the model is still loading")
-            async with aclosing(merge([self.engine.generate(r) for r in requests])) as merged:
-                async for position, event in merged:
+            async with aclosing(self.engine.generate(request)) as events:
+                async for event in events:
                     call.on_event(event)
-                    yield position, event
+                    yield event
         except EngineError as error:
             code, detail = status_of(error).name, describe(error)
             raise

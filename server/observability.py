@@ -176,7 +176,8 @@ class CallRecord:
 
 
 def _first(times: list[float | None]) -> float | None:
-    """The earliest of the prompts' times (a call's prompts are queued and admitted together), rounded."""
+    """The earliest of the answers' times (a call's answers are queued together, then each admitted as it fits),
+    rounded."""
     present = [t for t in times if t is not None]
     return round(min(present), 1) if present else None
 

@@ -31,7 +31,7 @@ class AsyncEngine:
         return self.engine.limits
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[Event]:
-        """The request's events in order, until every prompt finished.
+        """The request's events in order, until every answer (prompt x n) finished.
 
         Raises ValidationError, QueueFull or NotReady before the first event, GenerationFailed if the
         engine failed this request. Closing the iterator early cancels the request. A reader slower than
@@ -54,16 +54,16 @@ class AsyncEngine:
             except asyncio.CancelledError:  # the caller left while its request was being queued
                 submitting.add_done_callback(_cancel_once_queued)
                 raise
-            open_prompts = call.prompts
+            open_answers = call.answers
             collector = call.collector
-            while open_prompts:
+            while open_answers:
                 await collector.ready.wait()
                 collector.ready.clear()
                 for event in collector.take():
                     if isinstance(event, Failed):
                         raise GenerationFailed(event.message)
                     if isinstance(event, Finished):
-                        open_prompts -= 1
+                        open_answers -= 1
                     yield event
         finally:
             self.active -= 1

@@ -1,6 +1,6 @@
 """The engine core (vLLM v1's EngineCore): the inbox other threads write to, and the step.
 
-Any thread may `add` a call or `abort` prompts: both only queue (the inbox, and the aborts drained once per
+Any thread may `add` a call's requests (one per prompt, and per sample of it) or `abort` requests: both only queue (the inbox, and the aborts drained once per
 step). The engine's loop thread calls `step()`: it hands the inbox to the scheduler (scheduler.py, which holds
 every scheduling decision and no lock), applies the aborts, runs the model once on the scheduled step, and
 returns a `StepOutput`: per prompt, its new tokens and the finish reason when a token rule ended it, and the
@@ -29,8 +29,7 @@ __all__ = ["ALL", "EngineCore"]
 
 
 class EngineCore:
-    """`model` is anything with `num_blocks`, `block_size`, `copy_blocks(pairs)` and
-    `forward(StepInputs) -> logits [sampled, vocab]`."""
+    """`model` is anything with `num_blocks`, `block_size` and `forward(StepInputs) -> logits [sampled, vocab]`."""
 
     def __init__(self, model, eos_token_ids, limits: Limits, max_step_tokens: int, prefix_caching: bool = True,
                  grammars: Grammars | None = None, speculation: SpeculationConfig | None = None,
@@ -43,7 +42,7 @@ class EngineCore:
         self.blocks = self.scheduler.blocks  # its sizes are constant; its state is the loop thread's
         self.stats = self.scheduler.stats()  # after the last step (a value, replaced whole)
         self._inbox: deque[list[Request]] = deque()  # calls added since the last step
-        self._waiting = 0  # calls in the inbox or the scheduler's queue, as of the last step
+        self._waiting = 0  # calls in the inbox or with a request in the scheduler's queue, as of the last step
         self._aborts: queue.SimpleQueue = queue.SimpleQueue()
         self._cond = threading.Condition()  # guards the inbox; wakes the loop
         self._closed = False
@@ -51,7 +50,9 @@ class EngineCore:
     # --- any thread ----------------------------------------------------------------------------------
 
     def add(self, requests: list[Request]) -> None:
-        """Queue one call's prompts; raises QueueFull when the waiting queue is full or the core closed."""
+        """Queue one call's requests, each its own request in the scheduler; raises QueueFull when the waiting
+        queue is full or the core closed. The queue's limit counts calls (a call of several prompts, or of n
+        samples, is one), as the client sees it."""
         if self.blocks.caching:  # hashed here, on the caller's thread, not in the loop
             for r in requests:
                 r.block_keys = block_keys(r.prompt_ids, self.blocks.block_size)
@@ -71,7 +72,7 @@ class EngineCore:
             self._cond.notify()
 
     def counts(self) -> tuple[int, int]:
-        """(running, waiting) calls."""
+        """(running, waiting) calls: those with a request running, and those with a request waiting."""
         with self._cond:
             return self.stats.running, self._waiting
 
@@ -95,23 +96,18 @@ class EngineCore:
         self._take_inbox()
         outputs = self.scheduler.abort(*self._drain_aborts())
         step = self.scheduler.schedule()
-        if not step.seqs and not step.copies:
+        if not step.seqs:
             return self._output(outputs, 0)
         began = time.perf_counter()
         try:
-            if step.copies:
-                self.model.copy_blocks(step.copies)
-            logits = self.model.forward(step.inputs()) if step.seqs else None
+            logits = self.model.forward(step.inputs())
         except Exception as exc:  # the model failed: this step's prompts fail, the server goes on
             log.exception("model step over %d sequences failed", len(step.seqs))
             outputs.extend(self.scheduler.fail(step, f"generation failed: {type(exc).__name__}: {exc}"))
             return self._output(outputs, len(step.seqs))
-        finally:
-            self.scheduler.copied(step)
-        if step.seqs:
-            outputs.extend(self.scheduler.update(step, logits))
-            if self.pacing is not None:
-                self.pacing.add(sum(len(s.token_ids) for s in step.seqs), time.perf_counter() - began)
+        outputs.extend(self.scheduler.update(step, logits))
+        if self.pacing is not None:
+            self.pacing.add(sum(len(s.token_ids) for s in step.seqs), time.perf_counter() - began)
         return self._output(outputs, len(step.seqs))
 
     def fail_all(self, message: str) -> StepOutput:
@@ -127,7 +123,8 @@ class EngineCore:
         with self._cond:
             calls, self._inbox = self._inbox, deque()
         for call in calls:
-            self.scheduler.add(call)
+            for request in call:
+                self.scheduler.add(request)
 
     def _drain_aborts(self) -> tuple[set[int], bool]:
         ids: set[int] = set()

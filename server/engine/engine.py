@@ -106,9 +106,13 @@ class Engine:
         check_lengths(field, lengths, params, self.limits, self.model.info.context_length)
         check_cache(field, lengths, params, self.core.blocks.num_blocks, self.core.blocks.block_size)
 
+        # One core request per prompt and sample (vLLM's fan-out of n): answer prompt * n + sample.
         call = Submission(next(self._ids), arrival, waker or self._waker, self.core.abort)
-        requests = [Request(next(self._ids), call.id, ids, params, request.logprobs, request.prompt_logprobs,
-                            matcher=matcher.deep_copy() if matcher else None) for ids in prompt_ids]
+        samples = [params if params.seed is None or i == 0 else dataclasses.replace(params, seed=params.seed + i)
+                   for i in range(request.n)]
+        requests = [Request(next(self._ids), call.id, ids, sample, request.logprobs, request.prompt_logprobs,
+                            matcher=matcher.deep_copy() if matcher else None)
+                    for ids in prompt_ids for sample in samples]
         for index, r in enumerate(requests):
             call.streamers[r.id] = TokenStreamer(self.model.tokenizer, index, r.prompt_ids, params.stop,
                                                  self.model.eos_token_ids, call.collector, call.arrival,

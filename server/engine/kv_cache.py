@@ -41,8 +41,7 @@ class BlockManager:
     parent's key (the key of the full block before it, or ROOT) with the token ids it holds (`release`). A
     later prompt that matches the chain up to that parent and begins its next block with m > 0 of those
     tokens starts m tokens further (`match_partial`): it takes the idle block itself and writes on after its
-    m tokens (the entry is forgotten: its later slots get overwritten), or, when another prompt of its call
-    took it first, a private copy (`admit` returns the copies the model makes before the step's forward).
+    m tokens (the entry is forgotten: its later slots get overwritten, and the next prompt finds it no more).
     Only idle blocks carry an entry, so an entry never lets anyone write a block another sequence holds.
 
     A sequence is promised, when admitted, every private block it could ever need (prompt + max_new_tokens
@@ -83,34 +82,19 @@ class BlockManager:
                 hits.append(block)
         return hits
 
-    def admit(self, plans: list[tuple[list[int], int, tuple[int, int] | None]]) -> list[tuple[int, int]] | None:
-        """Admit a call, all of its prompts or none: per prompt (its hit blocks, the blocks after them it needs,
-        a partial hit (block, m) or None). An idle hit block leaves the free pool, so it costs one block, once
-        however many prompts share it; a block already held costs nothing. A partial hit's block continues the
-        first prompt's table in place of one of its private blocks; each other prompt of the call with the same
-        partial hit gets a private block and a copy. Appends to every hit list the block after the hits, if
-        any; returns the (source, destination) copies to make before the next forward (each source holds one
-        more ref until `copied`), or None if the cost exceeds what is unreserved."""
-        idle = {b for hits, _, _ in plans for b in hits if self._ref[b] == 0}
-        if sum(n for _, n, _ in plans) + len(idle) > self._unreserved:
-            return None
-        taken, copies = {}, []  # partial block -> the plan that took it
-        for i, (hits, need, partial) in enumerate(plans):
-            for block in hits:
-                self._hold(block)
-            self._promised += need
-            if partial is not None and partial[0] not in taken:  # the first takes the block itself
-                taken[partial[0]] = i
-                self._take(partial[0])
-                hits.append(partial[0])
-                self._promised -= 1
-        for i, (hits, _, partial) in enumerate(plans):
-            if partial is not None and taken[partial[0]] != i:
-                self._hold(partial[0])  # held by the prompt that took it: costs nothing
-                hits.append(self._allocate())
-                self._promised -= 1
-                copies.append((partial[0], hits[-1]))
-        return copies
+    def admit(self, hits: list[int], need: int, partial: tuple[int, int] | None) -> bool:
+        """Admit one prompt: its hit blocks, the blocks after them it needs, a partial hit (block, m) or None. An
+        idle hit block leaves the free pool, so it costs one block (a block already held costs nothing); a
+        partial hit's block continues the table in place of one of its private blocks. Appends it to `hits`.
+        False, and nothing done, if the cost exceeds what is unreserved."""
+        if need + sum(self._ref[b] == 0 for b in hits) > self._unreserved:
+            return False
+        for block in hits:
+            self._hold(block)
+        self._promised += need
+        if partial is not None:
+            self.take_partial(hits, partial[0])
+        return True
 
     def match_partial(self, parent: bytes, tokens: Sequence[int]) -> tuple[int, int] | None:
         """The idle partial block under `parent` sharing the longest start with `tokens`: (block, m), m > 0."""
@@ -127,10 +111,6 @@ class BlockManager:
         self._take(block)
         table.append(block)
         self._promised -= 1
-
-    def copied(self, copies: list[tuple[int, int]]) -> None:
-        """The copies are made (or failed): their sources' extra refs go."""
-        self.release([source for source, _ in copies], 0)
 
     def extend_hit(self, table: list[int], keys: Sequence[bytes], limit: int) -> int:
         """Append to a table whose blocks are all full the cached blocks that continue it (up to `limit` in

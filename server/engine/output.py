@@ -86,19 +86,21 @@ class Collector:
 
 
 class Submission:
-    """One GenerationRequest in the engine: its prompts' streamers and the collector its reader drains."""
+    """One GenerationRequest in the engine (vLLM's ParentRequest): the streamers of its core requests, one per
+    prompt and sample, and the one collector its reader drains, so the caller sees one call."""
 
     def __init__(self, call_id: int, arrival: float, waker, abort: Callable[[list[int]], None]):
         self.id = call_id
         self.arrival = arrival
         self.collector = Collector(waker)
-        self.streamers: dict[int, TokenStreamer] = {}  # core request id -> that prompt's streamer
+        self.streamers: dict[int, TokenStreamer] = {}  # core request id -> its streamer (its answer's index)
         self.done = threading.Event()  # set once its last event is in the collector
         self._abort = abort
         self._cancelled = False
 
     @property
-    def prompts(self) -> int:
+    def answers(self) -> int:
+        """Its core requests: prompts x n."""
         return len(self.streamers)
 
     @property
@@ -113,7 +115,7 @@ class Submission:
         self._abort([rid for rid, s in self.streamers.items() if not s.finished])
 
     def events(self, timeout: float | None = None) -> Iterator[Event]:
-        """Events in order, until every prompt finished or the call failed (in-process use, ThreadWaker)."""
+        """Events in order, until every answer finished or the call failed (in-process use, ThreadWaker)."""
         while True:
             finished = self.done.is_set()
             self.collector.ready.clear()

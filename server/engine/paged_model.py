@@ -163,15 +163,14 @@ class PagedModel:
         the machine shows at the start, not an hour later."""
         import openvino as ov
 
-        self._blocks = []
+        self._tensors = []  # kept here as well as in the requests
         physical = num_blocks + self.pad_single  # the padding token's block, never handed out
         for port, dims in zip(self._caches, self._block_dims):
             tensor = ov.Tensor(port.get_element_type(), ov.Shape([physical, *dims]))
             for request, _ in self._requests:  # the same memory for every copy
                 request.set_tensor(port.get_any_name(), tensor)
-            # Each block's bytes, whatever the precision (a u4 tensor's data is its packed bytes).
-            self._blocks.append(np.asarray(tensor.data).view(np.uint8).reshape(physical, -1))
-            self._blocks[-1].fill(0)
+            self._tensors.append(tensor)
+            np.asarray(tensor.data).view(np.uint8).fill(0)
         self.num_blocks = num_blocks
 
     def warm_up(self) -> None:
@@ -187,13 +186,6 @@ class PagedModel:
                       "max_context_len": np.array(tokens, np.int32), SAMPLED: np.array([tokens - 1], np.int64)}
             for request, _ in self._requests:
                 request.infer(inputs, share_inputs=True)
-
-    def copy_blocks(self, pairs: list[tuple[int, int]]) -> None:
-        """Copy blocks (source, destination) in every layer's key and value cache. Whole blocks, so a
-        quantized block's scales and zero points come along."""
-        sources, destinations = (list(b) for b in zip(*pairs))
-        for blocks in self._blocks:
-            blocks[destinations] = blocks[sources]
 
     def forward(self, step: StepInputs) -> np.ndarray:
         """Logits of the sampled token rows, [len(step.sampled), vocab] float32 (a copy)."""

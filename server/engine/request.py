@@ -34,7 +34,8 @@ FINISH_REASON = {
 
 @dataclass(eq=False)
 class Request:
-    """One prompt. The prompts of one call share `call` and are admitted together."""
+    """One prompt (or one of its n samples), admitted on its own. The requests of one call share `call`: the
+    output side groups their outputs (output.Submission), and the waiting queue's limit counts calls."""
 
     id: int
     call: int

@@ -1,12 +1,16 @@
 """The scheduler (vLLM v1's Scheduler): single-threaded state, no lock, no queue, no model.
 
-`schedule()` admits waiting calls as KV-cache blocks allow and returns what the next step runs, a
-`ScheduledStep` (a value): the prompts, in chunks of at most `max_step_tokens`, beside one decode token of every
-running prompt, plus speculation's proposals. `update(step, logits)` takes the model's logits for that step,
-chooses every sampled row's token in one pass (the sampler's rounds, with the grammars and the token rules in
-between, so it is given logits, not tokens) and returns per prompt its new tokens and the finish reason when a
-token rule ended it. `stats()` is what the gauges show. The core (core.py) owns the thread-facing inbox and the
-model, and calls these in turn.
+`schedule()` admits waiting prompts, first come first served, as KV-cache blocks allow, and returns what the
+next step runs, a `ScheduledStep` (a value): the prompts, in chunks of at most `max_step_tokens`, beside one
+decode token of every running prompt, plus speculation's proposals. `update(step, logits)` takes the model's
+logits for that step, chooses every sampled row's token in one pass (the sampler's rounds, with the grammars and
+the token rules in between, so it is given logits, not tokens) and returns per prompt its new tokens and the
+finish reason when a token rule ended it. `stats()` is what the gauges show. The core (core.py) owns the
+thread-facing inbox and the model, and calls these in turn.
+
+A request is one prompt (or one of a prompt's n samples): a call's requests are queued and admitted each on its
+own, and only the output side (output.py) groups them again. Siblings share their prompt's full blocks through
+the prefix cache once one of them computed them (`_top_up`).
 """
 from __future__ import annotations
 
@@ -46,19 +50,23 @@ class Scheduler:
         self.max_step_tokens = max_step_tokens
         self.speculation = speculation or SpeculationConfig()
         self._eos = tuple(eos_token_ids)
-        self._waiting: deque[list[Request]] = deque()  # calls; the prompts of one call start together
+        # One request per prompt (and per sample of it): a call's requests wait and start each on its own. The
+        # gauges and the queue's limit count calls, so the calls waiting are counted as prompts come and go.
+        self._waiting: deque[Request] = deque()
+        self._waiting_calls: dict[int, int] = {}  # call -> its requests still waiting
         self._running: list[Request] = []
 
-    def add(self, call: list[Request]) -> None:
-        """Queue one call's prompts (the core checked the queue's limit)."""
-        self._waiting.append(call)
+    def add(self, request: Request) -> None:
+        """Queue one prompt (the core checked the queue's limit)."""
+        self._waiting.append(request)
+        self._waiting_calls[request.call] = self._waiting_calls.get(request.call, 0) + 1
 
     def has_work(self) -> bool:
         return bool(self._waiting or self._running)
 
     def stats(self) -> SchedulerStats:
         b = self.blocks
-        return SchedulerStats(len({r.call for r in self._running}), len(self._waiting), b.num_blocks, b.used(),
+        return SchedulerStats(len({r.call for r in self._running}), len(self._waiting_calls), b.num_blocks, b.used(),
                               b.reserved(), b.cached(), b.caching)
 
     def check(self) -> None:
@@ -72,42 +80,38 @@ class Scheduler:
         if not ids and not every:
             return []
         aborted = [r for r in self._running if every or r.id in ids]
-        kept: deque[list[Request]] = deque()
-        for call in self._waiting:
-            gone = [r for r in call if every or r.id in ids]
-            aborted.extend(gone)
-            if len(gone) < len(call):
-                kept.append([r for r in call if r not in gone])
-        self._waiting = kept
+        waiting = [r for r in self._waiting if every or r.id in ids]
+        if waiting:
+            self._waiting = deque(r for r in self._waiting if not (every or r.id in ids))
+            for r in waiting:
+                self._left_queue(r)
+        aborted.extend(waiting)
         self._finish(aborted, RequestStatus.FINISHED_ABORTED)
         return [SeqOutput(r.id, finish_reason=FinishReason.CANCELLED, cached_tokens=r.cached_tokens, admitted=r.admitted)
                 for r in aborted]
 
     def fail(self, step: ScheduledStep, message: str) -> list[SeqOutput]:
-        """The model failed this step: its prompts fail (those it ran, and those its copies were for)."""
-        ids, copied = {s.request_id for s in step.seqs}, {d for _, d in step.copies}
-        failed = [r for r in self._running if r.id in ids or copied.intersection(r.blocks)]
+        """The model failed this step: the prompts it ran fail."""
+        ids = {s.request_id for s in step.seqs}
+        failed = [r for r in self._running if r.id in ids]
         self._finish(failed, RequestStatus.FINISHED_FAILED)
         return [SeqOutput(r.id, error=message) for r in failed]
 
     def fail_all(self) -> list[int]:
         """After a failed step: retire every prompt, running or waiting; returns their ids."""
-        failed = [*self._running, *(r for call in self._waiting for r in call)]
+        failed = [*self._running, *self._waiting]
         self._waiting.clear()
+        self._waiting_calls.clear()
         self._finish(failed, RequestStatus.FINISHED_FAILED)
         self.blocks.drop_cache()  # a precaution: nothing runs now, and a step failed for a reason we do not know
         return [r.id for r in failed]
-
-    def copied(self, step: ScheduledStep) -> None:
-        """The step's copies are made (or failed)."""
-        self.blocks.copied(step.copies)
 
     # --- schedule ------------------------------------------------------------------------------------
 
     def schedule(self) -> ScheduledStep:
         """Admit what fits, then: every decoding prompt gets one token; the prompts still prefilling that pacing
         lets in share `max_step_tokens`, oldest first; speculation's proposals get what is left."""
-        copies = self._admit()
+        self._admit()
         seqs, budget = [], self.max_step_tokens
         size = self.blocks.block_size
         for r in self._running:
@@ -137,37 +141,36 @@ class Scheduler:
                                      r.prompt_logprobs is not None and r.computed < len(r.prompt_ids)))
         if self.speculation.max_tokens:
             self._speculate(seqs, min(budget, self.speculation.max_step_tokens - sum(len(s.token_ids) for s in seqs)))
-        return ScheduledStep(seqs, copies)
+        return ScheduledStep(seqs)
 
-    def _admit(self) -> list[tuple[int, int]]:
-        """Admit waiting calls, first come first served, while their blocks fit; the copies their shared partial
-        blocks need."""
-        now, copies = time.monotonic(), []
-        while self._waiting:
-            call = self._waiting[0]
-            if len(self._running) + len(call) > self.limits.max_batch:
+    def _admit(self) -> None:
+        """Admit waiting prompts, first come first served, while their blocks fit (a prompt that does not fit
+        holds back the ones behind it)."""
+        now = time.monotonic()
+        while self._waiting and len(self._running) < self.limits.max_batch:
+            request = self._waiting[0]
+            hits = self.blocks.match(request.block_keys, self._hit_limit(request))
+            partial = self._partial_hit(request, len(hits))
+            need = self.blocks.blocks_for(len(request.prompt_ids) + request.params.max_new_tokens) - len(hits)
+            cached = len(hits) * self.blocks.block_size + (partial[1] if partial else 0)
+            if not self.blocks.admit(hits, need, partial):
                 break
-            plans, found = [], []
-            for r in call:
-                hits = self.blocks.match(r.block_keys, self._hit_limit(r))
-                partial = self._partial_hit(r, len(hits))
-                plans.append((hits, self.blocks.blocks_for(len(r.prompt_ids) + r.params.max_new_tokens) - len(hits),
-                              partial))
-                found.append(len(hits) * self.blocks.block_size + (partial[1] if partial else 0))
-            made = self.blocks.admit(plans)
-            if made is None:
-                break  # later calls wait behind it
             self._waiting.popleft()
-            copies.extend(made)
-            for request, (blocks, need, partial), cached in zip(call, plans, found):
-                request.blocks = blocks  # the hits, then a partial hit's block or its copy
-                request.computed = request.cached_tokens = cached
-                request.promised = need - (partial is not None)
-                request.speculate = 1 if request.params.speculation and self.speculation.max_tokens else 0
-                request.status = RequestStatus.RUNNING
-                request.admitted = now
-                self._running.append(request)
-        return copies
+            self._left_queue(request)
+            request.blocks = hits  # the hits, then a partial hit's block
+            request.computed = request.cached_tokens = cached
+            request.promised = need - (partial is not None)
+            request.speculate = 1 if request.params.speculation and self.speculation.max_tokens else 0
+            request.status = RequestStatus.RUNNING
+            request.admitted = now
+            self._running.append(request)
+
+    def _left_queue(self, request: Request) -> None:
+        left = self._waiting_calls[request.call] - 1
+        if left:
+            self._waiting_calls[request.call] = left
+        else:
+            del self._waiting_calls[request.call]
 
     def _hit_limit(self, r: Request) -> int:
         """How many of a prompt's blocks may come from the cache: never its last RECOMPUTED tokens."""

@@ -30,11 +30,9 @@ class ScheduledSeq:
 
 @dataclass(frozen=True)
 class ScheduledStep:
-    """What one step runs (vLLM's SchedulerOutput): the sequences, and the (source, destination) blocks to copy
-    before the forward (partial blocks that prompts admitted together share: each gets its own copy)."""
+    """What one step runs (vLLM's SchedulerOutput): the sequences."""
 
     seqs: list[ScheduledSeq]
-    copies: list[tuple[int, int]] = field(default_factory=list)
 
     def inputs(self) -> StepInputs:
         """The model's inputs: every sequence's tokens back to back, no padding."""

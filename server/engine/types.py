@@ -92,7 +92,9 @@ class Constraint:
 
 @dataclass(frozen=True)
 class GenerationRequest:
-    """One call: several prompts (or conversations) generated together as one batch."""
+    """One call: one or more prompts (or conversations), each answered `n` times. Every answer is its own request
+    in the engine (admitted on its own, sharing its prompt's cached blocks with its siblings); the call's events
+    number them `index` = prompt * n + sample, as OpenAI numbers choices."""
 
     prompts: tuple[str, ...] = ()
     prompt_ids: tuple[tuple[int, ...], ...] = ()  # instead of prompts: prompts as token ids, used as they are
@@ -108,6 +110,7 @@ class GenerationRequest:
     tools: tuple[Tool, ...] = ()  # functions the model may call, rendered into the prompt (tools.py)
     # Extra variables for the chat template (Qwen3's enable_thinking, Granite's thinking), as the client sent them.
     chat_template_kwargs: dict | None = None
+    n: int = 1  # answers per prompt (OpenAI's n); with a seed, sample i samples with seed + i (as vLLM)
 
 
 @dataclass(frozen=True)
@@ -128,8 +131,8 @@ class Logprob:
 
 @dataclass(frozen=True)
 class TextDelta:
-    """New text of prompt `index` since its previous delta; when the request asked, the logprobs of the
-    tokens that made it, and (on the prompt's first delta) its prompt's. `prompt_tokens` and
+    """New text of answer `index` (prompt * n + sample) since its previous delta; when the request asked, the
+    logprobs of the tokens that made it, and (on the answer's first delta) its prompt's. `prompt_tokens` and
     `completion_tokens` count so far, for usage on every streamed chunk."""
 
     index: int
@@ -158,7 +161,7 @@ class Usage:
 
 @dataclass(frozen=True)
 class Finished:
-    """The last event of prompt `index`."""
+    """The last event of answer `index` (prompt * n + sample)."""
 
     index: int
     reason: FinishReason
@@ -177,7 +180,7 @@ Event = TextDelta | Finished | Failed
 
 @dataclass(frozen=True)
 class Completion:
-    """A whole answer, gathered from the events of one prompt."""
+    """A whole answer, gathered from the events of one answer `index` (prompt * n + sample)."""
 
     index: int
     text: str
@@ -188,7 +191,7 @@ class Completion:
 
 
 def collect(events: Iterable[Event]) -> list[Completion]:
-    """Gather a request's events into whole completions, in prompt order."""
+    """Gather a request's events into whole completions, in index order."""
     texts: dict[int, list[str]] = {}
     logprobs: dict[int, list[Logprob]] = {}
     prompt_logprobs: dict[int, tuple[Logprob, ...]] = {}

@@ -31,6 +31,11 @@ def check_inputs(request: GenerationRequest, limits: Limits) -> None:
     count = len(getattr(request, field))
     if count > limits.max_batch:
         raise ValidationError(field, f"{count} given, at most {limits.max_batch} per request")
+    if not isinstance(request.n, int) or isinstance(request.n, bool) or request.n < 1:
+        raise ValidationError("n", "must be an integer of at least 1")
+    if count * request.n > limits.max_batch:
+        raise ValidationError("n", f"{count} prompt(s) x n={request.n} = {count * request.n} answers, at most "
+                                   f"{limits.max_batch} per request")
     for i, prompt in enumerate(request.prompts):
         if not isinstance(prompt, str):
             raise ValidationError(f"prompts[{i}]", f"expected a string, got {type(prompt).__name__}")
@@ -153,8 +158,9 @@ def resolve_params(request: GenerationRequest, defaults: GenerationParams, limit
             raise ValidationError("logit_bias", f"the bias of token {token} must be in [-100, 100]")
     if len(p.stop_token_ids) > MAX_STOP_TOKEN_IDS:
         raise ValidationError("stop_token_ids", f"{len(p.stop_token_ids)} given, at most {MAX_STOP_TOKEN_IDS}")
-    if p.seed is not None and not 0 <= p.seed <= MAX_SEED:
-        raise ValidationError("seed", f"must be in [0, {MAX_SEED}]")
+    if p.seed is not None and not 0 <= p.seed <= MAX_SEED - (request.n - 1):
+        samples = f" (sample i of n={request.n} samples with seed + i)" if request.n > 1 else ""
+        raise ValidationError("seed", f"must be in [0, {MAX_SEED - (request.n - 1)}]{samples}")
 
     if len(stop) > limits.max_stop_strings:
         raise ValidationError("stop", f"{len(stop)} given, at most {limits.max_stop_strings}")
@@ -226,14 +232,15 @@ def check_lengths(field: str, token_counts: list[int], params: GenerationParams,
 
 
 def check_cache(field: str, token_counts: list[int], params: GenerationParams, num_blocks: int, block_size: int) -> None:
-    """The request's prompts, each with room for max_new_tokens, must fit the whole KV cache at once."""
-    need = [math.ceil((n + params.max_new_tokens) / block_size) for n in token_counts]
-    if sum(need) <= num_blocks:
-        return
+    """Each prompt, with room for max_new_tokens, must fit the whole KV cache (each is admitted on its own, so the
+    prompts of a request need not fit at once)."""
     for i, n in enumerate(token_counts):
         if math.ceil(n / block_size) > num_blocks:
             raise ValidationError(f"{field}[{i}]", f"{n} tokens do not fit this server's KV cache "
                                                    f"({num_blocks} blocks of {block_size} tokens)")
-    raise ValidationError("max_new_tokens", f"{len(token_counts)} prompt(s) of {sum(token_counts)} tokens with "
-                                            f"max_new_tokens {params.max_new_tokens} need {sum(need)} KV-cache blocks; "
-                                            f"this server's cache holds {num_blocks} blocks of {block_size} tokens")
+    longest = max(token_counts)
+    need = math.ceil((longest + params.max_new_tokens) / block_size)
+    if need > num_blocks:
+        raise ValidationError("max_new_tokens", f"a prompt of {longest} tokens with max_new_tokens "
+                                                f"{params.max_new_tokens} needs {need} KV-cache blocks; this server's "
+                                                f"cache holds {num_blocks} blocks of {block_size} tokens")

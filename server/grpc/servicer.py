@@ -25,10 +25,10 @@ class LLMServicer(llm_pb2_grpc.LLMServiceServicer):
     async def _events(self, request, rpc: str, context) -> AsyncIterator[Event]:
         """The engine's events for this call, in order. Leaving early (cancel, deadline) cancels the request."""
         call = self.calls.observer.start(rpc, convert.prompt_texts(request))
-        generation = self.calls.generate([convert.to_request(request)], call, convert.error_message,
+        generation = self.calls.generate(convert.to_request(request), call, convert.error_message,
                                          stopped=lambda: stop_code(context))
         async with aclosing(generation) as events:
-            async for _, event in events:
+            async for event in events:
                 yield event
 
 

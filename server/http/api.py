@@ -149,7 +149,7 @@ class OpenAIApi:
             if parsed.model is not None and parsed.model != self.model_name:
                 raise errors.model_not_found(parsed.model, self.model_name)
             if kind == "chat" and reasoning.detect(template, self.reasoning_parser):
-                (prompt,) = await engine.render(parsed.requests[0])
+                (prompt,) = await engine.render(parsed.request)
                 parsed = replace(parsed, answer=replace(parsed.answer, thinking=reasoning.opened(prompt)))
         except (ValidationError, HttpError) as error:
             refused = errors.from_engine(error, parsed) if isinstance(error, ValidationError) else error
@@ -159,10 +159,11 @@ class OpenAIApi:
             return error_response(refused)
         return Generation(self, parsed)
 
-    def events(self, request: schema.OpenAIRequest) -> AsyncIterator[tuple[int, Event]]:
-        """(copy, event) for every engine request of this call, logged and counted like a gRPC call."""
+    def events(self, request: schema.OpenAIRequest) -> AsyncIterator[Event]:
+        """The call's events (every choice's: the engine answers each prompt n times, event index = choice index),
+        logged and counted like a gRPC call."""
         call = self.calls.observer.start(request.rpc, list(request.texts), "http")
-        return self.calls.generate(request.requests, call, lambda error: errors.from_engine(error, request).message)
+        return self.calls.generate(request.request, call, lambda error: errors.from_engine(error, request).message)
 
 
 class Generation:
@@ -204,9 +205,6 @@ class Generation:
             if not started:
                 await send_error(raw_send, errors.internal(error))
 
-    def _index(self, copy: int, event) -> int:
-        return self.request.choice_index(copy, event.index)
-
     async def _whole(self, send, first, events) -> None:
         r = self.request
         choices: dict[int, responses.Choice] = {}
@@ -214,18 +212,17 @@ class Generation:
         logprobs: dict[int, list] = {}
         prompts: dict[int, tuple] = {}
         try:
-            pending = [first]
+            event = first
             while True:
-                for copy, event in pending:
-                    i = self._index(copy, event)
-                    if isinstance(event, TextDelta):
-                        texts.setdefault(i, []).append(event.text)
-                        logprobs.setdefault(i, []).extend(event.logprobs)
-                        if event.prompt_logprobs is not None:
-                            prompts[i] = event.prompt_logprobs
-                    elif isinstance(event, Finished):
-                        choices[i] = responses.Choice(i, "", responses.FINISH[event.reason], event.usage)
-                pending = [await anext(events)]
+                i = event.index
+                if isinstance(event, TextDelta):
+                    texts.setdefault(i, []).append(event.text)
+                    logprobs.setdefault(i, []).extend(event.logprobs)
+                    if event.prompt_logprobs is not None:
+                        prompts[i] = event.prompt_logprobs
+                elif isinstance(event, Finished):
+                    choices[i] = responses.Choice(i, "", responses.FINISH[event.reason], event.usage)
+                event = await anext(events)
         except StopAsyncIteration:
             pass
         except EngineError as error:
@@ -242,13 +239,13 @@ class Generation:
             if r.logprobs:
                 choice.logprobs = logprobs.get(i, [])
             if r.echo:
-                choice.prompt, choice.prompt_logprobs = self._echo(i % r.n, i // r.n, prompts.get(i, ()))
+                choice.prompt, choice.prompt_logprobs = self._echo(i // r.n, prompts.get(i, ()))
         body = responses.whole(r.kind, self.id, self.created, self.api.model_name, list(choices.values()), r.n)
         await send_json(send, 200, body)
 
-    def _echo(self, copy: int, prompt: int, prompt_logprobs: tuple) -> tuple[str, tuple]:
+    def _echo(self, prompt: int, prompt_logprobs: tuple) -> tuple[str, tuple]:
         """echo: the prompt's text (a token-id prompt's, from its tokens) and, with logprobs, its logprobs."""
-        request = self.request.requests[copy]
+        request = self.request.request
         text = request.prompts[prompt] if request.prompts else "".join(lp.token for lp in prompt_logprobs)
         return text, prompt_logprobs if self.request.logprobs else ()
 
@@ -262,7 +259,7 @@ class Generation:
 
         if kind == "chat":  # OpenAI opens every choice with the assistant's role
             # continuous usage, as vLLM: the prompt's tokens (every copy's conversation is the same), none generated
-            _, event = first
+            event = first
             prompt_tokens = event.prompt_tokens if isinstance(event, TextDelta) else event.usage.prompt_tokens
             now = responses.usage(prompt_tokens, 0, 0) if r.continuous_usage else None
             for i in range(r.prompt_count * r.n):
@@ -272,14 +269,13 @@ class Generation:
         offsets: dict[int, int] = {}  # completions' text_offset, per choice
         readers: dict[int, answers.Reader] = {}  # chat: per choice, its reasoning and calls read apart
         try:
-            event_pair = first
+            event = first
             while True:
-                copy, event = event_pair
-                i = self._index(copy, event)
+                i = event.index
                 if isinstance(event, TextDelta):
                     text, logprobs = event.text, event.logprobs
                     if r.echo and event.prompt_logprobs is not None:  # a choice's first delta: its prompt first
-                        prompt, prompt_logprobs = self._echo(copy, event.index, event.prompt_logprobs)
+                        prompt, prompt_logprobs = self._echo(i // r.n, event.prompt_logprobs)
                         text, logprobs = prompt + text, (*prompt_logprobs, *logprobs)
                     piece = answers.Piece(text)
                     if kind == "chat" and not r.answer.plain:
@@ -307,7 +303,7 @@ class Generation:
                         if r.continuous_usage else None
                     await emit(responses.chunk(kind, self.id, self.created, model, i, None, reason, with_usage=usage,
                                             usage_now=now))
-                event_pair = await anext(events)
+                event = await anext(events)
         except StopAsyncIteration:
             if usage:
                 await emit(responses.usage_chunk(kind, self.id, self.created, model, finals, r.n))

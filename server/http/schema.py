@@ -1,10 +1,11 @@
 """OpenAI JSON <-> engine requests and events: plain functions over plain data, no HTTP in here.
 
 A body is checked by its pydantic model (strict JSON types, the declared fields and no others) and becomes one
-`GenerationRequest` per copy (`n`), each holding every prompt; choice `index` = prompt * n + copy, as OpenAI numbers
-them. With a `seed`, copy c samples with seed + c, so the copies differ and the same request gives the same answers
-again. The bounds that depend on the servable (max_tokens' cap, top_logprobs' maximum, token ids in the vocabulary,
-prompt lengths) are the engine's to check; errors.py names its fields as the client wrote them.
+`GenerationRequest` holding every prompt and `n`; the engine answers each prompt n times and numbers the answers
+as OpenAI numbers choices, `index` = prompt * n + copy. With a `seed`, copy c samples with seed + c, so the copies
+differ and the same request gives the same answers again. The bounds that depend on the servable (max_tokens' cap,
+top_logprobs' maximum, token ids in the vocabulary, prompt lengths) are the engine's to check; errors.py names its
+fields as the client wrote them.
 """
 from __future__ import annotations
 
@@ -275,7 +276,7 @@ class OpenAIRequest:
     prompt_count: int  # distinct prompts (1 for chat)
     prompt_is_list: bool  # completions: `prompt` was a list, so errors name prompt[i]
     max_tokens_field: str  # the name the client used, for error messages
-    requests: tuple[GenerationRequest, ...]  # one per copy
+    request: GenerationRequest  # every prompt, and n
     texts: tuple[str, ...] = field(default=(), repr=False)  # the user's text per prompt, for logs
     continuous_usage: bool = False  # usage on every streamed chunk
     logprobs: bool = False  # each choice carries its tokens' logprobs
@@ -286,9 +287,6 @@ class OpenAIRequest:
     @property
     def rpc(self) -> str:
         return ("chat.completions" if self.kind == "chat" else "completions") + (".stream" if self.stream else "")
-
-    def choice_index(self, copy: int, prompt: int) -> int:
-        return prompt * self.n + copy
 
 
 def _params(body: GenerationBody) -> tuple[GivenParams, str]:
@@ -361,11 +359,7 @@ def parse(body, kind: str, max_choices: int, tool_parser: ToolParser | None = No
         where = "n" if b.n > 1 else "prompt"
         raise ValidationError(where, f"{count} prompt(s) x n={b.n} = {count * b.n} choices, at most {max_choices} "
                                      "per request")
-    seed = params.given.get("seed")
-    copies = tuple(
-        base if seed is None else replace(base, params=GivenParams(**{**params.given, "seed": seed + c}))
-        for c in range(b.n))
-    return OpenAIRequest(kind, b.model, b.stream, options.include_usage, b.n, count, is_list, max_field, copies,
-                         tuple(texts), options.continuous_usage_stats, logprobs is not None,
+    return OpenAIRequest(kind, b.model, b.stream, options.include_usage, b.n, count, is_list, max_field,
+                         replace(base, n=b.n), tuple(texts), options.continuous_usage_stats, logprobs is not None,
                          kind == "completion" and b.echo, ids,
                          AnswerFormat(tool_parser if choice is not None else None))

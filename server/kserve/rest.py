@@ -111,8 +111,8 @@ class Inference:
     async def _run(self) -> Response:
         call = self.calls.observer.start(RPC, list(self.prompts.texts), PROTOCOL)
         try:
-            async with aclosing(self.calls.generate([self.generation], call, protocol.kserve_message)) as events:
-                completions = collect([event async for _, event in events])
+            async with aclosing(self.calls.generate(self.generation, call, protocol.kserve_message)) as events:
+                completions = collect([event async for event in events])
         except EngineError as error:
             return _error(error)
         except Exception as error:  # noqa: BLE001 - answered as a 500

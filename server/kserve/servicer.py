@@ -93,9 +93,9 @@ class KServeServicer(kserve_pb2_grpc.GRPCInferenceServiceServicer):
 
     async def _events(self, prompts: Prompts, generation: GenerationRequest, rpc: str, context):
         call = self.calls.observer.start(rpc, list(prompts.texts), PROTOCOL)
-        events = self.calls.generate([generation], call, protocol.kserve_message, lambda: stop_code(context))
+        events = self.calls.generate(generation, call, protocol.kserve_message, lambda: stop_code(context))
         async with aclosing(events) as each:
-            async for _, event in each:
+            async for event in each:
                 yield event
 
 

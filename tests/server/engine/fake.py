@@ -6,7 +6,7 @@ sequence reads back through its cache, so a wrong or stale block changes the ans
 
 Every step's inputs are kept and checked against the cache layout, and a shadow cache records which token and
 position each slot holds: a sequence may write only blocks no other sequence of the step holds, and every
-slot it reads must hold the position it expects. `copy_blocks` copies the shadow cache's blocks.
+slot it reads must hold the position it expects.
 """
 from __future__ import annotations
 
@@ -23,16 +23,8 @@ class FakeModel:
         self.fail = fail
         self.context = context
         self.steps = []  # the StepInputs of every forward
-        self.copies = []  # every (source, destination) block copied
         self.kv_token = np.full((num_blocks, block_size), -1, dtype=np.int64)  # the shadow cache
         self.kv_position = np.full((num_blocks, block_size), -1, dtype=np.int64)
-
-    def copy_blocks(self, pairs) -> None:
-        assert not self.fail, "the device is on fire"
-        self.copies.extend(pairs)
-        sources, destinations = (list(b) for b in zip(*pairs))
-        self.kv_token[destinations] = self.kv_token[sources]
-        self.kv_position[destinations] = self.kv_position[sources]
 
     def forward(self, step) -> np.ndarray:
         if self.fail:

@@ -108,6 +108,20 @@ def test_max_batch_holds_a_call_back_and_the_queue_has_a_bound():
     assert c.counts() == (1, 1)  # two prompts run; the next call waits for a place
 
 
+def test_the_queue_limit_counts_calls_however_many_prompts_they_have():
+    c = core(max_batch=2, max_waiting=2)
+    c.add(requests([1], [2], [3]))  # one call: two of its prompts start, the third waits
+    c.add(requests([4], [5]))
+    with pytest.raises(QueueFull):
+        c.add(requests([6]))
+    c.step()
+    assert c.counts() == (1, 2)  # the first call runs and waits; the second waits
+    with pytest.raises(QueueFull):
+        c.add(requests([6]))
+    run(c)
+    assert_cache_empty(c)
+
+
 def test_a_long_prompt_runs_in_chunks_beside_the_decodes():
     model = FakeModel()
     c = core(model, max_step_tokens=4)
@@ -295,10 +309,10 @@ def test_a_partly_filled_last_block_is_reused_and_written_on_after_its_tokens():
         assert cached == [0, hit] and got == answers([r.prompt_ids, prompt], caching=False, max_new_tokens=2)[0]
     first = next(s for s in model.steps if s.past_lens[0] == 0 and len(s.input_ids) == 6)
     later = next(s for s in model.steps if s.past_lens[0] == 7)  # turn 2 starts inside its second block
-    assert later.block_indices[:2].tolist() == first.block_indices[:2].tolist() and model.copies == []
+    assert later.block_indices[:2].tolist() == first.block_indices[:2].tolist()
 
 
-def test_a_partial_block_taken_by_one_prompt_is_copied_for_the_others_never_shared_for_writing():
+def test_a_partial_block_is_taken_by_one_prompt_of_a_call_and_never_shared_for_writing():
     model, c, r = first_turn()
     prompts = [[*r.prompt_ids, r.output_ids[0], 9, 9, 9], [*r.prompt_ids, r.output_ids[0], 8, 8],
                [*r.prompt_ids[:5], 7, 7]]
@@ -306,10 +320,11 @@ def test_a_partial_block_taken_by_one_prompt_is_copied_for_the_others_never_shar
     c.add(call)
     c.step()
     c.check()
-    # The first takes the partial block (7 tokens cached), the second a copy of it, the third a copy of one token.
-    assert [q.cached_tokens for q in call] == [7, 7, 5] and len(model.copies) == 2
-    assert call[0].blocks[1] == model.copies[0][0] == model.copies[1][0]
-    assert {call[1].blocks[1], call[2].blocks[1]} == {d for _, d in model.copies}
+    # The first takes the partial block (7 tokens cached) and writes on in it; the others, admitted after it,
+    # find its first full block only and compute the rest in their own blocks.
+    assert [q.cached_tokens for q in call] == [7, 4, 4]
+    assert call[0].blocks[0] == call[1].blocks[0] == call[2].blocks[0]
+    assert len({call[0].blocks[1], call[1].blocks[1], call[2].blocks[1]}) == 3
     (late,) = requests(prompts[0], max_new_tokens=3)  # while the first holds the block, nobody else finds it
     c.add([late])
     c.step()
@@ -322,7 +337,7 @@ def test_a_partial_block_taken_by_one_prompt_is_copied_for_the_others_never_shar
     assert [r.output_ids for r in [*call, late]] == want and all(got.values())
 
 
-def test_a_failed_copy_fails_the_prompts_it_was_for_and_keeps_no_partial_entry():
+def test_a_failed_step_keeps_no_partial_entry_for_the_partial_block_a_prompt_took():
     model, c, r = first_turn()
     model.fail = True
     call = requests([*r.prompt_ids, r.output_ids[0], 9], [*r.prompt_ids, r.output_ids[0], 8])
@@ -330,7 +345,7 @@ def test_a_failed_copy_fails_the_prompts_it_was_for_and_keeps_no_partial_entry()
     out = c.step()
     assert sorted(o.request_id for o in out.outputs if o.error) == sorted(q.id for q in call)
     assert_idle(c)
-    assert c.blocks.cached() == 1  # the first full block; the partial block and its copy are forgotten
+    assert c.blocks.cached() == 1  # the first full block; the partial block is forgotten
 
 
 def test_caching_off_reuses_nothing():
@@ -339,11 +354,11 @@ def test_caching_off_reuses_nothing():
     assert cached == [0, 0] and c.blocks.cached() == 0 and got[0] == got[1]
 
 
-def random_workload(caching: bool, speculation: SpeculationConfig | None = None, context: bool = True):
+def random_workload(caching: bool, speculation: SpeculationConfig | None = None, context: bool = True, seed: int = 17):
     """100 random calls, half of them continuing earlier prompts and answers, through a small cache; the
     invariants checked after every step. Returns every prompt's tokens, the cached counts, the number of
-    prompts, the blocks copied and (proposed, accepted) speculation totals."""
-    rng = random.Random(17)
+    prompts and (proposed, accepted) speculation totals."""
+    rng = random.Random(seed)
     prefixes = [[rng.randrange(EOS) for _ in range(rng.randrange(13))] for _ in range(5)]
     c = EngineCore(FakeModel(num_blocks=24, context=context), [EOS], Limits(max_batch=8, max_waiting=10**4), 8,
                    prefix_caching=caching, speculation=speculation)
@@ -370,23 +385,24 @@ def random_workload(caching: bool, speculation: SpeculationConfig | None = None,
                 cached[o.request_id] = o.cached_tokens
     assert_idle(c)
     rs = [r for call in calls for r in call]
-    return [got[r.id] for r in rs], list(cached.values()), len(rs), c.model.copies, tuple(spec)
+    return [got[r.id] for r in rs], list(cached.values()), len(rs), tuple(spec)
 
 
 def test_a_random_workload_keeps_the_invariants_and_the_answers_of_caching_off():
-    on, hits, n, copies, _ = random_workload(True)
-    off, none, _, _, _ = random_workload(False)
+    on, hits, n, _ = random_workload(True)
+    off, none, _, _ = random_workload(False)
     assert n >= 180 and on == off and sum(none) == 0
-    assert sum(h % 4 != 0 for h in hits) >= 10 and copies  # partial blocks reused, taken and copied
+    assert sum(h % 4 != 0 for h in hits) >= 10  # partial blocks reused
 
 
 @pytest.mark.parametrize("context", [False, True], ids=["counting", "context"])
 def test_speculation_keeps_the_answers_of_plain_decoding_and_the_invariants(context):
-    plain = random_workload(True, context=context)[0]
+    # Kept proposals are rare on random prompts (none in some workloads): this one has some, with caching and without.
+    plain = random_workload(True, context=context, seed=2)[0]
     for caching in (True, False):
         # 1-grams propose often, so that proposals are refused as well as kept
-        got, _, _, _, (proposed, accepted) = random_workload(caching, SpeculationConfig(max_tokens=4, min_ngram=1),
-                                                             context)
+        got, _, _, (proposed, accepted) = random_workload(caching, SpeculationConfig(max_tokens=4, min_ngram=1),
+                                                          context, seed=2)
         assert got == plain
         assert proposed > accepted >= (0 if context else 1)  # refused proposals, and (counting) kept ones
 

@@ -280,6 +280,41 @@ def test_full_queue_and_cancelled_waiting_request(model):
         engine.close()
 
 
+def test_n_answers_each_prompt_n_times_sample_i_with_seed_plus_i(model):
+    """n fans out in the engine, each answer its own core request: index prompt * n + i, sampled with seed + i."""
+    engine = Engine(model, kv_cache=KVCacheConfig(prefix_caching=False))  # every answer computes its prompt alike
+    try:
+        params = dict(max_new_tokens=12, do_sample=True, temperature=1.0, seed=7)
+        got = engine.generate(GenerationRequest(prompts=SHORT, n=3, params=GivenParams(**params)), timeout=60)
+        assert [c.index for c in got] == list(range(6)) and all(c.usage.completion_tokens == 12 for c in got)
+        alone = [engine.generate(ask(p, **{**params, "seed": 7 + i}), timeout=60)[0].text for p in SHORT for i in range(3)]
+        assert [c.text for c in got] == alone and len(set(alone[:3])) > 1
+        with pytest.raises(ValidationError) as error:
+            engine.submit(GenerationRequest(prompts=SHORT, n=engine.limits.max_batch))
+        assert error.value.field == "n"
+    finally:
+        engine.close()
+
+
+def test_a_call_of_n_answers_counts_once_in_the_queue_and_cancels_whole(model):
+    engine = Engine(model, limits=Limits(max_batch=2, max_waiting=1))
+    try:
+        running = engine.submit(GenerationRequest(prompts=(SHORT[0],), n=2,
+                                                  params=GivenParams(max_new_tokens=200, min_new_tokens=200)))
+        next(running.events(60))
+        waiting = engine.submit(GenerationRequest(prompts=SHORT, params=GivenParams(max_new_tokens=4)))
+        with pytest.raises(QueueFull):
+            engine.submit(ask(SHORT[1], max_new_tokens=4))
+        assert engine.counts() == (1, 1) or wait_until(lambda: engine.counts() == (1, 1))
+        running.cancel()
+        finals = [e for e in running.events(30) if isinstance(e, Finished)]
+        assert sorted(f.index for f in finals) == [0, 1] and {f.reason for f in finals} == {FinishReason.CANCELLED}
+        assert [c.index for c in collect(waiting.events(60))] == [0, 1]
+        assert wait_until(lambda: engine.counts() == (0, 0))
+    finally:
+        engine.close()
+
+
 def test_usage_times_each_stage_from_the_arrival(model):
     """In the core's queue (rendered) <= admitted (the start of its first step) <= first token <= last; a prompt
     waiting for a place in the batch is admitted once the place is free; one cancelled while waiting never is."""
@@ -518,15 +553,9 @@ def follow_ups(question: str, answer: str, *questions: str) -> GenerationRequest
                              system_prompt=SYSTEM, params=GivenParams(max_new_tokens=16, min_new_tokens=16))
 
 
-def spy_copies(engine, monkeypatch) -> list:
-    copies, copy = [], engine.core.model.copy_blocks
-    monkeypatch.setattr(engine.core.model, "copy_blocks", lambda pairs: (copies.extend(pairs), copy(pairs)))
-    return copies
-
-
-def test_prompts_of_one_call_continuing_one_partly_filled_block_take_it_and_copies_of_it(model, on_off, monkeypatch):
+def test_prompts_of_one_call_continuing_one_partly_filled_block_the_first_takes_it_the_others_compute_it(model, on_off):
     on, off = on_off
-    copies, size = spy_copies(on, monkeypatch), on.core.blocks.block_size
+    size = on.core.blocks.block_size
     question = "Where are the books about birds?"
     (c1,) = on.generate(chat(question), timeout=60)
     ids = prompt_ids(model, chat(question))
@@ -534,29 +563,17 @@ def test_prompts_of_one_call_continuing_one_partly_filled_block_take_it_and_copi
     assert computed % size  # its KV ends inside a block
     call = follow_ups(question, c1.text, "And the maps?", "And the atlases?")
     got = on.generate(call, timeout=60)
-    assert len(copies) == 1  # the first continues the block itself, the second a copy
     assert [c.text for c in got] == [c.text for c in off.generate(call, timeout=60)]
-    for c, conversation in zip(got, call.conversations):
+    reads = []
+    for conversation in call.conversations:
         ids2 = model.encode(model.render(conversation, SYSTEM, False), False)
-        reachable = shared(ids2, ids + model.encode(c1.text, False))
-        assert c.usage.cached_tokens == min(reachable, computed, len(ids2) - RECOMPUTED) > computed // size * size
-
-
-@pytest.mark.parametrize("kv", ["u8", "u4"])
-def test_a_copied_block_of_a_quantized_cache_carries_its_scales(fp32_model_dir, kv, monkeypatch):
-    """u8 and u4 blocks hold their scales and zero points: the copy answers as the block it was copied from."""
-    engine = Engine(LoadedModel.load(fp32_model_dir, "CPU", {**OV_CONFIG, "KV_CACHE_PRECISION": kv}, batch_invariant=True),
-                    kv_cache=KVCacheConfig(blocks=32, reuse_answers=True))
-    try:
-        assert engine.core.model.kv_precision == kv
-        copies = spy_copies(engine, monkeypatch)
-        question = "Where are the books about birds?"
-        (c1,) = engine.generate(chat(question), timeout=60)
-        taker, copier = engine.generate(follow_ups(question, c1.text, "And the maps?", "And the maps?"), timeout=60)
-        assert len(copies) == 1 and taker.usage.cached_tokens == copier.usage.cached_tokens
-        assert copier.text == taker.text
-    finally:
-        engine.close()
+        reads.append(min(shared(ids2, ids + model.encode(c1.text, False)), computed, len(ids2) - RECOMPUTED))
+    # Each is admitted on its own: the first continues the partly filled block (writing on in it), so the
+    # second finds the whole blocks only, and computes the rest itself.
+    assert got[0].usage.cached_tokens == reads[0] > computed // size * size
+    assert got[1].usage.cached_tokens == reads[1] // size * size
+    assert wait_until(lambda: on.counts() == (0, 0))
+    on.core.check()
 
 
 @pytest.fixture(scope="module")

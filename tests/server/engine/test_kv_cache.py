@@ -8,7 +8,7 @@ from server.engine.params import KVCacheConfig
 def cached_sequence(m: BlockManager, tokens: list[int]) -> list[int]:
     """Run a sequence's blocks through the manager as the core does: admit, fill, key, release."""
     table = []
-    assert m.admit([([], m.blocks_for(len(tokens)), None)]) is not None
+    assert m.admit([], m.blocks_for(len(tokens)), None)
     m.grow(table, len(tokens))
     for block, key in zip(table, block_keys(tokens, m.block_size)):
         m.register(block, key)
@@ -33,7 +33,7 @@ def test_the_least_recently_freed_block_goes_first_and_a_sequence_tail_before_it
     assert m.cached() == 4 and m.used() == 0 and m.reserved() == 0
     m.check([], 0)
     order = []
-    assert m.admit([([], 3, None)]) == []
+    assert m.admit([], 3, None)
     table = []
     for n in (1, 2, 3):
         m.grow(table, 2 * n)
@@ -48,7 +48,7 @@ def test_a_held_block_is_never_evicted_even_after_one_of_two_holders_leaves():
     keys = block_keys([1, 2, 3, 4], 2)
     shared = cached_sequence(m, [1, 2, 3, 4])
     one, two = list(m.match(keys, 2)), list(m.match(keys, 2))
-    assert m.admit([(one, 0, None)]) == m.admit([(two, 2, None)]) == []
+    assert m.admit(one, 0, None) and m.admit(two, 2, None)
     m.release(one, 0)  # ref 2 -> 1
     m.check([two], 2)
     m.grow(two, 8)  # takes the two clean blocks, never the held ones
@@ -63,12 +63,13 @@ def test_admission_counts_an_idle_hit_once_and_a_held_hit_not_at_all():
     keys = block_keys([1, 2, 3, 4], 2)
     cached_sequence(m, [1, 2, 3, 4])
     hits = m.match(keys, 2)
-    assert m.admit([(hits, 1, None), (list(hits), 1, None)]) == []  # two prompts of a call share the idle hits: 2 + 1 + 1
+    assert m.admit(hits, 1, None) and m.reserved() == 3  # the idle hits cost a block each: 2 + 1
+    assert m.admit(list(hits), 1, None)  # a second prompt sharing them, held now: costs only its private block
     assert m.reserved() == 4
     m.release(list(hits), 1)
     assert m.reserved() == 3
-    assert m.admit([(m.match(keys, 2), 1, None)]) == []  # held by the first: costs only its private block
-    assert m.reserved() == 4 and m.admit([([], 1, None)]) is None
+    assert m.admit(m.match(keys, 2), 1, None)  # held by the first: costs only its private block
+    assert m.reserved() == 4 and not m.admit([], 1, None) and m.reserved() == 4
 
 
 def test_a_second_registration_of_a_key_leaves_its_block_unkeyed():
@@ -87,7 +88,7 @@ def test_caching_off_keys_nothing():
 
 def test_a_partial_entry_is_kept_while_idle_and_forgotten_when_taken_or_evicted():
     m = BlockManager(3, 4)
-    assert m.admit([([], 2, None)]) == []
+    assert m.admit([], 2, None)
     table = []
     m.grow(table, 6)  # one full block and two tokens of the next
     m.register(table[0], block_keys([1, 2, 3, 4], 4)[0])
@@ -96,27 +97,27 @@ def test_a_partial_entry_is_kept_while_idle_and_forgotten_when_taken_or_evicted(
     m.check([], 0)
     assert m.cached() == 2 and m.match_partial(parent, [5, 7, 8]) == (tail, 1)
     assert m.match_partial(parent, [6]) is None and m.match_partial(ROOT, [5, 6]) is None
-    assert m.admit([([], 3, None)]) == []
+    assert m.admit([], 3, None)
     table = []
     m.grow(table, 12)  # the clean block, then the LRU: the partial tail goes with its entry
     assert tail in table and m.match_partial(parent, [5, 6]) is None
     m.check([table], 0)
 
 
-def test_prompts_of_one_call_sharing_a_partial_hit_one_takes_it_the_others_get_copies():
+def test_a_partial_hit_is_taken_by_one_prompt_and_then_found_no_more():
     m = BlockManager(8, 4)
-    assert m.admit([([], 1, None)]) == []
+    assert m.admit([], 1, None)
     table = []
     m.grow(table, 3)
     tail = table[0]
     m.release(table, 0, (tail, ROOT, [1, 2, 3]))
-    plans = [([], 2, (tail, 3)), ([], 2, (tail, 2)), ([], 2, None)]
-    copies = m.admit(plans)
-    assert plans[0][0] == [tail] and copies == [(tail, plans[1][0][0])] and plans[2][0] == []
-    # The same cost as without the hit: 6 blocks; the copy's source holds an extra ref until it is made.
-    assert m.reserved() == 6 and m.match_partial(ROOT, [1, 2, 3]) is None
-    m.copied(copies)
-    m.check([plans[0][0], plans[1][0], plans[2][0]], 1 + 1 + 2)
+    assert m.match_partial(ROOT, [1, 2, 3, 4]) == (tail, 3)
+    first = []
+    assert m.admit(first, 2, (tail, 3)) and first == [tail]
+    # The same cost as without the hit: 2 blocks. Its entry is forgotten (the block is written on): the next
+    # prompt with the same start computes it afresh, and nobody writes a block another holds.
+    assert m.reserved() == 2 and m.match_partial(ROOT, [1, 2, 3]) is None
+    m.check([first], 1)
 
 
 BLOCK_BYTES = 737_280  # the default model's f16 block: 30 layers x K and V x 3 heads x 32 tokens x 64 x 2 bytes

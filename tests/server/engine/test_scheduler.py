@@ -21,6 +21,11 @@ def call(*prompts, **params):
     return [Request(next(_ids), c, list(prompt), p) for prompt in prompts]
 
 
+def add(s: Scheduler, call) -> None:
+    for r in call:
+        s.add(r)
+
+
 def scheduler(model, max_step_tokens=64, **limits) -> Scheduler:
     return Scheduler(BlockManager(model.num_blocks, model.block_size, caching=False), [EOS],
                      Limits(**{"max_batch": 8, **limits}), max_step_tokens)
@@ -36,7 +41,7 @@ def test_schedule_is_a_value_and_update_says_what_the_step_did():
     s = scheduler(model, max_step_tokens=4)
     assert s.schedule() == ScheduledStep([]) and not s.has_work()
     (a,) = call([1, 2, 3, 4, 5, 6])
-    s.add([a])
+    s.add(a)
     step = s.schedule()  # a prompt of 6 tokens in chunks of 4: nothing sampled yet
     assert [(q.request_id, q.token_ids, q.start, q.sampled) for q in step.seqs] == [(a.id, [1, 2, 3, 4], 0, False)]
     assert s.update(step, model.forward(step.inputs())) == [] and a.computed == 4
@@ -55,7 +60,7 @@ def test_stats_count_calls_and_blocks_after_each_step():
     s = scheduler(model)
     first, second, third = call([1, 2, 3, 4], [5, 6, 7, 8]), call([9, 9, 9, 9]), call([1, 1, 1, 1])
     for c in (first, second, third):
-        s.add(c)
+        add(s, c)
     assert s.stats().waiting == 3 and s.stats().running == 0 and s.stats().blocks_reserved == 0
     run_step(s, model)
     stats = s.stats()
@@ -68,12 +73,34 @@ def test_stats_count_calls_and_blocks_after_each_step():
     s.check()
 
 
+def test_a_calls_prompts_start_each_as_it_fits_and_the_call_counts_once_running_and_once_waiting():
+    model = FakeModel(num_blocks=5)  # each prompt below needs ceil((4 + 3) / 4) = 2 blocks: two fit, then one more
+    s = scheduler(model)
+    prompts = call([1, 2, 3, 4], [5, 6, 7, 8], [9, 10, 11, 12])
+    add(s, prompts)
+    step, _ = run_step(s, model)
+    assert [q.request_id for q in step.seqs] == [prompts[0].id, prompts[1].id]
+    assert (s.stats().running, s.stats().waiting) == (1, 1) and prompts[2].status is RequestStatus.WAITING
+    (later,) = call([13, 14, 15, 16])
+    s.add(later)  # first come, first served: it waits behind the call's last prompt
+    assert s.stats().waiting == 2
+    while prompts[2].status is RequestStatus.WAITING:
+        assert later.status is RequestStatus.WAITING
+        run_step(s, model)
+    assert later.status is RequestStatus.RUNNING  # the first two finished: both fit now
+    assert s.abort({r.id for r in prompts}) and (s.stats().running, s.stats().waiting) == (1, 0)
+    while s.has_work():
+        run_step(s, model)
+    assert later.status is RequestStatus.FINISHED_LENGTH and s.stats().blocks_reserved == 0
+    s.check()
+
+
 def test_abort_cancels_running_and_waiting_prompts_and_frees_their_blocks():
     model = FakeModel(num_blocks=2)
     s = scheduler(model)
     running, waiting = call([1, 2, 3, 4]), call([5, 6, 7, 8])
-    s.add(running)
-    s.add(waiting)
+    add(s, running)
+    add(s, waiting)
     run_step(s, model)
     assert s.stats().running == 1 and s.stats().waiting == 1
     outputs = s.abort({running[0].id, waiting[0].id})
@@ -88,15 +115,14 @@ def test_a_failed_step_fails_its_own_prompts_only():
     model = FakeModel()
     s = scheduler(model, max_step_tokens=4)
     (decoding,) = call([1, 2])
-    s.add([decoding])
+    s.add(decoding)
     run_step(s, model)
     (prefilling,) = call([1, 2, 3, 4, 5, 6, 7, 8, 9, 10])
-    s.add([prefilling])
+    s.add(prefilling)
     step = s.schedule()  # one decode token and 3 of the new prompt's: pretend the model failed on it
     outputs = s.fail(step, "generation failed: the device is on fire")
     assert {o.request_id for o in outputs} == {decoding.id, prefilling.id}
     assert all(o.error for o in outputs) and decoding.status is RequestStatus.FINISHED_FAILED
-    s.copied(step)
     assert s.stats().blocks_reserved == 0
     s.check()
 
@@ -114,13 +140,13 @@ def test_no_prompt_chunk_is_one_token_and_a_cache_hit_leaves_the_last_two():
     model = FakeModel()
     s = scheduler(model, max_step_tokens=4)
     (a,) = call(list(range(1, 10)))
-    s.add([a])
+    s.add(a)
     chunks = [len(run_step(s, model)[0].seqs[0].token_ids) for _ in range(3)]
     assert chunks == [4, 3, 2] and a.computed == 9
     cached = Scheduler(BlockManager(model.num_blocks, model.block_size, caching=True), [EOS], Limits(max_batch=8), 64)
     for _ in range(2):
         (b,) = call(list(range(1, 14)), max_new_tokens=1)  # 13 tokens: 3 whole blocks, one more token
         b.block_keys = block_keys(b.prompt_ids, model.block_size)  # the core hashes them on the caller's thread
-        cached.add([b])
+        cached.add(b)
         step = run_step(cached, model)[0]
     assert step.seqs[0].start == b.cached_tokens == 8 == (13 - scheduler_module.RECOMPUTED) // 4 * 4

@@ -17,7 +17,7 @@ def chat(**fields):
 
 def test_chat_becomes_one_conversation_with_our_parameter_names():
     r = chat(max_tokens=5, min_tokens=2, temperature=0.5, top_p=0.9, top_k=-1, repetition_penalty=1.1, stop="x")
-    (g,) = r.requests
+    g = r.request
     assert g.conversations == ((Message("user", "hi"),),) and not g.prompts
     assert g.params.given == {"max_new_tokens": 5, "min_new_tokens": 2, "temperature": 0.5, "top_p": 0.9, "top_k": 0,
                               "repetition_penalty": 1.1, "stop": ("x",)}
@@ -28,20 +28,20 @@ def test_developer_role_and_text_parts():
     r = schema.parse({"messages": [{"role": "developer", "content": [{"type": "text", "text": "be "},
                                                                      {"type": "text", "text": "brief"}]},
                                    {"role": "user", "content": "hi"}]}, "chat", 8)
-    assert r.requests[0].conversations[0][0] == Message("system", "be brief")
+    assert r.request.conversations[0][0] == Message("system", "be brief")
 
 
-def test_completions_are_raw_and_copies_get_seed_plus_i():
+def test_completions_are_raw_and_n_goes_to_the_engine_in_one_request():
     r = schema.parse({"prompt": ["a", "b"], "n": 3, "seed": 10, "stream": True,
                       "stream_options": {"include_usage": True}}, "completion", 8)
-    assert [g.params.given["seed"] for g in r.requests] == [10, 11, 12]
-    assert all(g.prompts == ("a", "b") and g.raw for g in r.requests)
-    assert r.choice_index(copy=2, prompt=1) == 5 and r.include_usage and r.rpc == "completions.stream"
+    g = r.request  # the engine answers each prompt n times, copy c with seed + c
+    assert g.n == r.n == 3 and g.params.given["seed"] == 10 and g.prompts == ("a", "b") and g.raw
+    assert r.include_usage and r.rpc == "completions.stream"
 
 
 def test_null_means_unset_and_neutral_values_pass():
     r = chat(logprobs=False, tools=None, max_tokens=None, best_of=1)
-    assert r.requests[0].params.given == {}
+    assert r.request.params.given == {}
 
 
 @pytest.mark.parametrize("fields, name", [
@@ -85,15 +85,15 @@ def test_extension_fields_clients_send_are_accepted():
     """guidellm's and vLLM's benchmark's defaults, and the documented fields that change nothing."""
     r = chat(ignore_eos=True, stop=None, stream=True, stream_options={"include_usage": True, "continuous_usage_stats": True},
              user="u", metadata={"k": "v"}, store=False, service_tier="auto", parallel_tool_calls=True)
-    assert r.requests[0].params.given == {"ignore_eos": True} and r.continuous_usage and r.include_usage
-    assert chat(speculation=False).requests[0].params.given == {"speculation": False}  # ours: no proposals for it
+    assert r.request.params.given == {"ignore_eos": True} and r.continuous_usage and r.include_usage
+    assert chat(speculation=False).request.params.given == {"speculation": False}  # ours: no proposals for it
 
 
 def test_logprobs_fields_become_the_engine_request():
-    assert chat(logprobs=True, top_logprobs=3).requests[0].logprobs == 3
-    assert chat(logprobs=True).requests[0].logprobs == 0 and chat().requests[0].logprobs is None
+    assert chat(logprobs=True, top_logprobs=3).request.logprobs == 3
+    assert chat(logprobs=True).request.logprobs == 0 and chat().request.logprobs is None
     r = schema.parse({"prompt": "a", "logprobs": 2, "echo": True, "max_tokens": 0}, "completion", 8)
-    (g,) = r.requests
+    g = r.request
     assert (g.logprobs, g.prompt_logprobs, r.echo) == (2, 2, True)
     # the engine's bound, named as the client wrote it
     assert errors.openai_error(ValidationError("logprobs", "must be in [0, 20]"), chat(logprobs=True))[0] == "top_logprobs"
@@ -102,10 +102,10 @@ def test_logprobs_fields_become_the_engine_request():
 
 def test_token_id_prompts_and_their_error_names():
     single = schema.parse({"prompt": [1, 2, 3]}, "completion", 8)
-    assert single.requests[0].prompt_ids == ((1, 2, 3),) and not single.requests[0].prompts
+    assert single.request.prompt_ids == ((1, 2, 3),) and not single.request.prompts
     assert errors.openai_error(ValidationError("prompt_ids[0][2]", "99 is not a token id"), single)[0] == "prompt[2]"
     listed = schema.parse({"prompt": [[1], [2, 3]]}, "completion", 8)
-    assert listed.requests[0].prompt_ids == ((1,), (2, 3))
+    assert listed.request.prompt_ids == ((1,), (2, 3))
     assert errors.openai_error(ValidationError("prompt_ids[1][0]", "x"), listed)[0] == "prompt[1][0]"
     for prompt, name in (([[1], ["a"]], "prompt[1][0]"), ([1, "a"], "prompt"), ([[1], 2], "prompt")):
         with pytest.raises(ValidationError) as caught:
@@ -209,6 +209,6 @@ def test_logprob_bytes_are_the_tokens_own():
 def test_sampling_fields_keep_their_names_and_logit_bias_keys_become_token_ids():
     r = chat(presence_penalty=0.5, frequency_penalty=0, logit_bias={"12": -100, "7": 3.5}, min_p=0.1,
              stop_token_ids=[3], include_stop_str_in_output=True)
-    assert r.requests[0].params.given == {"presence_penalty": 0.5, "frequency_penalty": 0,
+    assert r.request.params.given == {"presence_penalty": 0.5, "frequency_penalty": 0,
                                           "logit_bias": {12: -100, 7: 3.5}, "min_p": 0.1, "stop_token_ids": (3,),
                                           "include_stop_str_in_output": True}
