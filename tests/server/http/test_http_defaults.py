@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import httpx
 import pytest
 
 from client.launcher import ServerFailed
@@ -80,12 +81,25 @@ def test_the_model_file_defaults_apply_on_http_one_by_one_and_the_request_wins(a
             ", else the servable's generation; sampling unless temperature is 0") in author_server.log()
 
 
-def test_the_model_file_defaults_do_not_apply_on_grpc(author_server):
-    """gRPC: greedy unless asked (the servable's do_sample: false); asked to sample, the servable's top_p and top_k
-    (1 and none), not the author's."""
+def test_the_model_file_defaults_do_not_apply_on_grpc_or_kserve(author_server):
+    """gRPC and KServe: greedy unless asked (the servable's do_sample: false); asked to sample, the servable's top_p and
+    top_k (1 and none), not the author's."""
     greedy = grpc_answers(author_server, temperature=0)
     assert len(set(greedy)) == 1 and grpc_answers(author_server) == greedy
     assert len(set(grpc_answers(author_server, temperature=1.0))) > 1
+
+    def kserve(**parameters) -> list[str]:
+        prompts = [POEM[0]["content"]] * 3
+        inputs = [{"name": "pre_prompt", "shape": [3], "datatype": "BYTES", "data": prompts}]
+        reply = httpx.post(f"{author_server.http_url}/v2/models/python_model/infer", timeout=120,
+                           json={"inputs": inputs, "parameters": {"max_new_tokens": TOKENS, **parameters}})
+        assert reply.status_code == 200, reply.text
+        return reply.json()["outputs"][0]["data"]
+
+    (prompted,) = {c.text for c in author_server.stub.Generate(request(POEM[0]["content"], max_new_tokens=TOKENS),
+                                                               timeout=60).completions}
+    assert kserve() == [prompted] * 3
+    assert len(set(kserve(temperature=1.0))) > 1
 
 
 def test_generation_config_servable_leaves_the_model_file_out(author_model, tmp_path):
