@@ -167,7 +167,8 @@ def test_sampling_fields_out_of_range_are_refused_naming_them(client, field, val
 ])
 def test_not_a_number_in_a_body_is_refused_naming_the_field(http_server, field, raw, param):
     """Python's JSON reader takes NaN and Infinity (the official client never sends them)."""
-    body = f'{{"model": "{MODEL}", "messages": [{{"role": "user", "content": "hi"}}], "max_tokens": 2, "{field}": {raw}}}'
+    body = f'{{"model": "{MODEL}", "messages": [{{"role": "user", "content": "hi"}}], "max_tokens": 2, ' \
+           f'"{field}": {raw}}}'
     r = httpx.post(f"{http_server.http_url}/v1/chat/completions", content=body,
                    headers={"content-type": "application/json"}, timeout=30)
     assert r.status_code == 400 and r.json()["error"]["param"] == param, r.text
