@@ -29,7 +29,8 @@ from server.engine.step import SchedulerStats
 from server.engine.streamer import TokenStreamer
 from server.engine.types import Completion, Event, GenerationRequest, collect
 from server.engine.validation import (check_cache, check_constraint, check_inputs, check_lengths, check_sampling_tokens,
-                                      check_token_ids, check_tools, openai_defaults, resolve_params)
+                                      check_token_ids, check_tools, openai_defaults, resolve_params,
+                                      MODEL_FILE_FIELDS)
 
 log = logging.getLogger(__name__)
 
@@ -134,10 +135,14 @@ class Engine:
                                               limits)
         except ValidationError as exc:  # stops the start, in one line
             raise ValueError(f"{file}: {exc}; set generation_config to servable not to apply the file") from None
-        model = f"{_show(taken)} from {file}, else " if taken else \
-            "" if model_defaults else "(generation_config servable: not the model's file) "
-        log.info("OpenAI API defaults: %sthe servable's generation; sampling unless temperature is 0 (gRPC and "
-                 "KServe: the servable's generation, its do_sample)", model)
+        if taken:
+            source = f"{_show(taken)} from {file}, else the servable's generation"
+        elif model_defaults:
+            source = f"the servable's generation ({file} sets none of {', '.join(MODEL_FILE_FIELDS)})"
+        else:
+            source = "the servable's generation (generation_config servable: the model's file is not read)"
+        log.info("OpenAI API defaults: %s; sampling unless temperature is 0 (gRPC and KServe: the servable's "
+                 "generation, its do_sample)", source)
         return defaults
 
     def stream(self, request: GenerationRequest, timeout: float | None = None) -> Iterator[Event]:

@@ -41,6 +41,8 @@ def test_n_3_without_temperature_samples_on_the_shipped_servable_and_grpc_stays_
     greedy = choices(client, temperature=0)
     assert len(set(greedy)) == 1
     assert grpc_answers(http_server) == greedy
+    assert "generation_config.json sets none of temperature, top_p, top_k, min_p, repetition_penalty, " \
+        "max_new_tokens); sampling unless temperature is 0" in http_server.log()
 
 
 def model_copy(fp32_model_dir, parent, generation: dict):
@@ -107,8 +109,8 @@ def test_generation_config_servable_leaves_the_model_file_out(author_model, tmp_
     try:
         with openai_client(s) as client:
             assert len(set(choices(client))) > 1  # OpenAI's temperature 1, no top_p or top_k
-        assert "OpenAI API defaults: (generation_config servable: not the model's file) the servable's generation" \
-            in s.log()
+        assert "OpenAI API defaults: the servable's generation (generation_config servable: the model's file is " \
+            "not read)" in s.log()
     finally:
         s.stop()
 
