@@ -56,7 +56,7 @@ def load_engine(settings: Settings, metrics: Metrics | None):
              if settings.batch_invariant else "")
     engine = Engine(model, settings.generation, settings.limits, settings.scheduler,
                     on_batch=metrics.batch_size.observe if metrics else None, kv_cache=settings.kv_cache,
-                    speculation=settings.speculation)
+                    speculation=settings.speculation, model_defaults=settings.generation_config == "auto")
     if metrics:
         metrics.load_seconds.set(info.load_seconds)
         metrics.watch_engine(engine)

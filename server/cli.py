@@ -39,6 +39,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--reasoning-parser", dest="reasoning_parser",
                    help="deepseek_r1, qwen3 or granite: read <think>...</think> into `reasoning`; none: leave it in "
                         "the content (default: when the model's chat template thinks)")
+    p.add_argument("--generation-config", dest="generation_config",
+                   help="auto: OpenAI API requests take the sampling fields they leave out from the model's "
+                        "generation_config.json, else from the servable's generation; servable: from the servable's "
+                        "generation only (default auto, as vLLM's --generation-config; gRPC and KServe always use "
+                        "the servable's)")
     p.add_argument("--kserve-model-name", dest="kserve_model_name",
                    help="the model's name in KServe v2 calls, beside the served name (default python_model, "
                         "the OpenVINO Model Server demo's)")

@@ -18,6 +18,9 @@ from server.engine.reasoning import PARSERS as REASONING_PARSERS
 from server.engine.tool_parsers import PARSERS
 
 
+GENERATION_CONFIGS = ("auto", "servable")
+
+
 class ConfigError(Exception):
     """A setting is wrong; the message names the file (or variable) and the key."""
 
@@ -60,6 +63,9 @@ class Settings(BaseSettings):
     cache_dir: str = str(Path.home() / ".cache" / "llm-server" / "openvino")
     ov_config: dict = Field(default_factory=dict)
     generation: GenerationParams = GenerationParams()
+    # Where an OpenAI API request's left-out sampling fields come from (vLLM's --generation-config): "auto", the
+    # model's generation_config.json, else `generation`; "servable", `generation` only. gRPC and KServe: `generation`.
+    generation_config: str = "auto"
     limits: Limits = Limits()
     scheduler: SchedulerConfig = SchedulerConfig()
     kv_cache: KVCacheConfig = KVCacheConfig()  # the KV cache's size
@@ -192,6 +198,8 @@ def check(s: Settings) -> None:
         raise ConfigError("speculation: max_tokens >= 0 and 1 <= min_ngram <= max_ngram")
     if s.speculation.max_step_tokens < 2:
         raise ConfigError("speculation.max_step_tokens: must be at least 2")
+    if s.generation_config not in GENERATION_CONFIGS:
+        raise ConfigError(f"generation_config: expected {' or '.join(GENERATION_CONFIGS)}, got {s.generation_config!r}")
     if s.log_format not in ("text", "json"):
         raise ConfigError(f"log_format: expected text or json, got {s.log_format!r}")
     if bool(s.tls_cert) != bool(s.tls_key):

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from server.engine.core import ALL, EngineCore
-from server.engine.errors import NotReady
+from server.engine.errors import NotReady, ValidationError
 from server.engine.grammar import Grammars
 from server.engine.kv_cache import AVERAGE_REQUEST_TOKENS, cache_blocks, default_max_batch
 from server.engine.model import LoadedModel
@@ -30,7 +30,8 @@ from server.engine.step import SchedulerStats
 from server.engine.streamer import TokenStreamer
 from server.engine.types import Completion, Event, GenerationRequest, collect
 from server.engine.validation import (check_cache, check_constraint, check_inputs, check_lengths, check_sampling_tokens,
-                                      check_token_ids, check_tools, resolve_params)
+                                      check_token_ids, check_tools, openai_defaults, resolve_params,
+                                      MODEL_FILE_FIELDS)
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +42,16 @@ class Engine:
     def __init__(self, model: LoadedModel, defaults: GenerationParams | None = None,
                  limits: Limits | None = None, scheduler: SchedulerConfig | None = None,
                  on_batch: Callable[[int], None] | None = None,
-                 kv_cache: KVCacheConfig | None = None, speculation: SpeculationConfig | None = None):
+                 kv_cache: KVCacheConfig | None = None, speculation: SpeculationConfig | None = None,
+                 model_defaults: bool = True):
+        """`model_defaults`: OpenAI API requests take the model's generation_config.json values (the servable's
+        generation_config "auto"); False: the servable's only ("servable")."""
         self.model = model
         self.on_batch = on_batch  # called with each step's number of sequences, for metrics
         defaults = defaults or GenerationParams()
         self.defaults = dataclasses.replace(defaults, stop=tuple(dict.fromkeys((*defaults.stop, *model.info.stop))))
         limits = limits or Limits()
+        self.openai_defaults = self._openai_defaults(limits, model_defaults)
         scheduler = scheduler or SchedulerConfig()
         self._accepting = True
         self._ids = itertools.count(1)
@@ -92,7 +97,8 @@ class Engine:
         check_inputs(request, self.limits)
         check_tools(request)
         check_constraint(request)
-        params = resolve_params(request, self.defaults, self.limits)
+        params = resolve_params(request, self.openai_defaults if request.openai_defaults else self.defaults,
+                                self.limits)
         check_sampling_tokens(params, self.model.vocab_size)
         matcher = self.grammars.matcher(request.constraint) if request.constraint else None
         if request.prompt_ids:
@@ -128,6 +134,23 @@ class Engine:
             self.output.remove(call)
             raise
         return call
+
+    def _openai_defaults(self, limits: Limits, model_defaults: bool) -> GenerationParams:
+        file = Path(self.model.info.path) / "generation_config.json"
+        try:
+            defaults, taken = openai_defaults(self.defaults, self.model.generation_config if model_defaults else {},
+                                              limits)
+        except ValidationError as exc:  # stops the start, in one line
+            raise ValueError(f"{file}: {exc}; set generation_config to servable not to apply the file") from None
+        if taken:
+            source = f"{_show(taken)} from {file}, else the servable's generation"
+        elif model_defaults:
+            source = f"the servable's generation ({file} sets none of {', '.join(MODEL_FILE_FIELDS)})"
+        else:
+            source = "the servable's generation (generation_config servable: the model's file is not read)"
+        log.info("OpenAI API defaults: %s; sampling unless temperature is 0 (gRPC and KServe: the servable's "
+                 "generation, its do_sample)", source)
+        return defaults
 
     def stream(self, request: GenerationRequest, timeout: float | None = None) -> Iterator[Event]:
         call = self.submit(request)
@@ -209,3 +232,7 @@ class Engine:
             self.on_batch(output.scheduled)
         if output.outputs:
             self.output.put(output)
+
+
+def _show(values: dict) -> str:
+    return ", ".join(f"{name} {value}" for name, value in values.items())

@@ -63,10 +63,11 @@ class LoadedModel:
     """The model compiled for paged attention (`paged`: the continuous-batching engine's compiled copies), with its
     tokenizer."""
 
-    def __init__(self, paged, tokenizer, info: ModelInfo, eos):
+    def __init__(self, paged, tokenizer, info: ModelInfo, eos, generation_config: dict | None = None):
         self.paged = paged
         self.tokenizer = tokenizer
         self.info = info
+        self.generation_config = generation_config or {}  # the model's generation_config.json (the author's defaults)
         if eos is None:
             eos = tokenizer.eos_token_id
         self.eos_token_ids = tuple(eos) if isinstance(eos, (list, tuple)) else (eos,)
@@ -109,7 +110,8 @@ class LoadedModel:
         shown = sources_text(options, {HINT: report.inference, DYNAMIC_QUANTIZATION: report.dynamic_quantization})
         info = ModelInfo(str(path), device, precision, seconds, int(context), stop, report, required, shown,
                          runtime_note, batch_invariant)
-        return cls(paged, tokenizer, info, generation.get("eos_token_id", getattr(config, "eos_token_id", None)))
+        return cls(paged, tokenizer, info, generation.get("eos_token_id", getattr(config, "eos_token_id", None)),
+                   generation)
 
     @functools.cached_property
     def vocab_size(self) -> int:

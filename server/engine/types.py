@@ -102,6 +102,9 @@ class GenerationRequest:
     system_prompt: str | None = None
     raw: bool = False
     params: GivenParams = field(default_factory=GivenParams)
+    # The parameters left out take the OpenAI API's defaults (validation.openai_defaults: the model's
+    # generation_config.json, then the servable's, sampling unless temperature is 0), not the servable's alone.
+    openai_defaults: bool = False
     logprobs: int | None = None  # None: no logprobs; N: each token's, with the N most likely alternatives
     # None: none; N: every prompt token's logprob (the first has none) with N alternatives. The whole prompt is
     # computed (no prefix cache), and max_new_tokens may be 0.

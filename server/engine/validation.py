@@ -4,6 +4,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Mapping
+from typing import Any
 
 from server.engine.errors import ValidationError
 from server.engine.params import PARAMETERS, GenerationParams, Limits
@@ -14,6 +16,9 @@ MAX_SEED = 2**63 - 1
 SAMPLING = {"temperature", "top_p", "top_k", "seed"}  # setting one turns sampling on, unless do_sample says otherwise
 MAX_LOGIT_BIAS = 1024  # tokens a request may bias (a whole vocabulary's map would be megabytes to check each step)
 MAX_STOP_TOKEN_IDS = 64
+# What vLLM's `--generation-config auto` (its default) takes from a model's generation_config.json when an OpenAI
+# request leaves it out (ModelConfig.get_diff_sampling_param), by our names: the sampling its author recommends.
+MODEL_FILE_FIELDS = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty", "max_new_tokens")
 # Each generation parameter's kind, from its default (seed's default is None: an int when given; logit_bias is a map
 # of token id -> bias, stop_token_ids a list of token ids).
 KINDS = {name: {"seed": int, "logit_bias": dict, "stop_token_ids": list}.get(name, type(getattr(GenerationParams(), name)))
@@ -138,6 +143,44 @@ def resolve_params(request: GenerationRequest, defaults: GenerationParams, limit
     if p.min_new_tokens > p.max_new_tokens:
         raise ValidationError("min_new_tokens", f"{p.min_new_tokens} is above max_new_tokens ({p.max_new_tokens})")
 
+    check_values(p)
+
+    if len(stop) > limits.max_stop_strings:
+        raise ValidationError("stop", f"{len(stop)} given, at most {limits.max_stop_strings}")
+    for i, s in enumerate(stop):
+        if not s:
+            raise ValidationError(f"stop[{i}]", "must not be empty")
+        if len(s) > limits.max_stop_length:
+            raise ValidationError(f"stop[{i}]", f"longer than {limits.max_stop_length} characters")
+
+    # Sampling when asked, or when a sampling parameter is set and do_sample is left unset; temperature 0
+    # means greedy, as in most serving APIs.
+    do_sample = given.get("do_sample", defaults.do_sample or bool(SAMPLING & given.keys()))
+    p = dataclasses.replace(p, do_sample=do_sample and p.temperature != 0)
+    # ignore_eos as vLLM's benchmarks mean it: every answer runs to max_new_tokens.
+    return dataclasses.replace(p, min_new_tokens=p.max_new_tokens) if p.ignore_eos else p
+
+
+def openai_defaults(servable: GenerationParams, model_file: Mapping[str, Any],
+                    limits: Limits) -> tuple[GenerationParams, dict[str, Any]]:
+    """The defaults of a request on the OpenAI API, and what of them came from the model: the MODEL_FILE_FIELDS
+    its generation_config.json (`model_file`; {} to ignore it) writes, over the servable's. Sampling unless the
+    temperature is 0: OpenAI's API has no do_sample, the servable's is for gRPC and KServe. A model's max_new_tokens
+    above the server's cap is lowered to it. Raises ValidationError naming the file's key for a value no request
+    could send."""
+    taken = {name: model_file[name] for name in MODEL_FILE_FIELDS if model_file.get(name) is not None}
+    for name, value in taken.items():
+        _check_type(name, value)
+    check_values(dataclasses.replace(GenerationParams(), **taken))
+    if taken.get("max_new_tokens", 1) < 1:
+        raise ValidationError("max_new_tokens", "must be at least 1")
+    if taken.get("max_new_tokens", 0) > limits.max_new_tokens_cap:
+        taken["max_new_tokens"] = limits.max_new_tokens_cap
+    return dataclasses.replace(servable, **taken, do_sample=True), taken
+
+
+def check_values(p: GenerationParams) -> None:
+    """Each sampling parameter within its range."""
     if not math.isfinite(p.temperature) or p.temperature < 0:
         raise ValidationError("temperature", "must be a finite number >= 0")
     if not math.isfinite(p.top_p) or not 0 < p.top_p <= 1:
@@ -161,21 +204,6 @@ def resolve_params(request: GenerationRequest, defaults: GenerationParams, limit
     if p.seed is not None and not 0 <= p.seed <= MAX_SEED - (request.n - 1):
         samples = f" (sample i of n={request.n} samples with seed + i)" if request.n > 1 else ""
         raise ValidationError("seed", f"must be in [0, {MAX_SEED - (request.n - 1)}]{samples}")
-
-    if len(stop) > limits.max_stop_strings:
-        raise ValidationError("stop", f"{len(stop)} given, at most {limits.max_stop_strings}")
-    for i, s in enumerate(stop):
-        if not s:
-            raise ValidationError(f"stop[{i}]", "must not be empty")
-        if len(s) > limits.max_stop_length:
-            raise ValidationError(f"stop[{i}]", f"longer than {limits.max_stop_length} characters")
-
-    # Sampling when asked, or when a sampling parameter is set and do_sample is left unset; temperature 0
-    # means greedy, as in most serving APIs.
-    do_sample = given.get("do_sample", defaults.do_sample or bool(SAMPLING & given.keys()))
-    p = dataclasses.replace(p, do_sample=do_sample and p.temperature != 0)
-    # ignore_eos as vLLM's benchmarks mean it: every answer runs to max_new_tokens.
-    return dataclasses.replace(p, min_new_tokens=p.max_new_tokens) if p.ignore_eos else p
 
 
 def is_int(value) -> bool:

@@ -355,6 +355,7 @@ def parse(body, kind: str, max_choices: int, tool_parser: ToolParser | None = No
             base = GenerationRequest(prompts=prompts, raw=True, params=params, logprobs=logprobs,
                                      prompt_logprobs=prompt_logprobs, constraint=constraint)
         count = len(prompts)
+    base = replace(base, openai_defaults=True)  # what the body leaves out takes OpenAI's defaults, the model's first
     if count * b.n > max_choices:
         where = "n" if b.n > 1 else "prompt"
         raise ValidationError(where, f"{count} prompt(s) x n={b.n} = {count * b.n} choices, at most {max_choices} "

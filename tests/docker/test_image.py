@@ -103,7 +103,8 @@ def test_http_on_8000_serves_the_openai_api_and_metrics(server):
     names with the model's name as its label."""
     with urllib.request.urlopen(server.http_url + "/v1/models", timeout=30) as reply:
         assert json.loads(reply.read())["data"][0]["id"] == "model"  # the directory mounted at /model
-    body = json.dumps({"messages": [{"role": "user", "content": QUESTION}], "max_tokens": 8}).encode()
+    body = json.dumps({"messages": [{"role": "user", "content": QUESTION}], "max_tokens": 8,
+                       "temperature": 0}).encode()
     ask = urllib.request.Request(server.http_url + "/v1/chat/completions", body, {"content-type": "application/json"})
     with urllib.request.urlopen(ask, timeout=120) as reply:
         assert json.loads(reply.read())["usage"]["completion_tokens"] == 8

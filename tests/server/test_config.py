@@ -115,6 +115,7 @@ def test_both_servables_load():
     ({"speculation": {"max_step_tokens": 1}}, "speculation.max_step_tokens: must be at least 2"),
     ({"limits": {"max_batch": -1}}, "limits.max_batch: must be at least 1"),
     ({"log_format": "xml"}, "log_format: expected text or json"),
+    ({"generation_config": "vllm"}, "^generation_config: expected auto or servable, got 'vllm'$"),
     ({"generation": {"stop": ["### End", ""]}}, "generation.stop: expected a list of non-empty strings"),
     ({"http_port": 9000}, "http_port: 9000 is already taken"),
     ({"api_key": "  "}, "api_key: must not be empty"),
@@ -213,6 +214,15 @@ def test_missing_model_directory_is_one_line(tmp_path):
                             cwd=ROOT, capture_output=True, text=True, timeout=120, env={"HF_HUB_OFFLINE": "1", "PATH": ""})
     assert result.returncode != 0
     assert "Traceback" not in result.stderr and "nope" in result.stderr.strip().splitlines()[-1]
+
+
+def test_generation_config_is_auto_unless_the_file_or_the_flag_says_servable(tmp_path):
+    assert load({}).generation_config == "auto"
+    assert load({"config_path": write(tmp_path, {"generation_config": "servable"})}).generation_config == "servable"
+    result = subprocess.run([sys.executable, "-m", "server", "--generation-config", "model"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and result.stderr.strip() == \
+        "error: generation_config: expected auto or servable, got 'model'"
 
 
 def test_generation_stop_strings_from_file(tmp_path):

@@ -18,7 +18,8 @@ def test_int8_answers_right_with_the_shipped_profile_through_grpc_and_http(int8_
         (c,) = s.stub.Generate(request(QUESTION, max_new_tokens=16), timeout=60).completions
         assert "Paris" in c.text, c.text
         chat = httpx.post(f"{s.http_url}/v1/chat/completions", timeout=60, json={
-            "model": int8_model_dir.name, "max_tokens": 16, "messages": [{"role": "user", "content": QUESTION}]})
+            "model": int8_model_dir.name, "max_tokens": 16, "temperature": 0,
+            "messages": [{"role": "user", "content": QUESTION}]})
         assert "Paris" in chat.json()["choices"][0]["message"]["content"]
     finally:
         s.stop()

@@ -8,7 +8,7 @@ from server.engine.errors import ValidationError
 from server.engine.params import GenerationParams, Limits
 from server.engine.types import GenerationRequest, GivenParams, Message
 from server.engine.validation import (check_inputs, check_lengths, check_sampling_tokens, check_token_ids,
-                                      resolve_params)
+                                      openai_defaults, resolve_params)
 
 LIMITS = Limits(max_batch=4, max_prompt_tokens=100, max_new_tokens_cap=50, max_stop_strings=2, max_stop_length=5)
 DEFAULTS = GenerationParams(max_new_tokens=20)
@@ -183,3 +183,47 @@ def test_sampling_fields_resolve_to_plain_tuples_and_their_tokens_are_in_the_voc
     check_sampling_tokens(p, vocab_size=10)
     assert field_of(check_sampling_tokens, replace(p, logit_bias=((10, 1.0),)), 10) == "logit_bias"
     assert field_of(check_sampling_tokens, replace(p, stop_token_ids=(1, 12)), 10) == "stop_token_ids[1]"
+
+
+# ---------------------------------------------------------------- the OpenAI API's defaults
+
+SERVABLE = GenerationParams(max_new_tokens=20, temperature=0.8, top_k=7, do_sample=False)
+# Qwen3's generation_config.json, with what vLLM does not take from it (do_sample, ids, max_length).
+QWEN3 = {"do_sample": True, "temperature": 0.6, "top_p": 0.95, "top_k": 20, "eos_token_id": [151645, 151643],
+         "max_length": 32768, "transformers_version": "4.51.0"}
+
+
+def test_openai_defaults_take_the_model_file_over_the_servable_and_sample():
+    defaults, taken = openai_defaults(SERVABLE, QWEN3, LIMITS)
+    assert taken == {"temperature": 0.6, "top_p": 0.95, "top_k": 20}
+    assert defaults == replace(SERVABLE, temperature=0.6, top_p=0.95, top_k=20, do_sample=True)
+    # without a file (or generation_config servable): the servable's values, sampling still (OpenAI has no do_sample)
+    assert openai_defaults(SERVABLE, {}, LIMITS) == (replace(SERVABLE, do_sample=True), {})
+    # the servable's do_sample: false stays gRPC's default
+    assert not resolve_params(params(), SERVABLE, LIMITS).do_sample
+
+
+def test_a_request_on_openai_defaults_samples_unless_temperature_0_and_its_own_values_win():
+    defaults, _ = openai_defaults(SERVABLE, QWEN3, LIMITS)
+    p = resolve_params(params(), defaults, LIMITS)
+    assert (p.do_sample, p.temperature, p.top_p, p.top_k, p.max_new_tokens) == (True, 0.6, 0.95, 20, 20)
+    assert not resolve_params(params(temperature=0), defaults, LIMITS).do_sample
+    p = resolve_params(params(temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=5), defaults, LIMITS)
+    assert (p.do_sample, p.temperature, p.top_p, p.top_k, p.max_new_tokens) == (True, 1.0, 1.0, 0, 5)
+
+
+def test_the_model_file_max_new_tokens_and_min_p_are_taken_and_capped():
+    defaults, taken = openai_defaults(SERVABLE, {"max_new_tokens": 4096, "min_p": 0.05, "repetition_penalty": 1.1},
+                                      LIMITS)
+    assert taken == {"max_new_tokens": 50, "min_p": 0.05, "repetition_penalty": 1.1}  # LIMITS' cap: 50
+    assert (defaults.max_new_tokens, defaults.min_p, defaults.repetition_penalty) == (50, 0.05, 1.1)
+
+
+@pytest.mark.parametrize("file, field", [
+    ({"temperature": -0.5}, "temperature"), ({"top_p": 0}, "top_p"), ({"top_k": -1}, "top_k"),
+    ({"top_k": 2.5}, "top_k"), ({"min_p": 2}, "min_p"), ({"repetition_penalty": "1.1"}, "repetition_penalty"),
+    ({"max_new_tokens": 0}, "max_new_tokens"), ({"temperature": float("nan")}, "temperature"),
+])
+def test_a_model_file_value_no_request_could_send_is_named(file, field):
+    assert field_of(openai_defaults, SERVABLE, file, LIMITS) == field
+

@@ -103,7 +103,7 @@ def test_chat_template_kwargs_reach_the_template_on_tokenize_and_chat(thinking_s
 
 
 def test_a_think_answer_splits_into_reasoning_and_content_whole_and_streamed(thinker):
-    kwargs = dict(model=SERVED, messages=ASK, max_tokens=60, response_format=WRITTEN,
+    kwargs = dict(model=SERVED, messages=ASK, max_tokens=60, temperature=0, response_format=WRITTEN,
                   extra_body={"chat_template_kwargs": THINK})
     (choice,) = thinker.chat.completions.create(**kwargs).choices
     thought, _, content = WHOLE.partition("</think>")
@@ -120,11 +120,27 @@ def test_a_think_answer_splits_into_reasoning_and_content_whole_and_streamed(thi
     assert plain.message.content == WHOLE and plain.message.reasoning is None
 
 
+def streamed_tokens(client, kwargs: dict) -> list[str]:
+    return [t.token for chunk in client.chat.completions.create(stream=True, logprobs=True, **kwargs)
+            for c in chunk.choices for t in (c.logprobs.content if c.logprobs else ())]
+
+
+def test_logprob_tokens_spell_the_whole_answer_its_reasoning_and_content_are_read_from(thinker):
+    """As vLLM's: every generated token, the thought and its closing tag among them, so they spell the answer the
+    message's fields were read from (the prompt opened the thought); streamed, the same tokens."""
+    kwargs = dict(model=SERVED, messages=ASK, max_tokens=60, temperature=0, response_format=WRITTEN,
+                  extra_body={"chat_template_kwargs": THINK})
+    (choice,) = thinker.chat.completions.create(logprobs=True, **kwargs).choices
+    tokens = [t.token for t in choice.logprobs.content]
+    assert "".join(tokens) == choice.message.reasoning + "</think>" + choice.message.content == WHOLE
+    assert streamed_tokens(thinker, kwargs) == tokens
+
+
 def test_the_flag_names_the_tool_call_format_a_forced_call_is_written_and_read_in(thinker):
     weather = {"type": "function", "function": {"name": "get_weather", "parameters": {
         "type": "object", "properties": {"city": {"type": "string", "maxLength": 12}}, "required": ["city"],
         "additionalProperties": False}}}
-    kwargs = dict(model=SERVED, messages=ASK, max_tokens=40, tools=[weather],
+    kwargs = dict(model=SERVED, messages=ASK, max_tokens=40, temperature=0, tools=[weather],
                   tool_choice={"type": "function", "function": {"name": "get_weather"}})
     (choice,) = thinker.chat.completions.create(logprobs=True, **kwargs).choices
     written = "".join(t.token for t in choice.logprobs.content)
@@ -132,6 +148,9 @@ def test_the_flag_names_the_tool_call_format_a_forced_call_is_written_and_read_i
     assert choice.finish_reason == "tool_calls" and choice.message.content is None
     (call,) = choice.message.tool_calls
     assert call.function.name == "get_weather" and list(json.loads(call.function.arguments)) == ["city"]
+    # The logprobs' tokens are the call as the model wrote it, which the message's call was read from.
+    assert json.loads(written) == {"name": "get_weather", "parameters": json.loads(call.function.arguments)}
+    assert streamed_tokens(thinker, kwargs) == [t.token for t in choice.logprobs.content]
     calls = {}
     for chunk in thinker.chat.completions.create(stream=True, **kwargs):
         for d in (d for c in chunk.choices for d in c.delta.tool_calls or ()):

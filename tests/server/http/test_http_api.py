@@ -54,7 +54,7 @@ def test_health_is_200_while_serving(http_server):
 def test_chat_greedy_text_equals_grpc_generate(client, http_server):
     question = "What is the theory of relativity?"
     grpc_text = http_server.stub.Generate(request(question, max_new_tokens=24), timeout=60).completions[0].text
-    r = client.chat.completions.create(model=MODEL, messages=user(question), max_tokens=24)
+    r = client.chat.completions.create(model=MODEL, messages=user(question), max_tokens=24, temperature=0)
     (choice,) = r.choices
     assert choice.message.role == "assistant" and choice.message.content == grpc_text
     assert choice.finish_reason == "length" and r.usage.completion_tokens == 24 and r.usage.prompt_tokens > 10
@@ -62,9 +62,10 @@ def test_chat_greedy_text_equals_grpc_generate(client, http_server):
 
 
 def test_chat_stream_sends_pieces_then_usage_and_equals_the_whole_answer(client):
-    whole = client.chat.completions.create(model=MODEL, messages=user(QUESTION), max_completion_tokens=32)
+    whole = client.chat.completions.create(model=MODEL, messages=user(QUESTION), max_completion_tokens=32,
+                                           temperature=0)
     chunks = list(client.chat.completions.create(model=MODEL, messages=user(QUESTION), max_completion_tokens=32,
-                                                 stream=True, stream_options={"include_usage": True}))
+                                                 temperature=0, stream=True, stream_options={"include_usage": True}))
     assert chunks[0].choices[0].delta.role == "assistant"
     pieces = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
     assert len(pieces) >= 5  # streamed as it decodes, not in one lump
@@ -81,7 +82,7 @@ def test_system_message_goes_through_the_template_like_grpc(client, http_server)
                                                   llm_pb2.Message(role="user", content="What is the capital of Japan?")])
     (g,) = http_server.stub.Generate(llm_pb2.GenerateRequest(conversations=[conversation], max_new_tokens=24),
                                      timeout=60).completions
-    r = client.chat.completions.create(model=MODEL, max_tokens=24, messages=[
+    r = client.chat.completions.create(model=MODEL, max_tokens=24, temperature=0, messages=[
         {"role": "system", "content": system}, {"role": "user", "content": "What is the capital of Japan?"}])
     assert r.choices[0].message.content == g.text and "Tokyo" in g.text
     assert r.usage.prompt_tokens == g.prompt_tokens
@@ -120,12 +121,12 @@ def test_speculation_is_reported_on_grpc_http_and_metrics_and_can_be_turned_off(
     assert on.proposed_tokens >= on.accepted_tokens > 0 and off.proposed_tokens == off.accepted_tokens == 0
     _, finals = stream_texts(http_server.stub.GenerateStream(request(copy, max_new_tokens=40), timeout=60))
     assert (finals[0].proposed_tokens, finals[0].accepted_tokens) == (on.proposed_tokens, on.accepted_tokens)
-    r = client.chat.completions.create(model=MODEL, messages=user(copy), max_tokens=40)
+    r = client.chat.completions.create(model=MODEL, messages=user(copy), max_tokens=40, temperature=0)
     details = r.usage.completion_tokens_details
     assert r.choices[0].message.content == on.text
     assert (details.accepted_prediction_tokens, details.rejected_prediction_tokens) == \
            (on.accepted_tokens, on.proposed_tokens - on.accepted_tokens)
-    plain = client.chat.completions.create(model=MODEL, messages=user(copy), max_tokens=40,
+    plain = client.chat.completions.create(model=MODEL, messages=user(copy), max_tokens=40, temperature=0,
                                            extra_body={"speculation": False})
     assert plain.choices[0].message.content == on.text and plain.usage.completion_tokens_details is None
     after = metrics(http_server)
@@ -138,19 +139,20 @@ def test_speculation_is_reported_on_grpc_http_and_metrics_and_can_be_turned_off(
 def test_completions_are_raw_prompts_and_a_list_is_one_batch(client, http_server):
     prompts = ["The capital of France is", "Once upon a time"]
     g = http_server.stub.Generate(request(*prompts, raw=True, max_new_tokens=8), timeout=60).completions
-    r = client.completions.create(model=MODEL, prompt=prompts, max_tokens=8)
+    r = client.completions.create(model=MODEL, prompt=prompts, max_tokens=8, temperature=0)
     assert [c.index for c in r.choices] == [0, 1]
     assert [c.text for c in r.choices] == [c.text for c in g]
     assert r.usage.prompt_tokens == sum(c.prompt_tokens for c in g) and r.usage.completion_tokens == 16
     streamed: dict[int, str] = {}
-    for chunk in client.completions.create(model=MODEL, prompt=prompts, max_tokens=8, stream=True):
+    for chunk in client.completions.create(model=MODEL, prompt=prompts, max_tokens=8, temperature=0, stream=True):
         for c in chunk.choices:
             streamed[c.index] = streamed.get(c.index, "") + c.text
     assert streamed == {0: g[0].text, 1: g[1].text}
 
 
 def test_stop_strings_and_finish_reasons(client):
-    r = client.chat.completions.create(model=MODEL, messages=user(QUESTION), max_tokens=64, stop=[" is"])
+    r = client.chat.completions.create(model=MODEL, messages=user(QUESTION), max_tokens=64, temperature=0,
+                                       stop=[" is"])
     assert r.choices[0].message.content == "The capital of France" and r.choices[0].finish_reason == "stop"
     r = client.completions.create(model=MODEL, prompt="One, two, three,", max_tokens=3, stop="nothing-like-this")
     assert r.choices[0].finish_reason == "length" and r.usage.completion_tokens == 3
@@ -179,7 +181,7 @@ def test_n_gives_n_choices_that_differ_and_repeat_with_the_seed(client):
     assert len(set(first)) > 1  # copy i samples with seed + i
     assert ask() == first  # and the same seed gives the same answers
     # n copies of each prompt: choice index = prompt * n + copy
-    r = client.completions.create(model=MODEL, prompt=["Paris is", "Rome is"], n=2, max_tokens=4)
+    r = client.completions.create(model=MODEL, prompt=["Paris is", "Rome is"], n=2, max_tokens=4, temperature=0)
     texts = [c.text for c in r.choices]
     assert [c.index for c in r.choices] == [0, 1, 2, 3] and texts[0] == texts[1] and texts[2] == texts[3]
 
@@ -257,7 +259,7 @@ def test_engine_failure_is_500_for_that_request_only(client):
     assert caught.value.status_code == 500 and "fault injected" in str(caught.value)
     with pytest.raises(openai.APIError):  # streamed: the error arrives as an event after the 200
         list(client.chat.completions.create(model=MODEL, messages=user(f"{FAULT} please"), max_tokens=16, stream=True))
-    r = client.chat.completions.create(model=MODEL, messages=user(QUESTION), max_tokens=16)
+    r = client.chat.completions.create(model=MODEL, messages=user(QUESTION), max_tokens=16, temperature=0)
     assert "Paris" in r.choices[0].message.content
 
 
@@ -319,7 +321,7 @@ def test_api_key_is_required_except_for_health_and_the_page(guarded):
     assert httpx.get(f"{guarded.http_url}/health").status_code == 200
     assert httpx.get(f"{guarded.http_url}/").status_code == 200
     with openai.OpenAI(base_url=base, api_key=KEY, max_retries=0) as c:
-        r = c.chat.completions.create(model=MODEL, messages=user(QUESTION), max_tokens=16)
+        r = c.chat.completions.create(model=MODEL, messages=user(QUESTION), max_tokens=16, temperature=0)
     assert "Paris" in r.choices[0].message.content
     assert KEY not in guarded.log()
 

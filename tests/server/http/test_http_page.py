@@ -74,6 +74,7 @@ def test_chat_page_streams_a_reply_and_stops_a_long_one(browser, http_server, tm
     browser.get(f"{http_server.http_url}/")
     wait.until(lambda d: d.find_element(By.ID, "model").text == MODEL)
     browser.execute_script(RECORD)
+    browser.find_element(By.ID, "temperature").send_keys("0")  # greedy: left empty, the page samples (OpenAI's 1)
 
     ask(browser, "What is the capital of France?", 32)
     wait.until(lambda d: last_reply(d).get_attribute("data-state") == "done")

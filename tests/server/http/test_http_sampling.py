@@ -146,6 +146,11 @@ def test_completion_logprob_tokens_spell_the_text_streamed_and_not(client, stop)
     ("min_p", 1.5, "min_p", "must be in [0, 1]"),
     ("stop_token_ids", [5, -1], "stop_token_ids[1]", "is not a token id"),
     ("include_stop_str_in_output", 1, "include_stop_str_in_output", "expected true or false"),
+    # hostile: huge maps and lists, ids out of the vocabulary
+    ("logit_bias", {str(i): 1.0 for i in range(20_000)}, "logit_bias", "20000 tokens given, at most 1024"),
+    ("logit_bias", {"4294967295": 1.0}, "logit_bias", "is not a token id"),
+    ("stop_token_ids", list(range(20_000)), "stop_token_ids", "20000 given, at most 64"),
+    ("stop_token_ids", [2**40], "stop_token_ids[0]", "is not a token id"),
 ])
 def test_sampling_fields_out_of_range_are_refused_naming_them(client, field, value, param, words):
     import openai
@@ -154,6 +159,20 @@ def test_sampling_fields_out_of_range_are_refused_naming_them(client, field, val
         client.chat.completions.create(model=MODEL, messages=user("hi"), max_tokens=2, extra_body={field: value})
     assert caught.value.status_code == 400 and caught.value.param == param
     assert str(caught.value.body["message"]).startswith(f"{param}: ") and words in caught.value.body["message"]
+
+
+@pytest.mark.parametrize("field, raw, param", [
+    ("min_p", "NaN", "min_p"), ("frequency_penalty", "-Infinity", "frequency_penalty"),
+    ("logit_bias", '{"5": NaN}', "logit_bias.5"), ("presence_penalty", "1e999", "presence_penalty"),
+])
+def test_not_a_number_in_a_body_is_refused_naming_the_field(http_server, field, raw, param):
+    """Python's JSON reader takes NaN and Infinity (the official client never sends them)."""
+    body = f'{{"model": "{MODEL}", "messages": [{{"role": "user", "content": "hi"}}], "max_tokens": 2, ' \
+           f'"{field}": {raw}}}'
+    r = httpx.post(f"{http_server.http_url}/v1/chat/completions", content=body,
+                   headers={"content-type": "application/json"}, timeout=30)
+    assert r.status_code == 400 and r.json()["error"]["param"] == param, r.text
+    assert "finite number" in r.json()["error"]["message"]
 
 
 def test_echo_keeps_the_logprob_of_an_ending_first_token(client, http_server):
@@ -166,3 +185,41 @@ def test_echo_keeps_the_logprob_of_an_ending_first_token(client, http_server):
     lp = r.choices[0].logprobs
     assert r.choices[0].text == text and r.choices[0].finish_reason == "stop"
     assert len(lp.tokens) == len(ids) + 1 and lp.tokens[-1] == "" and lp.token_logprobs[-1] < 0
+
+
+STORY_START = "Once upon a time, in a small village by the sea, there lived"
+
+
+@pytest.mark.parametrize("fields", [
+    {"temperature": 0, "presence_penalty": 2.0},
+    {"temperature": 0, "frequency_penalty": -1.0, "presence_penalty": 0.5, "repetition_penalty": 1.25},
+    {"temperature": 0, "logit_bias": {" wise": -100, " young": 5.5}},  # words: their first token's id
+    {"temperature": 0, "stop": [" kind"], "include_stop_str_in_output": True},
+    {"temperature": 0, "stop_token_ids": ["."], "include_stop_str_in_output": True, "min_tokens": 3},
+    {"temperature": 1.0, "seed": 11, "min_p": 0.25},
+    {"temperature": 1.5, "seed": 5, "top_k": 3, "top_p": 0.75, "frequency_penalty": 1.5},
+])
+def test_every_sampling_field_gives_the_same_answer_on_grpc_and_http(client, http_server, fields):
+    """Each changes the greedy answer, and gives the same one on both APIs; values a float32 holds exactly (gRPC's
+    floats), sampled ones with a seed. The gRPC call first also computes the prompt, so both compared calls read its
+    KV from the prefix cache alike."""
+    first = {word: token_ids(http_server, word)[0] for word in (*fields.get("logit_bias", ()),
+                                                                 *fields.get("stop_token_ids", ()))}
+    if "logit_bias" in fields:
+        fields = {**fields, "logit_bias": {str(first[w]): bias for w, bias in fields["logit_bias"].items()}}
+    if "stop_token_ids" in fields:
+        fields = {**fields, "stop_token_ids": [first[w] for w in fields["stop_token_ids"]]}
+    grpc_fields = {{"min_tokens": "min_new_tokens"}.get(k, k): v for k, v in fields.items()}
+    if "logit_bias" in fields:
+        grpc_fields["logit_bias"] = {int(token): bias for token, bias in fields["logit_bias"].items()}
+
+    def grpc(**more):
+        (c,) = http_server.stub.Generate(request(STORY_START, raw=True, max_new_tokens=24, **more),
+                                         timeout=60).completions
+        return c.text, c.finish_reason
+
+    plain, _ = grpc(temperature=0)
+    r = client.completions.create(model=MODEL, prompt=STORY_START, max_tokens=24, extra_body=fields)
+    text, reason = grpc(**grpc_fields)
+    assert r.choices[0].text == text != plain
+    assert r.choices[0].finish_reason == {1: "stop", 2: "length", 3: "stop"}[reason]

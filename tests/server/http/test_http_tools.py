@@ -50,7 +50,7 @@ def test_json_schema_strict_nested_enums_arrays_on_chat_and_completions(client):
 
 def test_json_object_is_a_json_object(client):
     r = client.chat.completions.create(model=MODEL, messages=user("Describe Paris as JSON."), max_tokens=40,
-                                       response_format={"type": "json_object"}, stop=["}"])
+                                       temperature=0, response_format={"type": "json_object"}, stop=["}"])
     text = r.choices[0].message.content
     assert text.startswith("{") and isinstance(json.loads(text + "}"), dict)  # the object up to its first close
 
@@ -83,7 +83,7 @@ def test_required_forces_a_call_that_matches_its_function(client):
 
 
 def test_a_named_function_is_called_and_its_streamed_deltas_reassemble_to_the_whole_call(client):
-    kwargs = dict(model=MODEL, messages=ASK, max_tokens=60, tools=[WEATHER, TIME],
+    kwargs = dict(model=MODEL, messages=ASK, max_tokens=60, temperature=0, tools=[WEATHER, TIME],
                   tool_choice={"type": "function", "function": {"name": "get_time"}})
     whole = client.chat.completions.create(**kwargs).choices[0]
     assert whole.finish_reason == "tool_calls" and not whole.message.content
@@ -116,7 +116,8 @@ def test_a_tool_result_fed_back_is_answered(client):
             "function": {"name": "get_weather", "arguments": '{"city": "Paris", "unit": "celsius"}'}}
     messages = [*ASK, {"role": "assistant", "content": None, "tool_calls": [call]},
                 {"role": "tool", "tool_call_id": "call_1", "content": '{"temperature": 22, "sky": "sunny"}'}]
-    with_result = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=8, tools=[WEATHER])
+    with_result = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=8, temperature=0,
+                                                 tools=[WEATHER])
     assert with_result.choices[0].message.content and with_result.usage.prompt_tokens > \
         client.chat.completions.create(model=MODEL, messages=ASK, max_tokens=1, tools=[WEATHER]).usage.prompt_tokens + 30
     bad = [*messages[:1], {"role": "assistant", "tool_calls": [{**call, "function": {**call["function"],
