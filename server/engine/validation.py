@@ -143,7 +143,7 @@ def resolve_params(request: GenerationRequest, defaults: GenerationParams, limit
     if p.min_new_tokens > p.max_new_tokens:
         raise ValidationError("min_new_tokens", f"{p.min_new_tokens} is above max_new_tokens ({p.max_new_tokens})")
 
-    check_values(p)
+    check_values(p, request.n)
 
     if len(stop) > limits.max_stop_strings:
         raise ValidationError("stop", f"{len(stop)} given, at most {limits.max_stop_strings}")
@@ -179,8 +179,8 @@ def openai_defaults(servable: GenerationParams, model_file: Mapping[str, Any],
     return dataclasses.replace(servable, **taken, do_sample=True), taken
 
 
-def check_values(p: GenerationParams) -> None:
-    """Each sampling parameter within its range."""
+def check_values(p: GenerationParams, n: int = 1) -> None:
+    """Each sampling parameter within its range (a seed leaves room for `n` samples: sample i's is seed + i)."""
     if not math.isfinite(p.temperature) or p.temperature < 0:
         raise ValidationError("temperature", "must be a finite number >= 0")
     if not math.isfinite(p.top_p) or not 0 < p.top_p <= 1:
@@ -201,9 +201,9 @@ def check_values(p: GenerationParams) -> None:
             raise ValidationError("logit_bias", f"the bias of token {token} must be in [-100, 100]")
     if len(p.stop_token_ids) > MAX_STOP_TOKEN_IDS:
         raise ValidationError("stop_token_ids", f"{len(p.stop_token_ids)} given, at most {MAX_STOP_TOKEN_IDS}")
-    if p.seed is not None and not 0 <= p.seed <= MAX_SEED - (request.n - 1):
-        samples = f" (sample i of n={request.n} samples with seed + i)" if request.n > 1 else ""
-        raise ValidationError("seed", f"must be in [0, {MAX_SEED - (request.n - 1)}]{samples}")
+    if p.seed is not None and not 0 <= p.seed <= MAX_SEED - (n - 1):
+        samples = f" (sample i of n={n} samples with seed + i)" if n > 1 else ""
+        raise ValidationError("seed", f"must be in [0, {MAX_SEED - (n - 1)}]{samples}")
 
 
 def is_int(value) -> bool:
