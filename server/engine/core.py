@@ -60,7 +60,7 @@ class EngineCore:
             if self._closed:
                 raise QueueFull("the engine is shutting down")
             if self._waiting >= self.limits.max_waiting:
-                raise QueueFull(f"the waiting queue is full ({self.limits.max_waiting} requests); retry later")
+                raise QueueFull(f"the waiting queue is full ({self.limits.max_waiting} calls); retry later")
             self._inbox.append(requests)
             self._waiting += 1
             self._cond.notify()

@@ -42,7 +42,7 @@ PARAMETERS = tuple(f.name for f in fields(GenerationParams))
 
 @dataclass(frozen=True)
 class Limits:
-    max_batch: int = 0  # sequences running at once (and prompts per request); 0: as many as the KV cache holds
+    max_batch: int = 0  # sequences running at once (and prompts x n per call); 0: as many as the KV cache holds
     # average requests (kv_cache.default_max_batch)
     max_waiting: int = 64  # calls waiting to start (one per call, whatever its prompts and n); more: RESOURCE_EXHAUSTED
     max_prompt_tokens: int = 4096
