@@ -1,11 +1,11 @@
 """The engine core (vLLM v1's EngineCore): the inbox other threads write to, and the step.
 
-Any thread may `add` a call's requests (one per prompt, and per sample of it) or `abort` requests: both only queue (the inbox, and the aborts drained once per
-step). The engine's loop thread calls `step()`: it hands the inbox to the scheduler (scheduler.py, which holds
-every scheduling decision and no lock), applies the aborts, runs the model once on the scheduled step, and
-returns a `StepOutput`: per prompt, its new tokens and the finish reason when a token rule ended it, and the
-scheduler's stats for the gauges. No tokenizer, no text here: the loop hands the output to the output side
-(output.py), which turns tokens into text.
+Any thread may `add` a call's requests (one per prompt, and per sample of it) or `abort` requests: both only queue
+(the inbox, and the aborts drained once per step). The engine's loop thread calls `step()`: it hands the inbox to
+the scheduler (scheduler.py, which holds every scheduling decision and no lock), applies the aborts, runs the model
+once on the scheduled step, and returns a `StepOutput`: per prompt, its new tokens and the finish reason when a
+token rule ended it, and the scheduler's stats for the gauges. No tokenizer, no text here: the loop hands the
+output to the output side (output.py), which turns tokens into text.
 """
 from __future__ import annotations
 
