@@ -176,32 +176,23 @@ class PagedModel:
     def warm_up(self) -> None:
         """A 2-token step then a 1-token step on every copy, in block 0 (free until the first request). The CPU
         plugin lays out a compiled model's compressed weights for its kernels at its first inference, reading the
-        whole mapped weights file, which then stays resident though only a few MB of it are read again: done
-        here, before serving, the file's pages can be given back (pages.py) and the first request waits for no
-        layout."""
+        whole mapped weights file, which then stays resident though only part of it is read again (what it reads
+        in place): done here, before serving, the file's pages can be given back (pages.py) and the first request
+        waits for no layout."""
         for tokens in (2, 1):
-            inputs = {"input_ids": np.zeros(tokens, np.int64), "position_ids": np.arange(tokens, dtype=np.int64),
-                      "past_lens": np.zeros(1, np.int32), "subsequence_begins": np.array([0, tokens], np.int32),
-                      "block_indices": np.zeros(1, np.int32), "block_indices_begins": np.array([0, 1], np.int32),
-                      "max_context_len": np.array(tokens, np.int32), SAMPLED: np.array([tokens - 1], np.int64)}
+            step = StepInputs(input_ids=np.zeros(tokens, np.int64), position_ids=np.arange(tokens, dtype=np.int64),
+                              past_lens=np.zeros(1, np.int32), subsequence_begins=np.array([0, tokens], np.int32),
+                              block_indices=np.zeros(1, np.int32), block_indices_begins=np.array([0, 1], np.int32),
+                              max_context_len=tokens, sampled=np.array([tokens - 1], np.int64))
             for request, _ in self._requests:
-                request.infer(inputs, share_inputs=True)
+                request.infer(_feed(step), share_inputs=True)
 
     def forward(self, step: StepInputs) -> np.ndarray:
         """Logits of the sampled token rows, [len(step.sampled), vocab] float32 (a copy)."""
         if self.pad_single and len(step.input_ids) == 1:
             step = self._padded(step)
         request = self._request_for(len(step.input_ids))
-        request.infer({
-            "input_ids": step.input_ids,
-            "position_ids": step.position_ids,
-            "past_lens": step.past_lens,
-            "subsequence_begins": step.subsequence_begins,
-            "block_indices": step.block_indices,
-            "block_indices_begins": step.block_indices_begins,
-            "max_context_len": np.array(step.max_context_len, dtype=np.int32),
-            SAMPLED: step.sampled,
-        }, share_inputs=True)
+        request.infer(_feed(step), share_inputs=True)
         logits = request.get_tensor("logits").data
         return np.array(logits.reshape(len(step.sampled), logits.shape[-1]), dtype=np.float32)
 
@@ -232,6 +223,14 @@ class PagedModel:
         entry[1] = tokens
         self._requests.insert(0, entry)
         return entry[0]
+
+
+def _feed(step: StepInputs) -> dict:
+    """A step as the compiled model's inputs."""
+    return {"input_ids": step.input_ids, "position_ids": step.position_ids, "past_lens": step.past_lens,
+            "subsequence_begins": step.subsequence_begins, "block_indices": step.block_indices,
+            "block_indices_begins": step.block_indices_begins,
+            "max_context_len": np.array(step.max_context_len, dtype=np.int32), SAMPLED: step.sampled}
 
 
 def compile_paged(ov_model, device: str, ov_config: dict, config=None, copies: int = 1) -> tuple:
