@@ -57,7 +57,7 @@ def test_a_candidate_faster_in_every_round_by_less_than_min_speedup_is_not_chose
 
 
 def test_a_noisy_baseline_keeps_the_plugins_defaults_with_a_note():
-    """The baseline's rounds at 8 sequences spread 1.31x: every candidate looks faster in the median, and 128 in
+    """The baseline's rounds at 8 sequences spread 1.31x: every candidate looks faster in the median, and 64 in
     every round, but the machine is too busy to tell; nothing is checked for fidelity."""
     checked = []
     found = _timed({1: [10.0, 10.4, 10.2], 8: [20.0, 26.2, 21.0]}, {1: [9.6, 10.0, 9.8], 8: [19.6, 20.0, 19.8]})
