@@ -142,7 +142,7 @@ def runtime_report(outputs: list[Path]) -> list[str]:
         if runtime:
             chosen = label(runtime["options"]) if runtime["options"] else "the plugin's defaults"
             lines += [f"{path.name}: runtime options {chosen} (ms a decode step at 1 / 8 sequences, x: speed against "
-                      f"the plugin's default, medians of {runtime['rounds']} alternating rounds, "
+                      f"the plugin's default, the median and the worst of {runtime['rounds']} alternating rounds, "
                       f"{runtime['seconds']:.0f}s on {runtime['cpu']['name']})", table(runtime)]
     return lines
 
