@@ -55,7 +55,10 @@ def runtime_options(device: str, ov_config: dict, batch_invariant: bool = False,
 def manifest_runtime(runtime: dict, device: str) -> tuple[dict, str]:
     """The manifest's measured runtime options to apply on this device, and a few words on what became of them."""
     if not runtime or not runtime.get("options"):
-        return {}, ("measured: the plugin's defaults were fastest" if runtime else "")
+        if not runtime:
+            return {}, ""
+        return {}, f"the plugin's defaults: {runtime['note']}" if runtime.get("note") else \
+            "measured: the plugin's defaults were fastest"
     if not device.upper().startswith("CPU"):
         return {}, f"the manifest's runtime options were measured on a CPU: not applied on {device}"
     from modelprep.tune import cpu_kind, same_kind

@@ -51,6 +51,16 @@ def test_the_manifest_runtime_comes_between_our_defaults_and_the_servable():
     assert resolve("GPU", {}, tuned=tuned).values == {}  # measured on a CPU
 
 
+
+def test_a_manifest_that_kept_the_defaults_says_why():
+    from server.engine.precision import manifest_runtime
+
+    assert manifest_runtime({}, "CPU") == ({}, "")
+    assert manifest_runtime({"options": {}, "cpu": {}}, "CPU") == ({}, "measured: the plugin's defaults were fastest")
+    busy = {"options": {}, "cpu": {}, "note": "the machine was too busy to tell the candidates apart"}
+    assert manifest_runtime(busy, "CPU") == ({}, "the plugin's defaults: the machine was too busy to tell the "
+                                                 "candidates apart")
+
 def _with_runtime(model_dir, tmp_path, options: dict, cpu: dict):
     """A copy of `model_dir` whose manifest records these runtime options as measured on `cpu`."""
     copy = tmp_path / model_dir.name
