@@ -133,8 +133,8 @@ class PagedModel:
         self.compiled = compiled[0]
         self.small = small
         # A step of one token runs on other kernels than a longer one (its numbers differ by rounding): in
-        # batch-invariant mode a lone decode step gets a padding token, computed in a block of its own past the
-        # cache's last, so a sequence alone computes as it does beside others.
+        # batch-invariant mode a lone decode step gets a padding token (see `padded_tokens`), so a sequence alone
+        # computes as it does beside others.
         self.pad_single = pad_single
         self._requests = [[c.create_infer_request(), 0] for c in compiled]  # most recent first: [request, tokens]
         self._first = self._requests[0][0]
@@ -164,7 +164,7 @@ class PagedModel:
         import openvino as ov
 
         self._tensors = []  # kept here as well as in the requests
-        physical = num_blocks + self.pad_single  # the padding token's block, never handed out
+        physical = num_blocks + 1  # the padding tokens' block (`padded_tokens`), never handed out
         for port, dims in zip(self._caches, self._block_dims):
             tensor = ov.Tensor(port.get_element_type(), ov.Shape([physical, *dims]))
             for request, _ in self._requests:  # the same memory for every copy
@@ -189,26 +189,26 @@ class PagedModel:
 
     def forward(self, step: StepInputs) -> np.ndarray:
         """Logits of the sampled token rows, [len(step.sampled), vocab] float32 (a copy)."""
-        if self.pad_single and len(step.input_ids) == 1:
-            step = self._padded(step)
+        tokens = padded_tokens(len(step.input_ids), self.block_size, self.pad_single)
+        if tokens > len(step.input_ids):
+            step = self._padded(step, tokens - len(step.input_ids))
         request = self._request_for(len(step.input_ids))
         request.infer(_feed(step), share_inputs=True)
         logits = request.get_tensor("logits").data
         return np.array(logits.reshape(len(step.sampled), logits.shape[-1]), dtype=np.float32)
 
-    def _padded(self, step: StepInputs) -> StepInputs:
-        """The step with a second sequence of one token (id 0, position 0) in the padding block; its row is not
-        sampled."""
-        pad = np.int32(self.num_blocks)
-        blocks = len(step.block_indices)
+    def _padded(self, step: StepInputs, pad: int) -> StepInputs:
+        """The step with one more sequence: `pad` tokens (id 0, positions from 0) in the padding block, past the
+        cache's last block; its rows are not sampled."""
+        blocks, tokens = len(step.block_indices), len(step.input_ids)
         return StepInputs(
-            input_ids=np.append(step.input_ids, np.int64(0)),
-            position_ids=np.append(step.position_ids, np.int64(0)),
+            input_ids=np.append(step.input_ids, np.zeros(pad, np.int64)),
+            position_ids=np.append(step.position_ids, np.arange(pad, dtype=np.int64)),
             past_lens=np.append(step.past_lens, np.int32(0)),
-            subsequence_begins=np.append(step.subsequence_begins, np.int32(2)),
-            block_indices=np.append(step.block_indices, pad),
+            subsequence_begins=np.append(step.subsequence_begins, np.int32(tokens + pad)),
+            block_indices=np.append(step.block_indices, np.int32(self.num_blocks)),
             block_indices_begins=np.append(step.block_indices_begins, np.int32(blocks + 1)),
-            max_context_len=step.max_context_len,
+            max_context_len=max(step.max_context_len, pad),
             sampled=step.sampled,
         )
 
@@ -223,6 +223,23 @@ class PagedModel:
         entry[1] = tokens
         self._requests.insert(0, entry)
         return entry[0]
+
+
+# Steps of up to this many tokens (a decode step of max_batch sequences, speculation's) run at their own size.
+EXACT_TOKENS = 32
+
+
+def padded_tokens(tokens: int, block_size: int, pad_single: bool = False) -> int:
+    """The token count a step of `tokens` runs at. The CPU plugin compiles kernels for each token count it meets
+    and keeps them (about 2.4 MB of code and buffers per count on the default model, never given back), so a
+    server meeting every count up to max_step_tokens would grow by a gigabyte. Above EXACT_TOKENS a step is
+    padded to a multiple of an eighth of its power of two (at most 12.5% more tokens; 8 counts per doubling),
+    no coarser than a KV block, so its padding fits the one padding block. `pad_single`: a lone token gets a
+    second (batch-invariant mode)."""
+    if tokens <= EXACT_TOKENS:
+        return 2 if pad_single and tokens == 1 else tokens
+    multiple = min(block_size, max(8, 1 << (tokens.bit_length() - 4)))
+    return -(-tokens // multiple) * multiple
 
 
 def _feed(step: StepInputs) -> dict:

@@ -64,3 +64,34 @@ def test_the_copies_share_the_cache_and_give_one_graphs_logits(loaded):
         runs.append(logits)
     for a, b in zip(*runs):
         np.testing.assert_array_equal(a, b)
+
+
+def test_token_counts_above_a_decode_step_fall_into_few_sizes_no_coarser_than_a_block():
+    from server.engine.paged_model import EXACT_TOKENS, padded_tokens
+
+    sizes = {padded_tokens(n, 32) for n in range(1, 513)}
+    assert len(sizes) <= 60  # the plugin keeps kernels per token count: 512 counts would each keep theirs
+    for n in range(1, 2049):
+        padded = padded_tokens(n, 32)
+        assert padded == n if n <= EXACT_TOKENS else n <= padded < n + 32 and padded <= n * 1.22
+        assert padded_tokens(n, 16) - n < 16  # the padding fits one block
+    assert padded_tokens(1, 32, pad_single=True) == 2 and padded_tokens(2, 32, pad_single=True) == 2
+
+
+def test_a_padded_step_answers_as_the_same_step_unpadded_and_leaves_the_same_cache(loaded, monkeypatch):
+    # 45 prompt tokens run as 48 (3 padding tokens in the padding block, past the cache's last): against the same
+    # step run at 45 (batch-invariant numerics), the logits and the next token's must agree.
+    import server.engine.paged_model as paged_model
+
+    prompt = list(range(1000, 1045))
+    runs = []
+    for pad in (True, False):
+        if not pad:
+            monkeypatch.setattr(paged_model, "padded_tokens", lambda tokens, block_size, pad_single=False: tokens)
+        paged = PagedModel(loaded.paged[:1])
+        paged.allocate(8)
+        first = step(paged, prompt, 0)
+        assert paged._first.get_tensor("input_ids").get_shape() == [48 if pad else 45]
+        runs.append((first, step(paged, [int(first.argmax())], len(prompt))))
+    for padded, exact in zip(*runs):
+        np.testing.assert_allclose(padded, exact, rtol=0, atol=1e-5)
