@@ -95,3 +95,19 @@ def test_a_padded_step_answers_as_the_same_step_unpadded_and_leaves_the_same_cac
         runs.append((first, step(paged, [int(first.argmax())], len(prompt))))
     for padded, exact in zip(*runs):
         np.testing.assert_allclose(padded, exact, rtol=0, atol=1e-5)
+
+
+def _anonymous_bytes() -> int:
+    for line in open("/proc/self/smaps_rollup"):
+        if line.startswith("Anonymous:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no Anonymous line in /proc/self/smaps_rollup")
+
+
+def test_the_kv_cache_is_resident_from_its_allocation(loaded):
+    # Written through at allocation, so the server's memory is taken at its start and stays flat as the cache fills.
+    paged = PagedModel(loaded.paged[:1])
+    blocks = (64 << 20) // paged.bytes_per_block
+    before = _anonymous_bytes()
+    paged.allocate(blocks)
+    assert _anonymous_bytes() - before >= 0.9 * blocks * paged.bytes_per_block
