@@ -35,8 +35,16 @@ class RssSampler:
 
     def peak_mb(self, start: float, end: float) -> float | None:
         """The highest sample between two time.perf_counter() readings, in MB (10^6 bytes)."""
-        inside = [rss for t, rss in self.samples if start <= t <= end]
+        inside = self._between(start, end)
         return max(inside) / 1e6 if inside else None
+
+    def low_mb(self, start: float, end: float) -> float | None:
+        """The lowest sample between two time.perf_counter() readings, in MB."""
+        inside = self._between(start, end)
+        return min(inside) / 1e6 if inside else None
+
+    def _between(self, start: float, end: float) -> list[int]:
+        return [rss for t, rss in self.samples if start <= t <= end]
 
 
 def breakdown_mb(pid: int, smaps: str | None = None) -> dict[str, float]:

@@ -170,14 +170,16 @@ def memory(server: LaunchedServer, model_dir: Path, args) -> dict:
     figures = {"requests": result.requests, "errors": result.errors, "error_messages": result.error_messages,
                "completion_tokens": result.completion_tokens, "seconds": round(end - start, 1),
                "rss_loaded_mb": loaded, "rss_peak_mb": peak, "rss_peak_first_half_mb": rss.peak_mb(start, half),
-               "rss_peak_second_half_mb": rss.peak_mb(half, end), "weights_mb": weights, "kv_cache_mb": kv,
+               "rss_peak_second_half_mb": rss.peak_mb(half, end), "rss_low_second_half_mb": rss.low_mb(half, end),
+               "weights_mb": weights, "kv_cache_mb": kv,
                "overhead_mb": overhead_mb(peak, weights, kv), "resident_loaded_mb": before,
                "resident_after_mb": after}
     print(f"\nmixed load at 16 streams on {model_dir.name}: {result.requests} requests ({result.errors} errors), "
           f"{result.completion_tokens} tokens in {end - start:.0f} s; RSS {_mb(loaded)} MB loaded, "
           f"{_mb(peak)} MB peak (first half {_mb(figures['rss_peak_first_half_mb'])}, second "
-          f"{_mb(figures['rss_peak_second_half_mb'])}) for weights {weights:.0f} MB + KV cache {_mb(kv)} MB: "
-          f"{_mb(figures['overhead_mb'])} MB beyond them", flush=True)
+          f"{_mb(figures['rss_peak_second_half_mb'])}, its lowest {_mb(figures['rss_low_second_half_mb'])}) for "
+          f"weights {weights:.0f} MB + KV cache {_mb(kv)} MB: {_mb(figures['overhead_mb'])} MB beyond them",
+          flush=True)
     for when, parts in (("loaded", before), ("after the load", after)):
         print(f"  resident {when}: " + ", ".join(f"{k.replace('_', ' ')} {v:.0f} MB" for k, v in parts.items()),
               flush=True)

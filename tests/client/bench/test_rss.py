@@ -5,7 +5,7 @@ import os
 
 import psutil
 
-from client.bench.rss import breakdown_mb
+from client.bench.rss import RssSampler, breakdown_mb
 
 SMAPS = """\
 7f0000000000-7f0000100000 r--s 00000000 fd:01 123 /models/m_INT8_compressed_weights/openvino_model.bin
@@ -33,3 +33,10 @@ def test_the_groups_add_up_to_this_process_s_rss():
     # No weights_file check: a test worker may have loaded a model in this process before (pytest -n 2 --dist loadfile).
     assert got["libraries"] > 0 and got["anonymous"] > 0
     assert abs(sum(got.values()) - rss) < 0.1 * rss
+
+
+def test_the_peak_and_the_low_of_a_window():
+    sampler = RssSampler(os.getpid())  # not started: its samples made up
+    sampler.samples = [(1.0, 500_000_000), (2.0, 700_000_000), (3.0, 600_000_000), (4.0, 900_000_000)]
+    assert (sampler.peak_mb(1.5, 3.5), sampler.low_mb(1.5, 3.5)) == (700.0, 600.0)
+    assert sampler.peak_mb(5.0, 6.0) is None and sampler.low_mb(5.0, 6.0) is None

@@ -64,4 +64,5 @@ def test_the_memory_figure_is_the_peak_under_the_mixed_load_beyond_weights_and_k
     assert 450 <= got["kv_cache_mb"] <= 550
     assert got["weights_mb"] == pytest.approx(sizes.weights_mb(int8_model_dir)) and got["weights_mb"] > 100
     assert got["rss_loaded_mb"] <= got["rss_peak_mb"]
+    assert got["rss_low_second_half_mb"] <= got["rss_peak_second_half_mb"] <= got["rss_peak_mb"]
     assert got["overhead_mb"] == pytest.approx(got["rss_peak_mb"] - got["weights_mb"] - got["kv_cache_mb"])
