@@ -233,8 +233,8 @@ def padded_tokens(tokens: int, block_size: int, pad_single: bool = False) -> int
     """The token count a step of `tokens` runs at. The CPU plugin compiles kernels for each token count it meets
     and keeps them (about 2.4 MB of code and buffers per count on the default model, never given back), so a
     server meeting every count up to max_step_tokens would grow by a gigabyte. Above EXACT_TOKENS a step is
-    padded to a multiple of an eighth of its power of two (at most 12.5% more tokens; 8 counts per doubling),
-    no coarser than a KV block, so its padding fits the one padding block. `pad_single`: a lone token gets a
+    padded to a multiple of an eighth of its power of two, at least 8 (8 counts per doubling above 64: at most
+    12.5% more tokens there, 21% at 33), no coarser than a KV block, so its padding fits the one padding block. `pad_single`: a lone token gets a
     second (batch-invariant mode)."""
     if tokens <= EXACT_TOKENS:
         return 2 if pad_single and tokens == 1 else tokens
